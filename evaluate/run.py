@@ -1,0 +1,64 @@
+#!/usr/bin/env python
+"""Score the exported model on the test data."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import pandas as pd
+
+from evaluate.scoring import score_model
+from util_lib.plots import plot_confusion_matrix
+from util_lib.tracking import start_run
+
+# Named, not __name__: run as a script, __name__ is "__main__".
+logger = logging.getLogger("evaluate.run")
+
+TARGET = "genre"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the step's command line."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "--model_export",
+        type=str,
+        required=True,
+        help="Exported model artifact, exactly as written, e.g. model_export:v3",
+    )
+    parser.add_argument(
+        "--test_data", type=str, required=True, help="Test data artifact, e.g. data_test:v2"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Load the model and the test data, log the test scores and confusion matrix."""
+    args = parse_args(argv)
+    with start_run(step="evaluate", job_type="test_model", config=vars(args)) as run:
+        import mlflow.sklearn
+
+        model_dir = run.use_artifact(args.model_export)
+        # The model's MLmodel lists the types skops may load (see train_random_forest/export.py)
+        # and its code/ folder brings util_lib.transformers along.
+        model = mlflow.sklearn.load_model(str(model_dir))
+        df = pd.read_parquet(run.use_artifact(args.test_data))
+        logger.info("scoring %s on %d rows of %s", args.model_export, len(df), args.test_data)
+
+        scores = score_model(model, df, target=TARGET)
+        logger.info("test AUC %.4f, test accuracy %.4f", scores["auc"], scores["accuracy"])
+        run.log_summary({f"test_{name}": value for name, value in scores.items()})
+        run.log_figure(
+            plot_confusion_matrix(
+                model,
+                df.drop(columns=[TARGET]),
+                df[TARGET],
+                title="Test set",
+            ),
+            "confusion_matrix_test",
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""Download the raw dataset, check it, and log it as a versioned artifact."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+from pathlib import Path
+
+from get_data.download import DownloadError, download_dataset
+from util_lib.tracking import start_run
+
+logger = logging.getLogger("get_data.run")
+
+# Values that mean "no digest given" (config.yaml's null may arrive as any of them).
+_UNSET = {"", "null", "none"}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the step's command line."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "--file_url",
+        type=str,
+        required=True,
+        help="http(s) URL, file:// URL or local path (relative: to the current directory)",
+    )
+    parser.add_argument(
+        "--sha256",
+        type=str,
+        default="",
+        help="expected sha256 hex digest of the file; empty: not verified",
+    )
+    parser.add_argument("--artifact_name", type=str, required=True, help="e.g. raw_data.parquet")
+    parser.add_argument("--artifact_type", type=str, required=True, help="e.g. raw_data")
+    parser.add_argument("--artifact_description", type=str, required=True)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Fetch ``--file_url`` and log it as artifact ``--artifact_name``."""
+    args = parse_args(argv)
+    expected = "" if args.sha256.strip().lower() in _UNSET else args.sha256.strip()
+    file_name = args.artifact_name
+    if not file_name.endswith(".parquet"):
+        file_name += ".parquet"
+    try:
+        with (
+            start_run(step="get_data", job_type="download_data", config=vars(args)) as run,
+            tempfile.TemporaryDirectory() as tmp_dir,
+        ):
+            fetched = download_dataset(args.file_url, Path(tmp_dir) / file_name, expected)
+            if not expected:
+                logger.info("No sha256 given: digest not verified (got %s)", fetched.sha256)
+            spec = run.log_artifact(
+                fetched.path,
+                name=args.artifact_name,
+                type=args.artifact_type,
+                description=args.artifact_description,
+                metadata={
+                    "source": args.file_url,
+                    "sha256": fetched.sha256,
+                    "bytes": fetched.n_bytes,
+                    "rows": fetched.rows,
+                },
+            )
+            run.log_summary({"rows": fetched.rows, "bytes": fetched.n_bytes})
+            logger.info("Logged %s (%d rows) from %s", spec, fetched.rows, args.file_url)
+    except DownloadError as exc:
+        # start_run has logged "get_data failed: ..." (the message names the URL), marked the
+        # run failed and discarded any version: exit non-zero without a traceback.
+        raise SystemExit(1) from exc
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,313 @@
+"""Run the pipeline: each step of ``main.execute_steps`` as an MLflow project, in order.
+
+    mlflow run . --env-manager local
+    mlflow run . --env-manager local \
+        -P hydra_options="main.execute_steps='train_random_forest,evaluate'"
+
+Each step's concrete output (``name:vN``) is handed to the next step, so a step never reads a
+version another pipeline wrote meanwhile; a step left out reads ``name:latest`` instead.
+The pipeline run returns the validation AUC (the objective of Hydra sweepers).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+logger = logging.getLogger("main")
+
+ROOT = Path(__file__).resolve().parent
+STEPS = ("get_data", "preprocess", "check_data", "segregate", "train_random_forest", "evaluate")
+# Artifact names of the pipeline (the seed's); the model's name is configurable.
+RAW = "raw_data.parquet"
+PREPROCESSED = "preprocessed_data"
+TRAIN = "data_train"
+TEST = "data_test"
+HEADLINE_METRICS = ("val_auc", "test_auc")
+
+
+@dataclass
+class StepResult:
+    """What one step did, for the summary."""
+
+    step: str
+    status: str = "not run"
+    seconds: float = 0.0
+    run_id: str = ""
+    written: list[str] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)
+    wandb_url: str = ""
+
+
+def selected_steps(execute_steps: Any) -> list[str]:
+    """Return the steps to run, in pipeline order, from a list or a comma-separated string.
+
+    Raises
+    ------
+    ValueError
+        When a name is not one of the pipeline's steps.
+    """
+    if isinstance(execute_steps, str):
+        names = [s.strip() for s in execute_steps.split(",") if s.strip()]
+    elif isinstance(execute_steps, list | tuple | ListConfig):
+        names = [str(s).strip() for s in execute_steps]
+    else:
+        raise ValueError(f"main.execute_steps must be a list or a comma string: {execute_steps!r}")
+    unknown = [s for s in names if s not in STEPS]
+    if unknown:
+        raise ValueError(f"unknown step(s) {unknown} in main.execute_steps; steps: {list(STEPS)}")
+    return [s for s in STEPS if s in names]
+
+
+def local_or_url(file_url: str, base: Path) -> str:
+    """Make a relative local path absolute (steps run in their own folders); keep URLs."""
+    if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", file_url):
+        return file_url
+    return str((base / file_url).resolve())
+
+
+def _null(value: Any) -> str:
+    return "null" if value is None else str(value)
+
+
+def step_parameters(
+    step: str, config: DictConfig, written: dict[str, str], model_config: Path, base: Path
+) -> dict[str, Any]:
+    """The MLproject parameters of ``step``, from the config and what earlier steps wrote."""
+    data = config.data
+    export = config.random_forest_pipeline.export_artifact
+
+    def latest(name: str) -> str:
+        return written.get(name, f"{name}:latest")
+
+    if step == "get_data":
+        return {
+            "file_url": local_or_url(data.file_url, base),
+            "sha256": data.sha256 or "",
+            "artifact_name": RAW,
+            "artifact_type": "raw_data",
+            "artifact_description": "Raw dataset as downloaded",
+        }
+    if step == "preprocess":
+        return {
+            "input_artifact": latest(RAW),
+            "artifact_name": PREPROCESSED,
+            "artifact_type": "preprocessed_data",
+            "artifact_description": "Deduplicated data with the text feature",
+        }
+    if step == "check_data":
+        return {
+            "reference_artifact": data.reference_dataset,
+            "sample_artifact": latest(PREPROCESSED),
+            "ks_alpha": data.ks_alpha,
+        }
+    if step == "segregate":
+        return {
+            "input_artifact": latest(PREPROCESSED),
+            "artifact_root": "data",
+            "artifact_type": "segregated_data",
+            "test_size": data.test_size,
+            "random_seed": config.main.random_seed,
+            "stratify": _null(data.stratify),
+        }
+    if step == "train_random_forest":
+        return {
+            "train_data": latest(TRAIN),
+            "model_config": str(model_config),
+            "export_artifact": _null(export),
+            "random_seed": config.main.random_seed,
+            "val_size": data.val_size,
+            "stratify": _null(data.stratify),
+        }
+    if step == "evaluate":
+        return {"model_export": latest(str(export)), "test_data": latest(TEST)}
+    raise ValueError(f"unknown step {step!r}; steps: {list(STEPS)}")
+
+
+def _configure_environment(config: DictConfig, base: Path) -> Path:
+    """Environment every step inherits: W&B grouping, store choice, log file, imports."""
+    log_file = Path(os.environ.get("ML_PIPELINE_LOG") or base / config.main.log_file).resolve()
+    os.environ["ML_PIPELINE_LOG"] = str(log_file)
+    os.environ["WANDB_PROJECT"] = config.main.project_name
+    os.environ["WANDB_RUN_GROUP"] = config.main.experiment_name
+    os.environ["UTIL_LIB_ARTIFACT_STORE"] = config.main.artifact_store
+    os.environ.setdefault("WANDB_DIR", str(base))
+    # util_lib and the step packages import from the project root, in any env manager.
+    paths = [str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    return log_file
+
+
+def _open_pipeline_run(mlflow: Any, experiment_name: str) -> Any:
+    """The parent run of the steps, in the project's experiment.
+
+    `mlflow run .` makes a run in the experiment it was given (Default unless
+    --experiment-name): it is the parent when that is the project's experiment; otherwise a
+    "pipeline" run in the project's experiment is, linked to it by tags, so that `mlflow ui`
+    shows the pipeline with its steps nested under it.
+    """
+    from mlflow import MlflowClient
+
+    experiment = mlflow.set_experiment(experiment_name)
+    launcher = os.environ.get("MLFLOW_RUN_ID")
+    if launcher:
+        client = MlflowClient()
+        if client.get_run(launcher).info.experiment_id == experiment.experiment_id:
+            return mlflow.start_run(run_id=launcher)
+        os.environ.pop("MLFLOW_RUN_ID")
+        os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+        run = mlflow.start_run(run_name="pipeline", tags={"util_lib.launcher_run": launcher})
+        client.set_tag(launcher, "util_lib.pipeline_run", run.info.run_id)
+        return run
+    return mlflow.start_run(run_name="pipeline")
+
+
+def _env_manager(config: DictConfig, parent: Any) -> str:
+    """main.env_manager, else the manager `mlflow run` was given (it tags non-local ones)."""
+    if config.main.env_manager:
+        return str(config.main.env_manager)
+    return parent.data.tags.get("mlflow.project.env", "local")
+
+
+def _record(result: StepResult, run: Any) -> None:
+    result.run_id = run.info.run_id
+    result.status = run.info.status
+    written = run.data.tags.get("util_lib.artifacts_written", "")
+    result.written = [s for s in written.split(",") if s]
+    result.metrics = {k: v for k, v in run.data.metrics.items() if k in HEADLINE_METRICS}
+    result.wandb_url = run.data.tags.get("wandb.url", "")
+
+
+def format_summary(results: list[StepResult]) -> str:
+    """The end-of-pipeline table: step, status, seconds, artifacts written, headline metrics."""
+    from util_lib.artifacts import format_table
+
+    rows = [
+        [
+            r.step,
+            r.status,
+            f"{r.seconds:.1f}",
+            ", ".join(r.written) or "-",
+            ", ".join(f"{k}={v:.4f}" for k, v in sorted(r.metrics.items())) or "-",
+        ]
+        for r in results
+    ]
+    return format_table(rows, ["step", "status", "seconds", "artifacts written", "metrics"])
+
+
+def run_pipeline(config: DictConfig, output_dir: Path) -> float | None:
+    """Run the selected steps; print the summary; return the validation AUC (if trained).
+
+    Raises
+    ------
+    SystemExit
+        With code 1 when a step fails, after naming the step, its run and the log file.
+    """
+    import mlflow
+    from mlflow.exceptions import ExecutionException
+
+    from util_lib.backends import choose_backends
+    from util_lib.logs import setup_logging
+
+    base = Path.cwd()
+    steps = selected_steps(config.main.execute_steps)
+    log_file = _configure_environment(config, base)
+    setup_logging("main")
+    backends = choose_backends(config.main.artifact_store)
+    logger.info("artifact store: %s (%s)", backends.artifact_store, backends.reason)
+    logger.info("W&B: %s; MLflow tracking: %s", backends.wandb_mode, mlflow.get_tracking_uri())
+
+    model_config = output_dir / "random_forest_pipeline.yaml"
+    model_config.parent.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(config.random_forest_pipeline, model_config, resolve=True)
+
+    results = [StepResult(step) for step in steps]
+    written: dict[str, str] = {}
+    with _open_pipeline_run(mlflow, config.main.project_name) as parent:
+        mlflow.log_params({"execute_steps": ",".join(steps), "config_dir": str(output_dir)})
+        env_manager = _env_manager(config, mlflow.get_run(parent.info.run_id))
+        logger.info(
+            "pipeline run %s; steps %s; env manager %s", parent.info.run_id, steps, env_manager
+        )
+        client = mlflow.MlflowClient()
+        for result in results:
+            params = step_parameters(result.step, config, written, model_config, base)
+            logger.info("%s: starting with %s", result.step, params)
+            start = time.monotonic()
+            try:
+                submitted = mlflow.run(
+                    str(ROOT / result.step),
+                    entry_point="main",
+                    parameters=params,
+                    experiment_name=config.main.project_name,
+                    run_name=result.step,
+                    env_manager=env_manager,
+                    synchronous=True,
+                )
+                result.seconds = time.monotonic() - start
+                _record(result, client.get_run(submitted.run_id))
+            except ExecutionException as exc:
+                result.seconds = time.monotonic() - start
+                match = re.search(r"ID '([0-9a-f]+)'", str(exc))
+                result.status, result.run_id = "FAILED", match[1] if match else "?"
+                print(format_summary(results))
+                logger.error(
+                    "step %s failed (MLflow run %s); see %s and `mlflow ui --backend-store-uri %s`",
+                    result.step,
+                    result.run_id,
+                    log_file,
+                    mlflow.get_tracking_uri(),
+                )
+                mlflow.set_tag("util_lib.failed_step", result.step)
+                mlflow.end_run(status="FAILED")
+                sys.exit(1)
+            written.update({spec.split(":")[0]: spec for spec in result.written})
+            mlflow.log_metrics({k: v for k, v in result.metrics.items()})
+            logger.info(
+                "%s: %s in %.1f s, wrote %s",
+                result.step,
+                result.status,
+                result.seconds,
+                result.written or "nothing",
+            )
+    _print_where_to_look(results, log_file, mlflow.get_tracking_uri(), backends.wandb_mode)
+    metrics = {k: v for r in results for k, v in r.metrics.items()}
+    return metrics.get("val_auc")
+
+
+def _print_where_to_look(
+    results: list[StepResult], log_file: Path, tracking_uri: str, wandb_mode: str
+) -> None:
+    summary = format_summary(results)
+    print(f"\nPipeline summary\n{summary}\n")
+    logger.info("pipeline summary:\n%s", summary)
+    print(f"Log file:    {log_file}")
+    print(f"MLflow UI:   mlflow ui --backend-store-uri {tracking_uri}")
+    urls = [r.wandb_url for r in results if r.wandb_url]
+    if urls:
+        print(f"W&B:         {urls[0].split('/runs/')[0]}")
+    elif wandb_mode == "offline":
+        wandb_dir = Path(os.environ.get("WANDB_DIR", ".")) / "wandb"
+        print(f"W&B offline: {wandb_dir} (upload later with `wandb sync --sync-all` there)")
+    print(f"Artifacts:   python -m util_lib.artifacts list  (MLFLOW_TRACKING_URI={tracking_uri})")
+
+
+@hydra.main(config_path=".", config_name="config", version_base="1.3")
+def go(config: DictConfig) -> float | None:
+    """Hydra entry point: run the pipeline for one configuration (one job of a sweep)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return run_pipeline(config, Path(HydraConfig.get().runtime.output_dir))
+
+
+if __name__ == "__main__":
+    go()

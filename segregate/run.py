@@ -1,0 +1,74 @@
+"""Split the preprocessed data into train and test artifacts."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from segregate.split import split_data
+from util_lib.tracking import start_run
+
+logger = logging.getLogger("segregate.run")
+
+# Values that mean "no stratification" (config.yaml's null may arrive as any of them).
+_UNSET = {"", "null", "none"}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the step's command line."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "--input_artifact", type=str, required=True, help="e.g. preprocessed_data:v3"
+    )
+    parser.add_argument(
+        "--artifact_root",
+        type=str,
+        required=True,
+        help="prefix of the outputs: <root>_train and <root>_test",
+    )
+    parser.add_argument("--artifact_type", type=str, required=True, help="e.g. segregated_data")
+    parser.add_argument("--test_size", type=float, required=True, help="fraction, in (0, 1)")
+    parser.add_argument("--random_seed", type=int, required=True)
+    parser.add_argument(
+        "--stratify", type=str, required=True, help='column to stratify by; "" or null: none'
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Read ``--input_artifact``, split it and log ``<root>_train`` and ``<root>_test``."""
+    args = parse_args(argv)
+    stratify = None if args.stratify.strip().lower() in _UNSET else args.stratify.strip()
+    with (
+        start_run(step="segregate", job_type="split_data", config=vars(args)) as run,
+        tempfile.TemporaryDirectory() as tmp_dir,
+    ):
+        path = run.use_artifact(args.input_artifact)
+        train, test = split_data(pd.read_parquet(path), args.test_size, args.random_seed, stratify)
+
+        for part, frame in (("train", train), ("test", test)):
+            name = f"{args.artifact_root}_{part}"
+            out_path = Path(tmp_dir) / f"{name}.parquet"
+            frame.to_parquet(out_path, index=False)
+            spec = run.log_artifact(
+                out_path,
+                name=name,
+                type=args.artifact_type,
+                description=f"{part.capitalize()} split of {args.input_artifact}",
+                metadata={
+                    "rows": len(frame),
+                    "test_size": args.test_size,
+                    "seed": args.random_seed,
+                    "stratify": stratify,
+                },
+            )
+            logger.info("Logged %s (%d rows)", spec, len(frame))
+        run.log_summary({"train_rows": len(train), "test_rows": len(test)})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""main.py's plain parts: step selection, parameters handed to each step, the summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from main import STEPS, StepResult, format_summary, local_or_url, selected_steps, step_parameters
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def config():
+    return OmegaConf.load(REPO / "config.yaml")
+
+
+def test_selected_steps_keeps_pipeline_order() -> None:
+    assert selected_steps(["evaluate", "get_data"]) == ["get_data", "evaluate"]
+    assert selected_steps("train_random_forest, evaluate") == ["train_random_forest", "evaluate"]
+    assert selected_steps(list(STEPS)) == list(STEPS)
+
+
+def test_unknown_step_is_named() -> None:
+    with pytest.raises(ValueError, match="'trian'"):
+        selected_steps("trian,evaluate")
+
+
+def test_local_paths_become_absolute_urls_stay(tmp_path: Path) -> None:
+    assert local_or_url("data/x.parquet", tmp_path) == str(tmp_path / "data" / "x.parquet")
+    assert local_or_url("https://h/x?raw=true", tmp_path) == "https://h/x?raw=true"
+    assert local_or_url("file:///x.parquet", tmp_path) == "file:///x.parquet"
+
+
+def test_each_step_gets_the_exact_version_written_upstream(config, tmp_path: Path) -> None:
+    written = {"raw_data.parquet": "raw_data.parquet:v3", "data_train": "data_train:v1"}
+    yaml_path = tmp_path / "rf.yaml"
+    params = {s: step_parameters(s, config, written, yaml_path, tmp_path) for s in STEPS}
+    assert params["preprocess"]["input_artifact"] == "raw_data.parquet:v3"
+    assert params["check_data"]["sample_artifact"] == "preprocessed_data:latest"
+    assert params["check_data"]["reference_artifact"] == "preprocessed_data:reference"
+    assert params["train_random_forest"]["train_data"] == "data_train:v1"
+    assert params["train_random_forest"]["model_config"] == str(yaml_path)
+    assert params["evaluate"] == {
+        "model_export": "model_export:latest",
+        "test_data": "data_test:latest",
+    }
+    assert params["segregate"]["random_seed"] == config.main.random_seed
+    assert params["get_data"]["sha256"] == ""
+
+
+def test_every_step_parameter_is_declared_in_its_mlproject(config, tmp_path: Path) -> None:
+    import yaml
+
+    for step in STEPS:
+        mlproject = yaml.safe_load((REPO / step / "MLproject").read_text())
+        declared = set(mlproject["entry_points"]["main"]["parameters"])
+        given = set(step_parameters(step, config, {}, tmp_path / "rf.yaml", tmp_path))
+        assert given == declared, step
+
+
+def test_summary_table_lists_steps_artifacts_and_metrics() -> None:
+    results = [
+        StepResult(
+            "train_random_forest", "FINISHED", 12.3, "r1", ["model_export:v2"], {"val_auc": 0.95123}
+        ),
+        StepResult("evaluate", "FAILED", 1.0, "r2"),
+    ]
+    table = format_summary(results)
+    assert "model_export:v2" in table and "val_auc=0.9512" in table
+    assert "FAILED" in table.splitlines()[-1]

@@ -1,0 +1,191 @@
+"""The whole pipeline through `mlflow run`, on the real dataset served over real HTTP.
+
+One pipeline run (W&B offline, the embedded store on a fresh SQLite tracking store) is shared by
+the tests of this module; a second run trains and evaluates only; a third downloads from a URL
+that answers 404.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+STEPS = ("get_data", "preprocess", "check_data", "segregate", "train_random_forest", "evaluate")
+DATA_ARTIFACTS = ("raw_data.parquet", "preprocessed_data", "data_train", "data_test")
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def http_data(dataset_path: Path) -> Iterator[str]:
+    """An HTTP server on 127.0.0.1 serving the dataset's folder; yields its base URL."""
+    handler = functools.partial(
+        http.server.SimpleHTTPRequestHandler, directory=str(dataset_path.parent)
+    )
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("pipeline")
+
+
+def _env(workdir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "WANDB_"))}
+    env.update(
+        MLFLOW_TRACKING_URI=f"sqlite:///{workdir / 'mlflow.db'}",
+        WANDB_MODE="offline",
+        WANDB_DIR=str(workdir),
+        ML_PIPELINE_LOG=str(workdir / "ml_pipeline.log"),
+    )
+    env.pop("PYTHONPATH", None)
+    return env
+
+
+def run_pipeline(workdir: Path, *overrides: str) -> subprocess.CompletedProcess:
+    """`mlflow run <repo> --env-manager local -P hydra_options=...`, outputs kept in workdir."""
+    options = " ".join([*overrides, f"hydra.run.dir={workdir / 'outputs'}"])
+    return subprocess.run(
+        ["mlflow", "run", str(REPO), "--env-manager", "local", "-P", f"hydra_options={options}"],
+        cwd=workdir,
+        env=_env(workdir),
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+
+
+def _store(workdir: Path):
+    from util_lib.store import MlflowArtifactStore
+
+    return MlflowArtifactStore(f"sqlite:///{workdir / 'mlflow.db'}")
+
+
+def _versions(workdir: Path) -> dict[str, list[str]]:
+    store = _store(workdir)
+    return {name: [v.spec for v in store.versions(name)] for name in store.names()}
+
+
+@pytest.fixture(scope="module")
+def first_run(workdir: Path, http_data: str) -> subprocess.CompletedProcess:
+    result = run_pipeline(workdir, f"data.file_url={http_data}/genres_mod.parquet")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    return result
+
+
+def _step_runs(workdir: Path) -> list:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("music_genre_classification")
+    return client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
+
+
+def test_six_step_runs_finished_under_one_pipeline_run(workdir: Path, first_run) -> None:
+    runs = _step_runs(workdir)
+    steps = [r for r in runs if r.data.tags.get("util_lib.step") in STEPS]
+    assert [r.data.tags["util_lib.step"] for r in steps] == list(STEPS)
+    assert {r.info.status for r in steps} == {"FINISHED"}
+    assert {r.info.run_name for r in steps} == set(STEPS)
+    parents = {r.data.tags.get("mlflow.parentRunId") for r in steps}
+    assert len(parents) == 1 and None not in parents
+    parent = next(r for r in runs if r.info.run_id in parents)
+    assert parent.info.run_name == "pipeline"
+
+
+def test_every_artifact_has_a_version_and_the_summary_says_so(workdir: Path, first_run) -> None:
+    versions = _versions(workdir)
+    for name in (*DATA_ARTIFACTS, "model_export"):
+        assert versions.get(name) == [f"{name}:v0"], versions
+        assert f"{name}:v0" in first_run.stdout
+    assert "Pipeline summary" in first_run.stdout
+    assert "mlflow ui --backend-store-uri sqlite:///" in first_run.stdout
+    reference = _store(workdir).resolve("preprocessed_data:reference")
+    assert reference.spec == "preprocessed_data:v0"
+
+
+def test_test_auc_and_validation_auc(workdir: Path, first_run) -> None:
+    runs = {r.data.tags.get("util_lib.step"): r for r in _step_runs(workdir)}
+    assert runs["train_random_forest"].data.metrics["val_auc"] >= 0.94
+    assert runs["evaluate"].data.metrics["test_auc"] >= 0.95
+    assert "test_auc=" in first_run.stdout
+
+
+def test_exported_model_loads_outside_the_repo(workdir: Path, first_run, tmp_path: Path) -> None:
+    model_dir = _store(workdir).download(
+        _store(workdir).resolve("model_export:latest"), tmp_path / "m"
+    )
+    script = (
+        "import importlib.util, json\n"
+        "import mlflow.pyfunc\n"
+        "from mlflow.models import Model\n"
+        "assert importlib.util.find_spec('util_lib') is None, 'the repo is on the path'\n"
+        f"model = mlflow.pyfunc.load_model({str(model_dir)!r})\n"
+        f"example = Model.load({str(model_dir)!r}).load_input_example({str(model_dir)!r})\n"
+        "print(json.dumps(list(map(str, model.predict(example)))))\n"
+    )
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    env = _env(workdir)
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=outside,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    predictions = json.loads(result.stdout.strip().splitlines()[-1])
+    assert len(predictions) >= 1 and all(predictions)
+
+
+def test_log_file_has_lines_from_every_step(workdir: Path, first_run) -> None:
+    log = (workdir / "ml_pipeline.log").read_text()
+    for step in (*STEPS, "main"):
+        assert f"[{step}]" in log, step
+
+
+def test_wandb_offline_runs_hold_the_artifacts(workdir: Path, first_run) -> None:
+    offline_runs = sorted((workdir / "wandb").glob("offline-run-*"))
+    assert len(offline_runs) >= len(STEPS)
+    records = b"".join(p.read_bytes() for run in offline_runs for p in run.glob("*.wandb"))
+    for name in (*DATA_ARTIFACTS, "model_export"):
+        assert name.encode() in records, name
+
+
+def test_rerun_of_training_reuses_upstream_artifacts(workdir: Path, first_run) -> None:
+    before = _versions(workdir)
+    result = run_pipeline(workdir, "main.execute_steps='train_random_forest,evaluate'")
+    assert result.returncode == 0, result.stderr[-6000:]
+    after = _versions(workdir)
+    for name in DATA_ARTIFACTS:
+        assert after[name] == before[name], name
+    assert "data_train:v0" in (workdir / "ml_pipeline.log").read_text()
+    assert "test_auc=" in result.stdout
+
+
+def test_download_404_fails_naming_url_and_step(workdir: Path, first_run, http_data: str) -> None:
+    before = _versions(workdir)["raw_data.parquet"]
+    url = f"{http_data}/no_such_file.parquet"
+    result = run_pipeline(workdir, f"data.file_url={url}")
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert url in output
+    assert "get_data" in output and "failed" in output
+    assert _versions(workdir)["raw_data.parquet"] == before

@@ -1,0 +1,152 @@
+"""build_pipeline, split_train_val, train_and_validate on real songs."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.pipeline import Pipeline
+
+from train_random_forest.pipeline import (
+    build_pipeline,
+    score_auc,
+    split_train_val,
+    train_and_validate,
+)
+
+
+def _fit(model_config: dict[str, Any], df: pd.DataFrame) -> tuple[Pipeline, float, pd.DataFrame]:
+    pipe, columns = build_pipeline(model_config)
+    X_train, X_val, y_train, y_val = split_train_val(df, "genre", 0.3, 42, "genre")
+    pipe, auc = train_and_validate(pipe, columns, X_train, y_train, X_val, y_val)
+    return pipe, auc, X_val
+
+
+def test_build_pipeline_uses_every_configured_column(model_config: dict[str, Any]) -> None:
+    pipe, used_columns = build_pipeline(model_config)
+    features = model_config["features"]
+    assert used_columns == features["numerical"] + features["categorical"] + features["nlp"]
+    selected = {name: columns for name, _, columns in pipe["processor"].transformers}
+    assert selected["numerical"] == features["numerical"]
+    assert selected["categorical"] == features["categorical"]
+    # The text column is selected by name, so the vectorizer gets a 1-D column.
+    assert selected["nlp_text_feature"] == "text_feature"
+    tfidf = pipe["processor"].transformers[2][1][-1]
+    assert tfidf.get_params()["max_features"] == model_config["tfidf"]["max_features"]
+    forest = pipe["classifier"].get_params()
+    assert {k: forest[k] for k in model_config["random_forest"]} == model_config["random_forest"]
+
+
+@pytest.mark.parametrize(
+    ("remove", "named"),
+    [
+        (("tfidf",), "'tfidf'"),
+        (("random_forest",), "'random_forest'"),
+        (("features", "nlp"), "nlp"),
+    ],
+)
+def test_build_pipeline_names_a_missing_config_entry(
+    model_config: dict[str, Any], remove: tuple[str, ...], named: str
+) -> None:
+    config = copy.deepcopy(model_config)
+    parent = config
+    for key in remove[:-1]:
+        parent = parent[key]
+    del parent[remove[-1]]
+    with pytest.raises(KeyError, match=named):
+        build_pipeline(config)
+
+
+def test_build_pipeline_refuses_a_column_configured_twice(model_config: dict[str, Any]) -> None:
+    model_config["features"]["categorical"].append("tempo")
+    with pytest.raises(ValueError, match="tempo"):
+        build_pipeline(model_config)
+
+
+def test_fit_and_predict(model_config: dict[str, Any], sample: pd.DataFrame) -> None:
+    pipe, auc, X_val = _fit(model_config, sample)
+    assert set(pipe.classes_) == set(sample["genre"])
+    predictions = pipe.predict(X_val)
+    assert len(predictions) == len(X_val)
+    assert set(predictions) <= set(pipe.classes_)
+    proba = pipe.predict_proba(X_val)
+    assert proba.shape == (len(X_val), len(pipe.classes_))
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    assert 0.5 < auc <= 1.0
+    assert auc == score_auc(pipe, X_val, sample.loc[X_val.index, "genre"])
+
+
+def test_predicts_rows_with_missing_and_unseen_values(
+    model_config: dict[str, Any], sample: pd.DataFrame
+) -> None:
+    pipe, _, X_val = _fit(model_config, sample)
+    rows = X_val.iloc[:4].copy()
+    rows["loudness"] = np.nan
+    rows["key"] = [np.nan, 99.0, 1.0, np.nan]  # missing (mode-imputed) and unseen (-1)
+    rows["text_feature"] = pd.Series([None, np.nan, "", "Lost Lands 2019"], dtype=object).values
+    assert len(pipe.predict(rows)) == 4
+    processor = pipe["processor"]
+    encoded_key = processor.transform(rows)[:, processor.output_indices_["categorical"]][:, 1]
+    key_mode = processor.named_transformers_["categorical"][0].modes_[1]
+    key_categories = list(processor.named_transformers_["categorical"][1].categories_[1])
+    assert encoded_key[1] == -1  # unseen
+    assert encoded_key[0] == encoded_key[3] == key_categories.index(key_mode)  # missing: mode
+
+
+def test_missing_configured_column_is_named(
+    model_config: dict[str, Any], sample: pd.DataFrame
+) -> None:
+    pipe, columns = build_pipeline(model_config)
+    X_train, X_val, y_train, y_val = split_train_val(sample, "genre", 0.3, 42, "genre")
+    with pytest.raises(ValueError, match="loudness"):
+        train_and_validate(pipe, columns, X_train.drop(columns="loudness"), y_train, X_val, y_val)
+    with pytest.raises(ValueError, match="text_feature"):
+        train_and_validate(
+            pipe, columns, X_train, y_train, X_val.drop(columns="text_feature"), y_val
+        )
+
+
+def test_same_seed_same_predictions(model_config: dict[str, Any], sample: pd.DataFrame) -> None:
+    first, _, X_val = _fit(model_config, sample)
+    second, _, _ = _fit(model_config, sample)
+    np.testing.assert_array_equal(first.predict_proba(X_val), second.predict_proba(X_val))
+    model_config["random_forest"]["random_state"] += 1
+    other_seed, _, _ = _fit(model_config, sample)
+    assert not np.array_equal(first.predict_proba(X_val), other_seed.predict_proba(X_val))
+
+
+def test_validation_auc_on_5000_real_songs(
+    model_config: dict[str, Any], songs_sample: Callable[[int], pd.DataFrame]
+) -> None:
+    _, auc, _ = _fit(model_config, songs_sample(5000))
+    assert auc > 0.8
+
+
+def test_split_train_val_is_stratified_and_disjoint(sample: pd.DataFrame) -> None:
+    X_train, X_val, y_train, y_val = split_train_val(sample, "genre", 0.25, 3, "genre")
+    assert len(X_val) == 100 and len(X_train) == 300
+    assert "genre" not in X_train.columns
+    assert set(X_train.index).isdisjoint(X_val.index)
+    assert (y_train.index == X_train.index).all() and (y_val.index == X_val.index).all()
+    shares = sample["genre"].value_counts(normalize=True)
+    val_shares = y_val.value_counts(normalize=True).reindex(shares.index, fill_value=0)
+    assert (val_shares - shares).abs().max() < 0.02
+    again = split_train_val(sample, "genre", 0.25, 3, "genre")
+    assert again[1].index.equals(X_val.index)
+
+
+def test_split_train_val_without_stratification(sample: pd.DataFrame) -> None:
+    _, X_val, _, _ = split_train_val(sample, "genre", 0.3, 3, None)
+    assert len(X_val) == 120
+
+
+@pytest.mark.parametrize(("target", "stratify"), [("style", None), ("genre", "mood")])
+def test_split_train_val_names_a_missing_column(
+    sample: pd.DataFrame, target: str, stratify: str | None
+) -> None:
+    with pytest.raises(ValueError, match=stratify or target):
+        split_train_val(sample, target, 0.3, 3, stratify)

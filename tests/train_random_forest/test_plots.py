@@ -1,0 +1,51 @@
+"""Feature importance of the fitted pipeline."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.pipeline import Pipeline
+
+from train_random_forest.pipeline import build_pipeline
+from train_random_forest.plots import feature_importances, plot_feature_importance
+
+
+@pytest.fixture
+def fitted(model_config: dict[str, Any], sample: pd.DataFrame) -> tuple[Pipeline, list[str]]:
+    pipe, columns = build_pipeline(model_config)
+    pipe.fit(sample[columns], sample["genre"])
+    return pipe, columns
+
+
+def test_one_importance_per_input_column(fitted: tuple[Pipeline, list[str]]) -> None:
+    pipe, columns = fitted
+    importances = feature_importances(pipe)
+    assert set(importances) == set(columns)
+    assert list(importances.values()) == sorted(importances.values(), reverse=True)
+    assert sum(importances.values()) == pytest.approx(1.0)
+    # The text column's importance is the sum over its TF-IDF terms (several of them).
+    processor = pipe["processor"]
+    text_terms = processor.output_indices_["nlp_text_feature"]
+    assert text_terms.stop - text_terms.start > 1
+    forest = pipe["classifier"].feature_importances_
+    assert importances["text_feature"] == pytest.approx(forest[text_terms].sum())
+    tempo = columns.index("tempo")  # numerical columns come first, one output each
+    assert importances["tempo"] == pytest.approx(forest[tempo])
+
+
+def test_plot_has_a_bar_per_column_largest_first(fitted: tuple[Pipeline, list[str]]) -> None:
+    pipe, columns = fitted
+    figure = plot_feature_importance(pipe)
+    try:
+        ax = figure.axes[0]
+        widths = [bar.get_width() for bar in ax.patches]
+        labels = [tick.get_text() for tick in ax.get_yticklabels()]
+        assert len(widths) == len(columns)
+        assert labels == list(feature_importances(pipe))
+        np.testing.assert_allclose(widths, list(feature_importances(pipe).values()))
+    finally:
+        plt.close(figure)

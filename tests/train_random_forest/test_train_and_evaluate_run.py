@@ -1,0 +1,107 @@
+"""train_random_forest/run.py then evaluate/run.py on a real tracking store (SQLite, W&B off)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+import pytest
+import yaml
+from sklearn.model_selection import train_test_split
+
+from evaluate import run as evaluate_run
+from train_random_forest import run as train_run
+from util_lib.store import ArtifactNotFoundError, MlflowArtifactStore
+from util_lib.tracking import start_run
+
+
+@pytest.fixture
+def inputs(
+    tracking: Path, songs_sample: Callable[[int], pd.DataFrame], model_config: dict[str, Any]
+) -> dict[str, str]:
+    """data_train and data_test artifacts (1500 real songs) and a small model config file."""
+    songs = songs_sample(1500)
+    train, test = train_test_split(songs, test_size=0.3, random_state=42, stratify=songs["genre"])
+    specs = {}
+    with start_run(step="segregate", job_type="split_data") as run:
+        for name, part in (("data_train", train), ("data_test", test)):
+            path = tracking / f"{name}.parquet"
+            part.to_parquet(path, index=False)
+            specs[name] = run.log_artifact(path, name, "segregated_data", f"{name} for a test")
+    config_file = tracking / "random_forest_pipeline.yaml"
+    config_file.write_text(yaml.safe_dump(model_config))
+    return {**specs, "model_config": str(config_file)}
+
+
+def _train_args(inputs: dict[str, str], export_artifact: str) -> list[str]:
+    return [
+        "--train_data", inputs["data_train"],
+        "--model_config", inputs["model_config"],
+        "--export_artifact", export_artifact,
+        "--random_seed", "42",
+        "--val_size", "0.3",
+        "--stratify", "genre",
+    ]  # fmt: skip
+
+
+def _run_of(step: str) -> mlflow.entities.Run:
+    runs = mlflow.search_runs(
+        search_all_experiments=True,
+        filter_string=f"tags.`util_lib.step` = '{step}'",
+        output_format="list",
+    )
+    assert len(runs) == 1
+    return runs[0]
+
+
+def test_train_exports_and_evaluate_scores(tracking: Path, inputs: dict[str, str]) -> None:
+    train_run.main(_train_args(inputs, "model_export"))
+
+    model = MlflowArtifactStore().resolve("model_export:latest")
+    assert model.spec == "model_export:v0"
+    assert model.type == "model_export"
+    assert model.metadata["train_data"] == inputs["data_train"]
+    assert model.metadata["model_config"]["random_forest"]["n_estimators"] == 10
+    assert "MLmodel" in model.files and "model.skops" in model.files
+    train = _run_of("train_random_forest")
+    assert train.info.status == "FINISHED"
+    assert train.data.metrics["val_auc"] == pytest.approx(model.metadata["val_auc"])
+    assert train.data.metrics["val_auc"] > 0.8
+    assert train.data.params["random_forest.n_estimators"] == "10"
+    figures = {a.path for a in mlflow.MlflowClient().list_artifacts(train.info.run_id, "figures")}
+    assert figures == {"figures/feature_importance.png", "figures/confusion_matrix_val.png"}
+
+    evaluate_run.main(["--model_export", model.spec, "--test_data", inputs["data_test"]])
+
+    evaluate = _run_of("evaluate")
+    assert evaluate.info.status == "FINISHED"
+    assert evaluate.data.metrics["test_auc"] > 0.8
+    assert 0 < evaluate.data.metrics["test_accuracy"] <= 1
+    figures = {
+        a.path for a in mlflow.MlflowClient().list_artifacts(evaluate.info.run_id, "figures")
+    }
+    assert figures == {"figures/confusion_matrix_test.png"}
+
+
+def test_null_export_artifact_exports_nothing(tracking: Path, inputs: dict[str, str]) -> None:
+    train_run.main(_train_args(inputs, "null"))
+    assert _run_of("train_random_forest").info.status == "FINISHED"
+    with pytest.raises(ArtifactNotFoundError):
+        MlflowArtifactStore().resolve("model_export:latest")
+
+
+def test_missing_train_data_fails_the_run(tracking: Path, inputs: dict[str, str]) -> None:
+    args = _train_args({**inputs, "data_train": "data_train:v7"}, "model_export")
+    with pytest.raises(ArtifactNotFoundError, match="data_train"):
+        train_run.main(args)
+    assert _run_of("train_random_forest").info.status == "FAILED"
+
+
+def test_missing_model_config_is_named(tracking: Path, inputs: dict[str, str]) -> None:
+    args = _train_args({**inputs, "model_config": str(tracking / "nowhere.yaml")}, "model_export")
+    with pytest.raises(FileNotFoundError, match="nowhere.yaml"):
+        train_run.main(args)
+    assert _run_of("train_random_forest").info.status == "FAILED"

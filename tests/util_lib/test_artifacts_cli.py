@@ -1,0 +1,58 @@
+"""`python -m util_lib.artifacts`: list, get and alias against a real store."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from util_lib.tracking import start_run
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "util_lib.artifacts", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=120,
+    )
+
+
+def test_list_get_alias(tracking: Path) -> None:
+    for text in ("one", "two"):
+        (tracking / "f.txt").write_text(text)
+        with start_run("producer", "test") as run:
+            run.log_artifact(tracking / "f.txt", "cli_thing", "raw_data", "d")
+    with start_run("consumer", "test") as run:
+        run.use_artifact("cli_thing:v0")
+
+    listed = _cli("list")
+    assert listed.returncode == 0, listed.stderr
+    assert "cli_thing:v0" in listed.stdout and "cli_thing:v1" in listed.stdout
+    assert "producer (" in listed.stdout and "consumer (" in listed.stdout
+
+    got = _cli("get", "cli_thing:v0", "--root", str(tracking / "out"))
+    assert got.returncode == 0, got.stderr
+    assert (tracking / "out" / "f.txt").read_text() == "one"
+
+    aliased = _cli("alias", "cli_thing:v0", "prod")
+    assert aliased.returncode == 0, aliased.stderr
+    assert "prod -> cli_thing:v0" in aliased.stdout
+    v0_line = next(line for line in _cli("list").stdout.splitlines() if "cli_thing:v0" in line)
+    assert "prod" in v0_line
+
+
+def test_unknown_names_exit_non_zero_with_what_exists(tracking: Path) -> None:
+    (tracking / "f.txt").write_text("x")
+    with start_run("producer", "test") as run:
+        run.log_artifact(tracking / "f.txt", "known", "raw_data", "d")
+    missing = _cli("get", "unknown:v0", "--root", str(tracking / "out"))
+    assert missing.returncode == 1
+    assert "'unknown' not found" in missing.stderr and "known" in missing.stderr
+    bad_version = _cli("alias", "known:v4", "prod")
+    assert bad_version.returncode == 1
+    assert "v4" in bad_version.stderr and "v0 [latest]" in bad_version.stderr

@@ -1,0 +1,221 @@
+"""The inference pipeline (preprocessing + random forest): build it, split the data, fit it."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.impute import SimpleImputer
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import train_test_split
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import FunctionTransformer, OrdinalEncoder, StandardScaler
+
+from util_lib.transformers import ModeImputer, fill_missing_text
+
+logger = logging.getLogger(__name__)
+
+FEATURE_GROUPS = ("numerical", "categorical", "nlp")
+NLP_PREFIX = "nlp_"
+
+
+def build_pipeline(model_config: dict[str, Any]) -> tuple[Pipeline, list[str]]:
+    """Build the unfitted inference pipeline and list the columns it reads.
+
+    Numerical columns get a median imputation and standard scaling, categorical columns a
+    mode imputation and an ordinal encoding (categories unseen in training become -1), and
+    each text ("nlp") column a binary TF-IDF of its own. Other columns are dropped.
+
+    Parameters
+    ----------
+    model_config : dict
+        The ``random_forest_pipeline`` section of the configuration: ``random_forest``
+        (keyword arguments of ``RandomForestClassifier``), ``tfidf`` (``max_features``) and
+        ``features`` (lists ``numerical``, ``categorical`` and ``nlp`` of column names).
+
+    Returns
+    -------
+    pipe : sklearn.pipeline.Pipeline
+        Steps ``processor`` (a ColumnTransformer) and ``classifier``.
+    used_columns : list of str
+        Every configured column, in the order numerical, categorical, nlp.
+
+    Raises
+    ------
+    KeyError
+        When a section or a feature group is missing from ``model_config``.
+    ValueError
+        When a column is configured twice.
+    """
+    for section in ("random_forest", "tfidf", "features"):
+        if section not in model_config:
+            raise KeyError(f"model config has no {section!r} section")
+    features = model_config["features"]
+    for group in FEATURE_GROUPS:
+        if group not in features:
+            raise KeyError(f"model config has no features.{group} list")
+    used_columns = [column for group in FEATURE_GROUPS for column in features[group]]
+    repeated = sorted({c for c in used_columns if used_columns.count(c) > 1})
+    if repeated:
+        raise ValueError(f"columns configured more than once in features: {repeated}")
+
+    transformers: list[tuple[str, Any, Any]] = [
+        (
+            "numerical",
+            make_pipeline(SimpleImputer(strategy="median"), StandardScaler()),
+            list(features["numerical"]),
+        ),
+        (
+            "categorical",
+            make_pipeline(
+                ModeImputer(),
+                OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1),
+            ),
+            list(features["categorical"]),
+        ),
+    ]
+    max_terms = model_config["tfidf"]["max_features"]
+    for column in features["nlp"]:
+        # The column is selected by its name (a string, not a list) so the vectorizer gets the
+        # 1-D sequence of texts it wants; missing texts become "" first.
+        transformers.append(
+            (
+                f"{NLP_PREFIX}{column}",
+                make_pipeline(
+                    FunctionTransformer(fill_missing_text),
+                    TfidfVectorizer(binary=True, max_features=max_terms),
+                ),
+                column,
+            )
+        )
+    processor = ColumnTransformer(transformers=transformers, remainder="drop")
+    pipe = Pipeline(
+        steps=[
+            ("processor", processor),
+            ("classifier", RandomForestClassifier(**model_config["random_forest"])),
+        ]
+    )
+    return pipe, used_columns
+
+
+def split_train_val(
+    df: pd.DataFrame,
+    target: str,
+    val_size: float,
+    random_state: int,
+    stratify: str | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series, pd.Series]:
+    """Split a table into training and validation features and targets.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        Features and target.
+    target : str
+        Name of the target column.
+    val_size : float
+        Fraction of the rows that go to validation, in (0, 1).
+    random_state : int
+        Seed of the shuffle.
+    stratify : str, optional
+        Column whose class proportions both parts keep; ``None`` for a plain random split.
+
+    Returns
+    -------
+    X_train, X_val : pandas.DataFrame
+        Features (every column but ``target``).
+    y_train, y_val : pandas.Series
+        Target.
+
+    Raises
+    ------
+    ValueError
+        When ``target`` or ``stratify`` is not a column of ``df``.
+    """
+    _require_columns(df, [target] + ([stratify] if stratify else []))
+    X = df.drop(columns=[target])
+    y = df[target]
+    X_train, X_val, y_train, y_val = train_test_split(
+        X,
+        y,
+        test_size=val_size,
+        random_state=random_state,
+        stratify=df[stratify] if stratify else None,
+    )
+    return X_train, X_val, y_train, y_val
+
+
+def train_and_validate(
+    pipe: Pipeline,
+    used_columns: list[str],
+    X_train: pd.DataFrame,
+    y_train: pd.Series,
+    X_val: pd.DataFrame,
+    y_val: pd.Series,
+) -> tuple[Pipeline, float]:
+    """Fit the pipeline on the training part and score it on the validation part.
+
+    Parameters
+    ----------
+    pipe : sklearn.pipeline.Pipeline
+        Unfitted pipeline from :func:`build_pipeline`.
+    used_columns : list of str
+        The columns it reads.
+    X_train, X_val : pandas.DataFrame
+        Features.
+    y_train, y_val : pandas.Series
+        Target.
+
+    Returns
+    -------
+    pipe : sklearn.pipeline.Pipeline
+        The same pipeline, fitted.
+    val_auc : float
+        Validation ROC AUC, macro average of the one-vs-one AUCs.
+
+    Raises
+    ------
+    ValueError
+        When a configured column is missing from ``X_train`` or ``X_val``.
+    """
+    _require_columns(X_train, used_columns)
+    _require_columns(X_val, used_columns)
+    logger.info("fitting on %d rows and %d columns", len(X_train), len(used_columns))
+    start = time.perf_counter()
+    pipe.fit(X_train[used_columns], y_train)
+    logger.info("fitted in %.1f s", time.perf_counter() - start)
+    val_auc = score_auc(pipe, X_val[used_columns], y_val)
+    logger.info("validation AUC %.4f on %d rows", val_auc, len(X_val))
+    return pipe, val_auc
+
+
+def score_auc(model: Any, X: pd.DataFrame, y: pd.Series) -> float:
+    """Return the ROC AUC of a fitted classifier: macro average of the one-vs-one AUCs.
+
+    Parameters
+    ----------
+    model : classifier
+        Fitted, with ``predict_proba`` and ``classes_``.
+    X : pandas.DataFrame
+        Features.
+    y : pandas.Series
+        True classes.
+
+    Returns
+    -------
+    float
+        The AUC, in [0, 1].
+    """
+    proba = model.predict_proba(X)
+    return float(roc_auc_score(y, proba, average="macro", multi_class="ovo", labels=model.classes_))
+
+
+def _require_columns(df: pd.DataFrame, columns: list[str]) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"column(s) {missing} not in the data (it has {list(df.columns)})")

@@ -1,0 +1,114 @@
+#!/usr/bin/env python
+"""Train the random forest pipeline on the training data, validate it and export it."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from train_random_forest.export import export_model
+from train_random_forest.pipeline import build_pipeline, split_train_val, train_and_validate
+from train_random_forest.plots import plot_feature_importance
+from util_lib.plots import plot_confusion_matrix
+from util_lib.tracking import start_run
+
+# Named, not __name__: run as a script, __name__ is "__main__".
+logger = logging.getLogger("train_random_forest.run")
+
+TARGET = "genre"
+
+
+def _optional(value: str) -> str | None:
+    return None if value in ("", "null") else value
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the step's command line."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "--train_data", type=str, required=True, help="Training data artifact, e.g. data_train:v2"
+    )
+    parser.add_argument(
+        "--model_config",
+        type=str,
+        required=True,
+        help="YAML file holding the random_forest_pipeline section of config.yaml",
+    )
+    parser.add_argument(
+        "--export_artifact",
+        type=str,
+        required=True,
+        help="Name of the exported model artifact; 'null' for no export",
+    )
+    parser.add_argument(
+        "--random_seed", type=int, required=True, help="Seed of the train/validation split"
+    )
+    parser.add_argument(
+        "--val_size", type=float, required=True, help="Fraction of rows used for validation"
+    )
+    parser.add_argument(
+        "--stratify",
+        type=str,
+        required=True,
+        help="Column the split keeps the proportions of; 'null' or '' for none",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Split, fit, validate, plot and (unless ``export_artifact`` is null) export."""
+    args = parse_args(argv)
+    export_artifact = _optional(args.export_artifact)
+
+    with start_run(step="train_random_forest", job_type="train", config=vars(args)) as run:
+        model_config = yaml.safe_load(Path(args.model_config).read_text())
+        if not isinstance(model_config, dict):
+            raise ValueError(f"model config {args.model_config} does not hold a YAML mapping")
+        run.log_params(model_config)
+        df = pd.read_parquet(run.use_artifact(args.train_data))
+        logger.info("read %d rows from %s", len(df), args.train_data)
+
+        X_train, X_val, y_train, y_val = split_train_val(
+            df, TARGET, args.val_size, args.random_seed, _optional(args.stratify)
+        )
+        logger.info("split: %d training rows, %d validation rows", len(X_train), len(X_val))
+        pipe, used_columns = build_pipeline(model_config)
+        pipe, val_auc = train_and_validate(pipe, used_columns, X_train, y_train, X_val, y_val)
+        run.log_summary({"val_auc": val_auc})
+
+        logger.info("plotting feature importance and the validation confusion matrix")
+        run.log_figure(plot_feature_importance(pipe), "feature_importance")
+        run.log_figure(
+            plot_confusion_matrix(pipe, X_val, y_val, title="Validation set"),
+            "confusion_matrix_val",
+        )
+
+        if export_artifact is None:
+            logger.info("export_artifact is null: the model is not exported")
+            return
+        with tempfile.TemporaryDirectory() as tmp_dir:
+            model_dir = export_model(pipe, X_val, Path(tmp_dir) / "model_export")
+            written = run.log_artifact(
+                model_dir,
+                name=export_artifact,
+                type="model_export",
+                description=(
+                    "Random Forest inference pipeline (preprocessing + model), "
+                    "MLflow sklearn format"
+                ),
+                metadata={
+                    "val_auc": val_auc,
+                    "model_config": model_config,
+                    "train_data": args.train_data,
+                },
+            )
+        logger.info("exported the model as %s", written)
+
+
+if __name__ == "__main__":
+    main()

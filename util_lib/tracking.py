@@ -1,0 +1,253 @@
+"""One tracked step run: an MLflow run, a W&B run and an artifact store behind one small API.
+
+Every step opens its run with :func:`start_run` (or :func:`open_run` / :meth:`Run.close` where
+a context manager does not fit, as in the pytest-driven data check). Parameters, metrics,
+summary values and figures go to MLflow and to W&B (online when logged in, offline otherwise,
+not at all with ``WANDB_MODE=disabled``); artifacts go to the store that
+:func:`util_lib.backends.choose_backends` picks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from util_lib.backends import choose_backends
+from util_lib.logs import setup_logging
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+logger = logging.getLogger(__name__)
+
+WRITTEN_TAG = "util_lib.artifacts_written"
+USED_TAG = "util_lib.artifacts_used"
+STORE_TAG = "util_lib.artifact_store"
+
+
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flatten nested dictionaries into ``{"a.b": value}``."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+class Run:
+    """A step's tracked run; create it with :func:`open_run` or :func:`start_run`."""
+
+    def __init__(self, step: str, job_type: str, config: dict[str, Any] | None = None) -> None:
+        self.step = step
+        self.job_type = job_type
+        self.log_file = setup_logging(step)
+        self.backends = choose_backends()
+        logger.info(
+            "artifact store: %s (%s); W&B: %s",
+            self.backends.artifact_store,
+            self.backends.reason,
+            self.backends.wandb_mode,
+        )
+        import mlflow
+
+        self._mlflow = mlflow
+        # Under `mlflow run`, MLFLOW_RUN_ID names the run MLflow created for this step:
+        # start_run resumes it. Run directly, the step gets a run of its own.
+        self.mlflow_run = mlflow.start_run(
+            run_name=None if os.environ.get("MLFLOW_RUN_ID") else step
+        )
+        self.run_id = self.mlflow_run.info.run_id
+        mlflow.set_tags(
+            {
+                "util_lib.step": step,
+                "util_lib.job_type": job_type,
+                STORE_TAG: self.backends.artifact_store,
+            }
+        )
+        self.wandb_run = self._start_wandb(config or {})
+        if self.backends.artifact_store == "wandb":
+            from util_lib.wandb_store import WandbArtifactStore
+
+            self.store: Any = WandbArtifactStore(self.wandb_run)
+        else:
+            from util_lib.store import MlflowArtifactStore
+
+            self.store = MlflowArtifactStore()
+        self.written: list[str] = []
+        self.used: list[str] = []
+        self.closed = False
+        if config:
+            self.log_params(config)
+        logger.info("%s started: MLflow run %s, log file %s", step, self.run_id, self.log_file)
+
+    # ------------------------------------------------------------------ artifacts
+    def use_artifact(self, spec: str) -> Path:
+        """Resolve ``[project/]name:version_or_alias`` to a local file (or folder) and record use.
+
+        Raises
+        ------
+        util_lib.store.ArtifactNotFoundError
+            Naming what exists when the artifact, version or alias does not.
+        """
+        version = self.store.resolve(spec)
+        path = self.store.download(version)
+        if self.backends.artifact_store == "mlflow":
+            self.store.record_use(version, self.run_id, self.step)
+        self.used.append(version.spec)
+        self._mlflow.set_tag(USED_TAG, ",".join(self.used))
+        logger.info("using %s (from %s) at %s", version.spec, spec, path)
+        return path
+
+    def log_artifact(
+        self,
+        path: str | Path,
+        name: str,
+        type: str,
+        description: str,
+        metadata: dict[str, Any] | None = None,
+    ) -> str:
+        """Log a file or folder as a new version of artifact ``name``; return ``name:vN``.
+
+        The version becomes visible when the run ends successfully; a failed run removes it.
+        """
+        version = self.store.log(path, name, type, description, metadata, self.run_id)
+        if self.backends.artifact_store == "mlflow" and self.backends.wandb_mode == "offline":
+            self._log_wandb_offline_artifact(path, name, type, description, metadata)
+        if version.spec not in self.written:
+            self.written.append(version.spec)
+        self._mlflow.set_tag(WRITTEN_TAG, ",".join(self.written))
+        return version.spec
+
+    def set_alias_if_unset(self, spec: str, alias: str) -> bool:
+        """Point ``alias`` at ``spec`` when no version of that artifact has it; tell if it did."""
+        done = self.store.set_alias_if_unset(spec, alias)
+        logger.info("alias %r %s", alias, f"set on {spec}" if done else "already set, left alone")
+        return done
+
+    # ------------------------------------------------------------------ values and figures
+    def log_params(self, params: dict[str, Any]) -> None:
+        """Log (flattened) parameters; the ones `mlflow run` already logged are left alone."""
+        already = self._mlflow.get_run(self.run_id).data.params
+        flat = {
+            k: str(v)[:6000] for k, v in flatten(params).items() if k not in already and v != ""
+        }
+        if flat:
+            self._mlflow.log_params(flat)
+        if self.wandb_run is not None:
+            self.wandb_run.config.update(flatten(params), allow_val_change=True)
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        """Log numeric metrics to MLflow and W&B."""
+        self._mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+        if self.wandb_run is not None:
+            self.wandb_run.log(dict(metrics), step=step)
+
+    def log_summary(self, values: dict[str, Any]) -> None:
+        """Log the run's headline values: MLflow metrics (numbers) and the W&B summary."""
+        numbers = {k: float(v) for k, v in values.items() if isinstance(v, int | float)}
+        if numbers:
+            self._mlflow.log_metrics(numbers)
+        if self.wandb_run is not None:
+            self.wandb_run.summary.update(values)
+
+    def log_figure(self, figure: Figure, name: str) -> None:
+        """Log a matplotlib figure as ``figures/<name>.png`` (MLflow) and an image (W&B)."""
+        # pyplot first: wandb.Image reaches for matplotlib.pyplot even for a bare Figure.
+        import matplotlib.pyplot as plt
+
+        self._mlflow.log_figure(figure, f"figures/{name}.png")
+        if self.wandb_run is not None:
+            import wandb
+
+            self.wandb_run.log({name: wandb.Image(figure)})
+        plt.close(figure)
+
+    # ------------------------------------------------------------------ ending
+    def close(self, failed: bool = False) -> None:
+        """End the run: commit its artifact versions, or discard them when it failed."""
+        if self.closed:
+            return
+        self.closed = True
+        if not failed:
+            try:
+                committed = self.store.commit()
+                if committed:
+                    logger.info("%s wrote %s", self.step, ", ".join(committed))
+            except Exception:
+                logger.exception("%s: committing artifacts failed", self.step)
+                failed = True
+        if failed:
+            discarded = self.store.discard()
+            if discarded:
+                logger.error("%s failed: discarded %s", self.step, ", ".join(discarded))
+        if self.wandb_run is not None:
+            self.wandb_run.finish(exit_code=1 if failed else 0)
+        self._mlflow.end_run(status="FAILED" if failed else "FINISHED")
+        logger.info("%s %s", self.step, "FAILED" if failed else "finished")
+
+    # ------------------------------------------------------------------ W&B
+    def _start_wandb(self, config: dict[str, Any]) -> Any:
+        if self.backends.wandb_mode == "disabled":
+            return None
+        import wandb
+
+        run = wandb.init(
+            project=os.environ.get("WANDB_PROJECT") or None,
+            group=os.environ.get("WANDB_RUN_GROUP") or None,
+            job_type=self.job_type,
+            name=self.step,
+            config=flatten(config),
+            mode=self.backends.wandb_mode,
+            settings=wandb.Settings(silent=True, console="off"),
+        )
+        run.config.update({"mlflow_run_id": self.run_id}, allow_val_change=True)
+        tags = {"wandb.mode": self.backends.wandb_mode, "wandb.run_id": run.id}
+        if self.backends.wandb_mode == "online":
+            tags["wandb.url"] = run.url or ""
+        else:
+            tags["wandb.dir"] = str(Path(run.dir).parent)
+        self._mlflow.set_tags(tags)
+        return run
+
+    def _log_wandb_offline_artifact(
+        self, path: str | Path, name: str, type: str, description: str, metadata: dict | None
+    ) -> None:
+        # The offline W&B run keeps a copy so that `wandb sync` uploads it with the run.
+        import wandb
+
+        artifact = wandb.Artifact(name, type=type, description=description, metadata=metadata)
+        path = Path(path)
+        if path.is_dir():
+            artifact.add_dir(str(path))
+        else:
+            artifact.add_file(str(path))
+        self.wandb_run.log_artifact(artifact)
+
+
+def open_run(step: str, job_type: str, config: dict[str, Any] | None = None) -> Run:
+    """Open a tracked run for ``step``; end it with :meth:`Run.close`."""
+    return Run(step, job_type, config)
+
+
+@contextmanager
+def start_run(step: str, job_type: str, config: dict[str, Any] | None = None) -> Iterator[Run]:
+    """Open a tracked run for ``step`` for the length of a ``with`` block.
+
+    Leaving the block by an exception logs it (naming the step), marks the run failed and
+    discards the artifact versions it created; the exception propagates.
+    """
+    run = open_run(step, job_type, config)
+    try:
+        yield run
+    except BaseException as exc:
+        logger.error("%s failed: %s: %s", step, type(exc).__name__, exc)
+        run.close(failed=True)
+        raise
+    run.close(failed=False)
