@@ -6,7 +6,9 @@
 
 Each step's concrete output (``name:vN``) is handed to the next step, so a step never reads a
 version another pipeline wrote meanwhile; a step left out reads ``name:latest`` instead.
-The pipeline run returns the validation AUC (the objective of Hydra sweepers).
+The pipeline run returns the validation AUC (the objective of Hydra sweepers). In a sweep
+(`-m`), each job is a pipeline run of its own nested under the sweep's "multirun" run, which
+util_lib/sweep_report.py (a Hydra callback of config.yaml) opens and reports on.
 """
 
 from __future__ import annotations
@@ -75,6 +77,48 @@ def local_or_url(file_url: str, base: Path) -> str:
     return str((base / file_url).resolve())
 
 
+def step_uri(step: str, repository: str | None, version: str | None) -> tuple[str, str | None]:
+    """Where the MLflow project of ``step`` comes from, and the git version to check out.
+
+    Parameters
+    ----------
+    step : str
+        One of the pipeline's steps.
+    repository : str or None
+        ``main.components_repository``: a git URL whose folder ``step`` holds the step (MLflow's
+        ``<uri>#<subdirectory>``); None for the step folder beside main.py.
+    version : str or None
+        ``main.components_version``: tag, branch or commit of that repository; None for its
+        default branch.
+
+    Raises
+    ------
+    ValueError
+        When a version comes without a repository, or with a local folder (MLflow would check
+        the version out inside that folder itself).
+    """
+    if not repository:
+        if version:
+            raise ValueError(
+                f"main.components_version={version!r} needs main.components_repository"
+            )
+        return str(ROOT / step), None
+    repository = str(repository).rstrip("/")
+    if "#" in repository:
+        raise ValueError(
+            f"main.components_repository={repository!r}: give the repository only; "
+            "each step's folder is appended as #<step>"
+        )
+    local = repository.startswith("file:") or Path(repository).expanduser().exists()
+    if local and version:
+        raise ValueError(
+            f"main.components_repository={repository!r} is a local folder: MLflow would check "
+            f"out {version!r} inside it; serve it over git (git daemon, https) or drop "
+            "main.components_version"
+        )
+    return f"{repository}#{step}", str(version) if version else None
+
+
 def _null(value: Any) -> str:
     return "null" if value is None else str(value)
 
@@ -124,6 +168,7 @@ def step_parameters(
             "train_data": latest(TRAIN),
             "model_config": str(model_config),
             "export_artifact": _null(export),
+            "registered_model_name": _null(config.main.registered_model_name),
             "random_seed": config.main.random_seed,
             "val_size": data.val_size,
             "stratify": _null(data.stratify),
@@ -157,25 +202,68 @@ def _open_pipeline_run(mlflow: Any, experiment_name: str) -> Any:
     """
     from mlflow import MlflowClient
 
-    experiment = mlflow.set_experiment(experiment_name)
+    from util_lib.tracking import get_or_create_experiment
+
+    # Created explicitly: on a local store its artifacts then sit beside the database.
+    experiment = mlflow.set_experiment(experiment_id=get_or_create_experiment(experiment_name))
+    job = _multirun_job()
+    if job is not None:
+        # One job of a sweep: its own pipeline run, nested under the sweep's multirun run.
+        from util_lib.multirun import job_tags
+
+        multirun, num, overrides = job
+        tags = job_tags(multirun, num, overrides)
+        # The environment manager `mlflow run` was given, recorded on the multirun run.
+        env = MlflowClient().get_run(multirun).data.tags.get("mlflow.project.env")
+        if env:
+            tags["mlflow.project.env"] = env
+        return mlflow.start_run(run_name=f"pipeline #{num}", parent_run_id=multirun, tags=tags)
     launcher = os.environ.get("MLFLOW_RUN_ID")
     if launcher:
         client = MlflowClient()
-        if client.get_run(launcher).info.experiment_id == experiment.experiment_id:
+        launcher_run = client.get_run(launcher)
+        if launcher_run.info.experiment_id == experiment.experiment_id:
             return mlflow.start_run(run_id=launcher)
         os.environ.pop("MLFLOW_RUN_ID")
         os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
-        run = mlflow.start_run(run_name="pipeline", tags={"util_lib.launcher_run": launcher})
+        tags = {"util_lib.launcher_run": launcher}
+        # The environment manager `mlflow run` was given (it tags the launcher): steps inherit it.
+        env = launcher_run.data.tags.get("mlflow.project.env")
+        if env:
+            tags["mlflow.project.env"] = env
+        run = mlflow.start_run(run_name="pipeline", tags=tags)
         client.set_tag(launcher, "util_lib.pipeline_run", run.info.run_id)
         return run
     return mlflow.start_run(run_name="pipeline")
+
+
+def _multirun_job() -> tuple[str, int, list[str]] | None:
+    """(multirun run id, job number, overrides) when this is a job of a Hydra multirun."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from util_lib.multirun import MULTIRUN_ENV
+
+    multirun = os.environ.get(MULTIRUN_ENV)
+    if not multirun or not HydraConfig.initialized():
+        return None
+    hydra_config = HydraConfig.get()
+    if hydra_config.mode != RunMode.MULTIRUN:
+        return None
+    return multirun, int(hydra_config.job.num), list(hydra_config.overrides.task)
+
+
+class StepFailedError(RuntimeError):
+    """A step of a sweep's job failed (Hydra records the job as failed and goes on or stops)."""
 
 
 def _env_manager(config: DictConfig, parent: Any) -> str:
     """main.env_manager, else the manager `mlflow run` was given (it tags non-local ones)."""
     if config.main.env_manager:
         return str(config.main.env_manager)
-    return parent.data.tags.get("mlflow.project.env", "local")
+    env = parent.data.tags.get("mlflow.project.env", "local")
+    # In a container (`--backend kubernetes`, docker_env) the image is the environment.
+    return "local" if env == "docker" else env
 
 
 def _record(result: StepResult, run: Any) -> None:
@@ -220,6 +308,10 @@ def run_pipeline(config: DictConfig, output_dir: Path) -> float | None:
 
     base = Path.cwd()
     steps = selected_steps(config.main.execute_steps)
+    uris = {
+        s: step_uri(s, config.main.components_repository, config.main.components_version)
+        for s in steps
+    }
     log_file = _configure_environment(config, base)
     setup_logging("main")
     backends = choose_backends(config.main.artifact_store)
@@ -238,14 +330,22 @@ def run_pipeline(config: DictConfig, output_dir: Path) -> float | None:
         logger.info(
             "pipeline run %s; steps %s; env manager %s", parent.info.run_id, steps, env_manager
         )
+        if config.main.components_repository:
+            logger.info(
+                "steps from %s at %s",
+                config.main.components_repository,
+                config.main.components_version or "its default branch",
+            )
         client = mlflow.MlflowClient()
         for result in results:
             params = step_parameters(result.step, config, written, model_config, base)
             logger.info("%s: starting with %s", result.step, params)
             start = time.monotonic()
+            uri, version = uris[result.step]
             try:
                 submitted = mlflow.run(
-                    str(ROOT / result.step),
+                    uri,
+                    version=version,
                     entry_point="main",
                     parameters=params,
                     experiment_name=config.main.project_name,
@@ -269,6 +369,11 @@ def run_pipeline(config: DictConfig, output_dir: Path) -> float | None:
                 )
                 mlflow.set_tag("util_lib.failed_step", result.step)
                 mlflow.end_run(status="FAILED")
+                if _multirun_job() is not None:
+                    # SystemExit would end the whole sweep (and kill joblib's workers).
+                    raise StepFailedError(
+                        f"step {result.step} failed (MLflow run {result.run_id}); see {log_file}"
+                    ) from exc
                 sys.exit(1)
             written.update({spec.split(":")[0]: spec for spec in result.written})
             mlflow.log_metrics({k: v for k, v in result.metrics.items()})

@@ -10,6 +10,7 @@ import pandas as pd
 
 from evaluate.scoring import score_model
 from util_lib.plots import plot_confusion_matrix
+from util_lib.registry import record_evaluation
 from util_lib.tracking import start_run
 
 # Named, not __name__: run as a script, __name__ is "__main__".
@@ -40,15 +41,20 @@ def main(argv: list[str] | None = None) -> None:
         import mlflow.sklearn
 
         model_dir = run.use_artifact(args.model_export)
+        model_spec = run.used[-1]  # the exact version (model_export:v3), even if args say latest
         # The model's MLmodel lists the types skops may load (see train_random_forest/export.py)
         # and its code/ folder brings util_lib.transformers along.
         model = mlflow.sklearn.load_model(str(model_dir))
         df = pd.read_parquet(run.use_artifact(args.test_data))
+        test_spec = run.used[-1]
         logger.info("scoring %s on %d rows of %s", args.model_export, len(df), args.test_data)
 
         scores = score_model(model, df, target=TARGET)
         logger.info("test AUC %.4f, test accuracy %.4f", scores["auc"], scores["accuracy"])
-        run.log_summary({f"test_{name}": value for name, value in scores.items()})
+        test_scores = {f"test_{name}": value for name, value in scores.items()}
+        run.log_summary(test_scores)
+        # The registry version of this model (if the training run registered it) keeps them too.
+        record_evaluation(run, model_spec, {**test_scores, "test_data": test_spec})
         run.log_figure(
             plot_confusion_matrix(
                 model,

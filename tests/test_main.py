@@ -7,7 +7,15 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from main import STEPS, StepResult, format_summary, local_or_url, selected_steps, step_parameters
+from main import (
+    STEPS,
+    StepResult,
+    format_summary,
+    local_or_url,
+    selected_steps,
+    step_parameters,
+    step_uri,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -71,3 +79,41 @@ def test_summary_table_lists_steps_artifacts_and_metrics() -> None:
     table = format_summary(results)
     assert "model_export:v2" in table and "val_auc=0.9512" in table
     assert "FAILED" in table.splitlines()[-1]
+
+
+def test_steps_come_from_beside_main_py_by_default() -> None:
+    assert step_uri("evaluate", None, None) == (str(REPO / "evaluate"), None)
+
+
+def test_steps_come_from_a_components_repository_at_its_version() -> None:
+    url = "https://git.example.com/team/components.git"
+    assert step_uri("segregate", url + "/", "v1.2") == (f"{url}#segregate", "v1.2")
+    assert step_uri("segregate", url, None) == (f"{url}#segregate", None)
+
+
+def test_bad_components_settings_are_named(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="main.components_version='v1' needs"):
+        step_uri("get_data", None, "v1")
+    with pytest.raises(ValueError, match="local folder"):
+        step_uri("get_data", str(tmp_path), "v1")
+    with pytest.raises(ValueError, match="#<step>"):
+        step_uri("get_data", "https://h/r.git#get_data", None)
+
+
+def test_steps_inherit_the_env_manager_and_docker_means_the_image(tracking: Path) -> None:
+    from mlflow import MlflowClient
+
+    from main import _env_manager
+
+    client = MlflowClient()
+    experiment = client.create_experiment("env")
+    config = OmegaConf.create({"main": {"env_manager": None}})
+
+    def launcher(tags: dict[str, str]):
+        return client.get_run(client.create_run(experiment, tags=tags).info.run_id)
+
+    assert _env_manager(config, launcher({"mlflow.project.env": "uv"})) == "uv"
+    assert _env_manager(config, launcher({"mlflow.project.env": "docker"})) == "local"
+    assert _env_manager(config, launcher({})) == "local"
+    config.main.env_manager = "virtualenv"
+    assert _env_manager(config, launcher({"mlflow.project.env": "uv"})) == "virtualenv"

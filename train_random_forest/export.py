@@ -36,7 +36,9 @@ _REQUIREMENTS = ("mlflow", "scikit-learn", "skops", "numpy", "pandas", "scipy")
 _N_EXAMPLE_ROWS = 5
 
 
-def export_model(pipe: Pipeline, X_example: pd.DataFrame, path: Path) -> Path:
+def export_model(
+    pipe: Pipeline, X_example: pd.DataFrame, path: Path, predict_n_jobs: int | None = None
+) -> Path:
     """Save a fitted pipeline as an MLflow model folder.
 
     The model is serialized with skops, trusting only :data:`SKOPS_TRUSTED_TYPES`; its
@@ -51,6 +53,10 @@ def export_model(pipe: Pipeline, X_example: pd.DataFrame, path: Path) -> Path:
         Rows the pipeline can predict (e.g. the validation features); may hold extra columns.
     path : pathlib.Path
         Folder to create; it must not exist or be empty.
+    predict_n_jobs : int, optional
+        ``n_jobs`` of the pipeline when loaded as a pyfunc (served, ``mlflow models predict``);
+        ``None`` keeps the trained value. The pyfunc flavor is :mod:`util_lib.pyfunc_model`,
+        which also offers genre probabilities (``params={"predict_method": "predict_proba"}``).
 
     Returns
     -------
@@ -60,13 +66,17 @@ def export_model(pipe: Pipeline, X_example: pd.DataFrame, path: Path) -> Path:
     import mlflow.sklearn
     from mlflow.models import infer_signature
 
+    from util_lib import pyfunc_model
+
     X = X_example[list(pipe.feature_names_in_)]
     with warnings.catch_warnings():
         # MLflow hints that integer columns (key, time_signature, duration_ms) cannot carry
         # missing values. Kept on purpose: clients send them as integers, and typing them as
         # doubles would make MLflow refuse int64 input.
         warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
-        signature = infer_signature(X, pd.Series(pipe.predict(X)))
+        signature = infer_signature(
+            X, pd.Series(pipe.predict(X)), params=pyfunc_model.DEFAULT_PARAMS
+        )
     mlflow.sklearn.save_model(
         pipe,
         str(path),
@@ -77,5 +87,6 @@ def export_model(pipe: Pipeline, X_example: pd.DataFrame, path: Path) -> Path:
         code_paths=[str(UTIL_LIB_DIR)],
         pip_requirements=[f"{name}=={version(name)}" for name in _REQUIREMENTS],
     )
+    pyfunc_model.add_pyfunc_flavor(str(path), predict_n_jobs)
     logger.info("model exported to %s", path)
     return Path(path)

@@ -194,6 +194,94 @@ def train_and_validate(
     return pipe, val_auc
 
 
+GRID_SEARCH_KEYS = ("param_grid", "cv", "scoring")
+
+
+def search_parameters(
+    pipe: Pipeline,
+    used_columns: list[str],
+    X_train: pd.DataFrame,
+    y_train: pd.Series,
+    settings: dict[str, Any],
+) -> tuple[dict[str, Any], float, pd.DataFrame]:
+    """Pick the pipeline's parameters by a cross-validated grid search on the training part.
+
+    Only the search runs here (``GridSearchCV(refit=False)``): set the best parameters on the
+    pipeline and fit it with :func:`train_and_validate`, so the exported model is the best one,
+    fitted and validated like any other.
+
+    Parameters
+    ----------
+    pipe : sklearn.pipeline.Pipeline
+        Unfitted pipeline from :func:`build_pipeline`; it is not changed.
+    used_columns : list of str
+        The columns it reads.
+    X_train : pandas.DataFrame
+        Features.
+    y_train : pandas.Series
+        Target.
+    settings : dict
+        ``random_forest_pipeline.grid_search``: ``param_grid`` (``{pipeline parameter: list of
+        values}``, e.g. ``{"classifier__max_depth": [10, 20]}``), ``cv`` (number of stratified
+        folds) and ``scoring`` (a scikit-learn scorer name, e.g. ``roc_auc_ovo``).
+
+    Returns
+    -------
+    best_params : dict
+        The grid point with the best mean cross-validated score.
+    best_score : float
+        That score.
+    results : pandas.DataFrame
+        One row per grid point: its parameters, mean and std of the score, rank.
+
+    Raises
+    ------
+    ValueError
+        When a setting is missing or unknown, the grid is empty, or a parameter is not one of
+        the pipeline's (the message lists what is valid).
+    """
+    from sklearn.model_selection import GridSearchCV
+
+    missing = [k for k in GRID_SEARCH_KEYS if settings.get(k) is None]
+    unknown = sorted(set(settings) - set(GRID_SEARCH_KEYS))
+    if missing or unknown:
+        raise ValueError(
+            f"random_forest_pipeline.grid_search needs exactly {list(GRID_SEARCH_KEYS)}; "
+            f"missing: {missing}, unknown: {unknown}"
+        )
+    param_grid = {k: list(v) for k, v in dict(settings["param_grid"]).items()}
+    valid = pipe.get_params()
+    wrong = sorted(k for k in param_grid if k not in valid)
+    if wrong or not param_grid or not all(param_grid.values()):
+        hint = sorted(k for k in valid if k.startswith("classifier__"))
+        raise ValueError(
+            f"random_forest_pipeline.grid_search.param_grid: unknown parameter(s) {wrong} or an "
+            f"empty list; valid ones include {hint} and processor__... (pipe.get_params())"
+        )
+    _require_columns(X_train, used_columns)
+    search = GridSearchCV(
+        pipe, param_grid, cv=int(settings["cv"]), scoring=settings["scoring"], refit=False
+    )
+    start = time.perf_counter()
+    search.fit(X_train[used_columns], y_train)
+    logger.info(
+        "grid search of %d points x %s folds in %.1f s: best %s, %s %.4f",
+        len(search.cv_results_["params"]),
+        settings["cv"],
+        time.perf_counter() - start,
+        search.best_params_,
+        settings["scoring"],
+        search.best_score_,
+    )
+    columns = [f"param_{k}" for k in param_grid] + [
+        "mean_test_score",
+        "std_test_score",
+        "rank_test_score",
+    ]
+    results = pd.DataFrame(search.cv_results_)[columns]
+    return dict(search.best_params_), float(search.best_score_), results
+
+
 def score_auc(model: Any, X: pd.DataFrame, y: pd.Series) -> float:
     """Return the ROC AUC of a fitted classifier: macro average of the one-vs-one AUCs.
 

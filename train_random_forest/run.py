@@ -6,16 +6,28 @@ from __future__ import annotations
 import argparse
 import logging
 import tempfile
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import mlflow
 import pandas as pd
 import yaml
 
 from train_random_forest.export import export_model
-from train_random_forest.pipeline import build_pipeline, split_train_val, train_and_validate
+from train_random_forest.pipeline import (
+    build_pipeline,
+    search_parameters,
+    split_train_val,
+    train_and_validate,
+)
 from train_random_forest.plots import plot_feature_importance
 from util_lib.plots import plot_confusion_matrix
-from util_lib.tracking import start_run
+from util_lib.registry import register_export
+from util_lib.tracking import Run, start_run
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 # Named, not __name__: run as a script, __name__ is "__main__".
 logger = logging.getLogger("train_random_forest.run")
@@ -46,6 +58,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="Name of the exported model artifact; 'null' for no export",
     )
     parser.add_argument(
+        "--registered_model_name",
+        type=str,
+        default="null",
+        help="Model Registry name the export is registered under; 'null' (default): none",
+    )
+    parser.add_argument(
         "--random_seed", type=int, required=True, help="Seed of the train/validation split"
     )
     parser.add_argument(
@@ -60,10 +78,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _apply_grid_search(
+    run: Run,
+    pipe: Pipeline,
+    used_columns: list[str],
+    X_train: pd.DataFrame,
+    y_train: pd.Series,
+    model_config: dict,
+) -> None:
+    """Search the grid, log the best parameters, CV score and table, set the best on ``pipe``."""
+    best_params, best_score, results = search_parameters(
+        pipe, used_columns, X_train, y_train, model_config["grid_search"]
+    )
+    pipe.set_params(**best_params)
+    # The chosen values replace the configured ones in what is logged and exported.
+    model_config["grid_search_best_params"] = best_params
+    run.log_params({"grid_search.best_params": best_params})
+    run.log_summary({"cv_score": best_score})
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        table = Path(tmp_dir) / "grid_search_results.csv"
+        results.to_csv(table, index=False)
+        mlflow.log_artifact(str(table))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Split, fit, validate, plot and (unless ``export_artifact`` is null) export."""
     args = parse_args(argv)
     export_artifact = _optional(args.export_artifact)
+    registered_model_name = _optional(args.registered_model_name)
 
     with start_run(step="train_random_forest", job_type="train", config=vars(args)) as run:
         model_config = yaml.safe_load(Path(args.model_config).read_text())
@@ -78,8 +120,11 @@ def main(argv: list[str] | None = None) -> None:
         )
         logger.info("split: %d training rows, %d validation rows", len(X_train), len(X_val))
         pipe, used_columns = build_pipeline(model_config)
+        if model_config.get("grid_search"):
+            _apply_grid_search(run, pipe, used_columns, X_train, y_train, model_config)
+        start = time.perf_counter()
         pipe, val_auc = train_and_validate(pipe, used_columns, X_train, y_train, X_val, y_val)
-        run.log_summary({"val_auc": val_auc})
+        run.log_summary({"val_auc": val_auc, "fit_seconds": time.perf_counter() - start})
 
         logger.info("plotting feature importance and the validation confusion matrix")
         run.log_figure(plot_feature_importance(pipe), "feature_importance")
@@ -92,7 +137,9 @@ def main(argv: list[str] | None = None) -> None:
             logger.info("export_artifact is null: the model is not exported")
             return
         with tempfile.TemporaryDirectory() as tmp_dir:
-            model_dir = export_model(pipe, X_val, Path(tmp_dir) / "model_export")
+            model_dir = export_model(
+                pipe, X_val, Path(tmp_dir) / "model_export", model_config.get("predict_n_jobs")
+            )
             written = run.log_artifact(
                 model_dir,
                 name=export_artifact,
@@ -107,7 +154,15 @@ def main(argv: list[str] | None = None) -> None:
                     "train_data": args.train_data,
                 },
             )
-        logger.info("exported the model as %s", written)
+            logger.info("exported the model as %s", written)
+            if registered_model_name is not None:
+                register_export(
+                    run,
+                    written,
+                    model_dir,
+                    registered_model_name,
+                    tags={"val_auc": val_auc, "train_data": args.train_data},
+                )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,11 @@
 
 The store is the one on MLflow's tracking backend at ``MLFLOW_TRACKING_URI`` (default: the
 ``mlflow.db`` of the current folder); ``--tracking-uri`` points elsewhere.
+
+``alias`` also moves the alias on the Model Registry versions registered from that artifact
+version (``alias model_export:v3 prod`` makes ``models:/<name>@prod`` serve it), and with
+``--store wandb`` (or ``auto`` while W&B is online, as the pipeline decides) it sets the alias
+on the W&B artifact instead of the embedded store's; see :mod:`util_lib.registry`.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import argparse
 import sys
 from datetime import UTC, datetime
 
+from util_lib.backends import STORE_CHOICES, choose_backends
+from util_lib.registry import promote
 from util_lib.store import ArtifactNotFoundError, ArtifactVersion, MlflowArtifactStore
 
 
@@ -85,6 +92,12 @@ def main(argv: list[str] | None = None) -> int:
     alias = commands.add_parser("alias", help="point an alias (e.g. prod) at a version")
     alias.add_argument("spec", help="NAME:VERSION")
     alias.add_argument("alias", help="alias to set, e.g. prod or reference")
+    alias.add_argument(
+        "--store",
+        choices=STORE_CHOICES,
+        help="artifact store holding NAME (default: $UTIL_LIB_ARTIFACT_STORE, else auto: "
+        "W&B when online, the embedded store otherwise)",
+    )
     args = parser.parse_args(argv)
 
     store = MlflowArtifactStore(args.tracking_uri)
@@ -96,9 +109,10 @@ def main(argv: list[str] | None = None) -> int:
             path = store.download(version, args.root)
             print(f"{version.spec} -> {path}")
         else:
-            version = store.set_alias(args.spec, args.alias)
-            print(f"{args.alias} -> {version.spec}")
-    except (ArtifactNotFoundError, ValueError) as exc:
+            kind = choose_backends(args.store).artifact_store
+            promotion = promote(args.spec, args.alias, kind, args.tracking_uri)
+            print("\n".join(promotion.lines()))
+    except (ArtifactNotFoundError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

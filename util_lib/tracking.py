@@ -41,6 +41,42 @@ def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def get_or_create_experiment(name: str, tracking_uri: str | None = None) -> str:
+    """Return the id of MLflow experiment ``name``, creating it when it does not exist.
+
+    A new experiment on a local SQLite store keeps its artifacts beside the database, in
+    ``<store folder>/mlruns/<name>``: MLflow's default, ``./mlruns`` of the creating process,
+    is wherever that process runs (the project folder, or a remote run's temporary clone).
+    On a tracking server the server's artifact root applies.
+    """
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    location = None
+    uri = client.tracking_uri
+    if uri.startswith("sqlite:///"):
+        database = Path(uri[len("sqlite:///") :].split("?")[0]).resolve()
+        location = str(database.parent / "mlruns" / name)
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException:  # created meanwhile by a concurrent process
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB (Linux reports KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 class Run:
     """A step's tracked run; create it with :func:`open_run` or :func:`start_run`."""
 
@@ -187,6 +223,8 @@ class Run:
             discarded = self.store.discard()
             if discarded:
                 logger.error("%s failed: discarded %s", self.step, ", ".join(discarded))
+        # The step's peak memory, for the scale benchmark and for sizing machines.
+        self._mlflow.log_metric("peak_rss_mb", _peak_rss_mb())
         if self.wandb_run is not None:
             self.wandb_run.finish(exit_code=1 if failed else 0)
         self._mlflow.end_run(status="FAILED" if failed else "FINISHED")

@@ -1,0 +1,113 @@
+"""A sweep's wall time with the basic launcher (one job after another) and with joblib.
+
+    python benchmarks/sweep.py [--data ../shared/data/genres_mod.parquet]
+
+On a fresh tracking store, one run prepares the data (get_data, preprocess, segregate; not
+timed). Then the same 8-job sweep of `train_random_forest,evaluate` (max_depth 10, 15, 20, 25
+x tfidf.max_features 10, 20; 100 trees each) runs three times through `mlflow run . -m`:
+
+(a) hydra/launcher=basic, forest n_jobs=-1: the baseline, jobs in turn, each fit on all cores;
+(b) hydra/launcher=joblib (one worker per core), forest n_jobs=1: a core per job;
+(c) hydra/launcher=joblib, forest n_jobs=-1: each job's fit asks for every core.
+
+Most of a job is not the fit: two step processes start, import their libraries, read and write
+the store and W&B, score and plot. Those parts are single-threaded, so running jobs side by
+side pays even though the forest alone could already use both cores. With n_jobs=-1 in every
+parallel job, the fits oversubscribe the cores (2 jobs x 2 threads on 2 cores), hence (b).
+Prints each sweep's wall seconds, the jobs' summed fit seconds (from the sweep report) and the
+speed-ups a/b and a/c. The models are the same in all three (n_jobs does not change a forest).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SWEEP = (
+    "main.execute_steps='train_random_forest,evaluate' "
+    "random_forest_pipeline.random_forest.max_depth=10,15,20,25 "
+    "random_forest_pipeline.tfidf.max_features=10,20"
+)
+ARMS = {
+    "a": ("basic", -1),
+    "b": ("joblib", 1),
+    "c": ("joblib", -1),
+}
+
+
+def _env(store: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env.update(
+        MLFLOW_TRACKING_URI=f"sqlite:///{store / 'mlflow.db'}",
+        WANDB_DIR=str(store),
+        ML_PIPELINE_LOG=str(store / "ml_pipeline.log"),
+    )
+    return env
+
+
+def mlflow_run(store: Path, options: str) -> float:
+    """Wall seconds of one `mlflow run . -P hydra_options=...` on ``store``."""
+    start = time.perf_counter()
+    out = subprocess.run(
+        ["mlflow", "run", str(REPO), "--env-manager", "local", "-P", f"hydra_options={options}"],
+        cwd=store,
+        env=_env(store),
+        capture_output=True,
+        text=True,
+    )
+    seconds = time.perf_counter() - start
+    if out.returncode != 0:
+        raise SystemExit(f"`mlflow run` failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+    return seconds
+
+
+def sweep(store: Path, name: str, launcher: str, n_jobs: int) -> tuple[float, float, int]:
+    """Run the sweep; return wall seconds, summed fit seconds and the number of models."""
+    sweep_dir = store / f"sweep_{name}"
+    options = (
+        f"hydra/launcher={launcher} {SWEEP} "
+        f"random_forest_pipeline.random_forest.n_jobs={n_jobs} hydra.sweep.dir={sweep_dir} -m"
+    )
+    seconds = mlflow_run(store, options)
+    with (sweep_dir / "sweep_report.csv").open() as stream:
+        rows = list(csv.DictReader(stream))
+    if len(rows) != 8 or {r["status"] for r in rows} != {"FINISHED"}:
+        raise SystemExit(f"sweep {name}: expected 8 finished jobs, got {rows}")
+    models = {r["model_export"] for r in rows}
+    return seconds, sum(float(r["fit_seconds"]) for r in rows), len(models)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared/data/genres_mod.parquet")
+    args = parser.parse_args()
+    print(f"cores: {os.cpu_count()}; data: {args.data}")
+    with tempfile.TemporaryDirectory(prefix="sweep_bench_") as tmp:
+        store = Path(tmp)
+        prepare = (
+            f"data.file_url={args.data.resolve()} "
+            "main.execute_steps='get_data,preprocess,segregate' "
+            f"hydra.run.dir={store / 'outputs'}"
+        )
+        print(f"preparing the data: {mlflow_run(store, prepare):.1f} s (not counted)")
+        results = {}
+        for name, (launcher, n_jobs) in ARMS.items():
+            results[name] = sweep(store, name, launcher, n_jobs)
+            wall, fit, models = results[name]
+            print(
+                f"({name}) launcher={launcher:<6} forest n_jobs={n_jobs:>2}: {wall:6.1f} s wall, "
+                f"{fit:5.1f} s of fits, {models} model versions"
+            )
+    base = results["a"][0]
+    print(f"speed-up a/b (joblib, n_jobs=1):  {base / results['b'][0]:.2f}x")
+    print(f"speed-up a/c (joblib, n_jobs=-1): {base / results['c'][0]:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,371 @@
+"""Serving the registered model: promote by alias, `mlflow models serve` / `predict`, Docker.
+
+The module runs the pipeline once (`mlflow run`, a 20-tree forest, W&B off) into a fresh store,
+then trains and evaluates a second version; the model is promoted with the documented command
+and served by `models:/<name>@prod` from a process whose working directory is outside the
+repository and whose PYTHONPATH is empty. One server answers the request tests; the promotion
+test restarts it on the other version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+import yaml
+from omegaconf import OmegaConf
+
+from serving.local_server import serve
+from serving.serving_example import to_payload
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+NAME = OmegaConf.select(OmegaConf.load(REPO / "config.yaml"), "main.registered_model_name")
+PROD = f"models:/{NAME}@prod"
+SMALL_FOREST = "random_forest_pipeline.random_forest.n_estimators=20"
+JSON = {"Content-Type": "application/json"}
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("serving")
+
+
+@pytest.fixture(scope="module")
+def outside(workdir: Path) -> Path:
+    """A working directory outside the repository."""
+    path = workdir / "elsewhere"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture(scope="module")
+def env(workdir: Path) -> dict[str, str]:
+    """A fresh shell's environment: the test store, W&B off, no PYTHONPATH."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "WANDB_"))}
+    env.pop("PYTHONPATH", None)
+    env.update(
+        MLFLOW_TRACKING_URI=f"sqlite:///{workdir / 'mlflow.db'}",
+        WANDB_MODE="disabled",
+        ML_PIPELINE_LOG=str(workdir / "ml_pipeline.log"),
+        MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false",
+    )
+    return env
+
+
+def _run(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 600, **kw):
+    return subprocess.run(
+        args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, **kw
+    )
+
+
+def _pipeline(workdir: Path, env: dict[str, str], *overrides: str) -> None:
+    options = " ".join([*overrides, SMALL_FOREST, f"hydra.run.dir={workdir / 'outputs'}"])
+    result = _run(
+        ["mlflow", "run", str(REPO), "--env-manager", "local", "-P", f"hydra_options={options}"],
+        env,
+        workdir,
+        timeout=1200,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+
+
+@pytest.fixture(scope="module")
+def registry(workdir: Path, env: dict[str, str], dataset_path: Path) -> dict[str, str]:
+    """Two trained versions: model_export:v0 (registry version 1) and v1 (version 2)."""
+    # The experiment's artifacts stay in workdir (by default `mlflow run`, which works in the
+    # repository, would put them under its ./mlruns).
+    create = (
+        "import sys; from mlflow import MlflowClient; "
+        "MlflowClient().create_experiment(sys.argv[1], artifact_location=sys.argv[2])"
+    )
+    project = OmegaConf.load(REPO / "config.yaml").main.project_name
+    made = _run([sys.executable, "-c", create, project, str(workdir / "artifacts")], env, workdir)
+    assert made.returncode == 0, made.stderr
+    _pipeline(workdir, env, f"data.file_url={dataset_path}")
+    _pipeline(
+        workdir, env, "main.execute_steps='train_random_forest,evaluate'", "main.random_seed=7"
+    )
+    return {"model_export:v0": "1", "model_export:v1": "2"}
+
+
+def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return _run([sys.executable, "-m", "util_lib.artifacts", *args], env, REPO, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def promoted(registry: dict[str, str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    result = _cli(env, "alias", "model_export:v0", "prod")
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+@pytest.fixture(scope="module")
+def client(env: dict[str, str]):
+    from mlflow import MlflowClient
+
+    return MlflowClient(env["MLFLOW_TRACKING_URI"])
+
+
+@pytest.fixture(scope="module")
+def tracking_env(env: dict[str, str]) -> Iterator[None]:
+    """This process reads the test store too (for the in-process reference models)."""
+    import mlflow
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", env["MLFLOW_TRACKING_URI"])
+        mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+        yield
+    mlflow.set_tracking_uri(None)
+
+
+@pytest.fixture(scope="module")
+def songs(registry, env: dict[str, str], workdir: Path) -> pd.DataFrame:
+    """The test split the pipeline wrote, without the genre."""
+    from util_lib.store import MlflowArtifactStore
+
+    store = MlflowArtifactStore(env["MLFLOW_TRACKING_URI"])
+    path = store.download(store.resolve("data_test:v0"), workdir / "data_test")
+    return pd.read_parquet(path).drop(columns="genre").reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def reference(registry, tracking_env, songs: pd.DataFrame):
+    """In-process pyfunc models of both versions, and the columns they read."""
+    import mlflow.pyfunc
+
+    models = {v: mlflow.pyfunc.load_model(f"models:/{NAME}/{v}") for v in ("1", "2")}
+    columns = list(models["1"].metadata.get_input_schema().input_names())
+    return models, columns
+
+
+@pytest.fixture(scope="module")
+def server(promoted, env: dict[str, str], outside: Path, workdir: Path) -> Iterator[str]:
+    """`mlflow models serve -m models:/<name>@prod` from outside the repo; yields its URL."""
+    with serve(PROD, workdir / "serve-prod.log", cwd=outside, env=env) as url:
+        yield url
+
+
+def _post(url: str, rows: pd.DataFrame, params: dict | None = None) -> requests.Response:
+    return requests.post(url, data=to_payload(rows, params), headers=JSON, timeout=120)
+
+
+def _predictions(answer: requests.Response) -> list:
+    assert answer.status_code == 200, answer.text[:2000]
+    return answer.json()["predictions"]
+
+
+# ----------------------------------------------------------------------------- registry
+
+
+def test_each_training_run_registered_a_version_with_its_scores(registry, client) -> None:
+    for spec, version in registry.items():
+        mv = client.get_model_version(NAME, version)
+        assert mv.tags["util_lib.artifact"] == spec
+        assert float(mv.tags["val_auc"]) > 0.9
+        assert float(mv.tags["test_auc"]) > 0.9
+        assert mv.tags["test_data"] == "data_test:v0"
+
+
+def test_the_promotion_command_sets_prod_on_artifact_and_registry(promoted, client, env) -> None:
+    assert promoted.stdout.splitlines() == [
+        "prod -> model_export:v0",
+        f"prod -> models:/{NAME}/1 (serve {PROD})",
+    ]
+    assert str(client.get_model_version_by_alias(NAME, "prod").version) == "1"
+    listing = _cli(env, "list", "model_export").stdout
+    assert "prod" in next(line for line in listing.splitlines() if "model_export:v0" in line)
+
+
+# ----------------------------------------------------------------------------- REST
+
+
+def test_the_server_runs_where_the_repository_is_out_of_reach(
+    server: str, env: dict[str, str], outside: Path
+) -> None:
+    probe = _run([sys.executable, "-c", "import util_lib"], env, outside, timeout=60)
+    assert probe.returncode != 0 and "No module named 'util_lib'" in probe.stderr
+
+
+def test_one_row_and_a_batch_equal_the_in_process_predictions(
+    server: str, reference, songs: pd.DataFrame
+) -> None:
+    models, columns = reference
+    one = songs.iloc[[3]][columns]
+    assert _predictions(_post(server, one)) == list(models["1"].predict(one))
+    batch = songs.iloc[:1000][columns]
+    assert _predictions(_post(server, batch)) == list(models["1"].predict(batch))
+
+
+def test_probabilities_on_request_per_genre(server: str, reference, songs) -> None:
+    models, columns = reference
+    rows = songs.iloc[:20][columns]
+    answer = _predictions(_post(server, rows, {"predict_method": "predict_proba"}))
+    expected = models["1"].predict(rows, params={"predict_method": "predict_proba"})
+    assert pd.DataFrame(answer).columns.tolist() == expected.columns.tolist()
+    np.testing.assert_allclose(pd.DataFrame(answer).to_numpy(), expected.to_numpy())
+    labels = [max(p, key=p.get) for p in answer]
+    assert labels == _predictions(_post(server, rows))
+
+
+def test_missing_values_in_numerical_and_text_columns_get_predictions(
+    server: str, reference, songs: pd.DataFrame
+) -> None:
+    models, columns = reference
+    rows = songs.iloc[:6][columns].copy()
+    rows.loc[0, "loudness"] = np.nan
+    rows.loc[1, "tempo"] = np.nan
+    rows.loc[2, ["danceability", "energy", "valence"]] = np.nan
+    rows["text_feature"] = rows["text_feature"].astype(object)
+    rows.loc[3, "text_feature"] = None
+    rows.loc[4, ["loudness", "text_feature"]] = [np.nan, None]
+    body = json.loads(to_payload(rows))["dataframe_split"]["data"]
+    assert body[0][columns.index("loudness")] is None  # sent as null
+    assert _predictions(_post(server, rows)) == list(models["1"].predict(rows))
+
+
+def test_a_null_in_an_integer_column_is_a_400_naming_it(server: str, reference, songs) -> None:
+    _, columns = reference
+    rows = songs.iloc[:2][columns].astype(object)
+    rows.loc[1, "key"] = None
+    answer = _post(server, rows)
+    assert answer.status_code == 400
+    assert "column key" in answer.json()["message"]
+
+
+def test_a_missing_column_is_a_400_naming_it(server: str, reference, songs) -> None:
+    _, columns = reference
+    answer = _post(server, songs.iloc[:3][columns].drop(columns="energy"))
+    assert answer.status_code == 400
+    assert "missing inputs ['energy']" in answer.json()["message"]
+    assert "Traceback" not in answer.text
+
+
+def test_a_wrong_type_is_a_400(server: str, reference, songs) -> None:
+    _, columns = reference
+    rows = songs.iloc[:2][columns].astype(object)
+    rows.loc[0, "danceability"] = "very danceable"
+    answer = _post(server, rows)
+    assert answer.status_code == 400
+    assert "column danceability" in answer.json()["message"]
+
+
+def test_malformed_json_is_a_400(server: str) -> None:
+    answer = requests.post(
+        server, data='{"dataframe_split": {"columns": [', headers=JSON, timeout=60
+    )
+    assert answer.status_code == 400
+    assert "valid JSON" in answer.json()["message"]
+
+
+def test_serving_example_against_the_live_server(
+    server: str, env: dict[str, str], outside: Path, reference, songs: pd.DataFrame
+) -> None:
+    models, columns = reference
+    songs.iloc[:250].to_parquet(outside / "songs.parquet", index=False)
+    script = str(REPO / "serving" / "serving_example.py")
+    scored = _run(
+        [sys.executable, script, "--url", server, "--input", "songs.parquet", "--batch-size", "64"],
+        env,
+        outside,
+    )
+    assert scored.returncode == 0, scored.stderr
+    genres = [line.split("\t")[1] for line in scored.stdout.splitlines()]
+    assert genres == list(models["1"].predict(songs.iloc[:250][columns]))
+    assert "250 rows scored in 4 request(s)" in scored.stderr
+
+    # Default input: the model's input example, found through models:/<name>@prod.
+    example = _run([sys.executable, script, "--url", server], env, outside)
+    assert example.returncode == 0, example.stderr
+    assert len(example.stdout.splitlines()) == 5
+
+    songs.iloc[:3].drop(columns="text_feature").to_csv(outside / "bad.csv", index=False)
+    refused = _run([sys.executable, script, "--url", server, "--input", "bad.csv"], env, outside)
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert "answered 400: Model is missing inputs ['text_feature']" in refused.stderr
+
+
+# ----------------------------------------------------------------------------- batch, Docker
+
+
+def test_mlflow_models_predict_scores_csv_and_json_files(
+    promoted, env: dict[str, str], outside: Path, workdir: Path, reference, songs
+) -> None:
+    models, columns = reference
+    rows = songs.iloc[:40][columns]
+    expected = list(models["1"].predict(rows))
+    rows.to_csv(outside / "batch.csv", index=False)
+    by_alias = _run(
+        ["mlflow", "models", "predict", "-m", PROD, "-i", "batch.csv", "-t", "csv",
+         "-o", "out_csv.json", "--env-manager", "local"],
+        env,
+        outside,
+    )  # fmt: skip
+    assert by_alias.returncode == 0, by_alias.stderr[-3000:]
+    assert json.loads((outside / "out_csv.json").read_text())["predictions"] == expected
+
+    # A folder fetched from the artifact store, scored from a JSON file.
+    fetched = _cli(env, "get", "model_export:prod", "--root", str(workdir / "fetched"))
+    assert fetched.returncode == 0, fetched.stderr
+    (outside / "batch.json").write_text(to_payload(rows))
+    by_folder = _run(
+        ["mlflow", "models", "predict", "-m", str(workdir / "fetched"), "-i", "batch.json",
+         "-t", "json", "-o", "out_json.json", "--env-manager", "local"],
+        env,
+        outside,
+    )  # fmt: skip
+    assert by_folder.returncode == 0, by_folder.stderr[-3000:]
+    assert json.loads((outside / "out_json.json").read_text())["predictions"] == expected
+
+
+def test_generated_dockerfile_copies_the_promoted_model(
+    promoted, env: dict[str, str], outside: Path, client
+) -> None:
+    generated = _run(
+        ["mlflow", "models", "generate-dockerfile", "-m", PROD, "-d", "docker"], env, outside
+    )
+    assert generated.returncode == 0, generated.stderr[-3000:]
+    dockerfile = (outside / "docker" / "Dockerfile").read_text()
+    copy = re.search(r"^COPY (\S+) /opt/ml/model$", dockerfile, re.MULTILINE)
+    assert copy, dockerfile
+    copied = outside / "docker" / copy[1]
+    assert (copied / "code" / "util_lib" / "pyfunc_model.py").is_file()
+    served_source = Path(client.get_model_version(NAME, "1").source)
+    uuid = yaml.safe_load((copied / "MLmodel").read_text())["model_uuid"]
+    assert uuid == yaml.safe_load((served_source / "MLmodel").read_text())["model_uuid"]
+
+
+# ----------------------------------------------------------------------------- promotion
+
+
+def test_promotion_moves_prod_and_a_restarted_server_serves_that_version(
+    server: str, env: dict[str, str], outside: Path, workdir: Path, reference, songs, client
+) -> None:
+    models, columns = reference
+    rows = songs.iloc[:50][columns]
+    proba = {"predict_method": "predict_proba"}
+    v1 = models["1"].predict(rows, params=proba).to_numpy()
+    v2 = models["2"].predict(rows, params=proba).to_numpy()
+    assert not np.allclose(v1, v2)  # the two forests are told apart by their probabilities
+
+    moved = _cli(env, "alias", "model_export:v1", "prod")
+    assert moved.returncode == 0, moved.stderr
+    assert f"prod -> models:/{NAME}/2 (serve {PROD})" in moved.stdout
+    assert str(client.get_model_version_by_alias(NAME, "prod").version) == "2"
+
+    with serve(PROD, workdir / "serve-prod-2.log", cwd=outside, env=env) as restarted:
+        answer = pd.DataFrame(_predictions(_post(restarted, rows, proba))).to_numpy()
+    np.testing.assert_allclose(answer, v2)
+    # The server started before the promotion still serves what it loaded.
+    before = pd.DataFrame(_predictions(_post(server, rows, proba))).to_numpy()
+    np.testing.assert_allclose(before, v1)

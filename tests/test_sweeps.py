@@ -1,0 +1,387 @@
+"""Sweeps through `mlflow run . -m`: sequential and parallel grids, Optuna, grid search, Ray.
+
+One data-preparing run (get_data, preprocess, segregate) on a fresh SQLite store is shared by
+the module; every sweep then trains (and evaluates) small forests on that data, as users tune
+after a first full run. Each sweep writes into its own folder of the module's work folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow import MlflowClient
+from mlflow.entities import Run
+
+REPO = Path(__file__).resolve().parents[1]
+PROJECT = "music_genre_classification"
+SMALL = "random_forest_pipeline.random_forest.n_estimators=10"
+TRAIN_EVALUATE = "main.execute_steps='train_random_forest,evaluate'"
+DEPTH = "random_forest_pipeline.random_forest.max_depth"
+TERMS = "random_forest_pipeline.tfidf.max_features"
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("sweeps")
+
+
+def _env(workdir: Path, wandb_mode: str = "disabled", **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "WANDB_"))}
+    env.update(
+        MLFLOW_TRACKING_URI=f"sqlite:///{workdir / 'mlflow.db'}",
+        WANDB_MODE=wandb_mode,
+        WANDB_DIR=str(workdir),
+        ML_PIPELINE_LOG=str(workdir / "ml_pipeline.log"),
+    )
+    env.update(extra)
+    env.pop("PYTHONPATH", None)
+    return env
+
+
+def mlflow_run(
+    workdir: Path, options: str, python: str = sys.executable, **env: str
+) -> subprocess.CompletedProcess:
+    """`mlflow run <repo> --env-manager local -P hydra_options=<options>` in ``workdir``."""
+    return subprocess.run(
+        [python, "-m", "mlflow", "run", str(REPO), "--env-manager", "local"]
+        + ["-P", f"hydra_options={options}"],
+        cwd=workdir,
+        env=_env(workdir, **env),
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+
+
+def _ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-8000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def prepared(workdir: Path, dataset_path: Path) -> Path:
+    """The store after one run of the data steps: data_train:v0 and data_test:v0."""
+    _ok(
+        mlflow_run(
+            workdir,
+            f"data.file_url={dataset_path} main.execute_steps='get_data,preprocess,segregate' "
+            f"hydra.run.dir={workdir / 'outputs'}",
+        )
+    )
+    return workdir
+
+
+def _client(workdir: Path) -> MlflowClient:
+    return MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+
+
+def _store(workdir: Path):
+    from util_lib.store import MlflowArtifactStore
+
+    return MlflowArtifactStore(f"sqlite:///{workdir / 'mlflow.db'}")
+
+
+def _runs(workdir: Path, filter_string: str) -> list[Run]:
+    client = _client(workdir)
+    experiment = client.get_experiment_by_name(PROJECT).experiment_id
+    return client.search_runs([experiment], filter_string=filter_string, max_results=1000)
+
+
+def _report(sweep_dir: Path) -> list[dict[str, str]]:
+    with (sweep_dir / "sweep_report.csv").open() as stream:
+        return list(csv.DictReader(stream))
+
+
+def _model(train: Run) -> str:
+    """The model version a train run wrote."""
+    (model,) = re.findall(r"model_export:v\d+", train.data.tags["util_lib.artifacts_written"])
+    return model
+
+
+def check_sweep(workdir: Path, sweep_dir: Path, jobs: int, steps: tuple[str, ...]) -> dict:
+    """What every sweep must leave behind; returns {job number: (pipeline run, step runs)}.
+
+    One FINISHED multirun run holding the report; under it one pipeline run per job with its
+    own FINISHED step runs; as many distinct model_export versions as jobs, each evaluated by
+    its own job; each job's model config in its own folder; one report row per job.
+    """
+    (multirun,) = _runs(workdir, f"tags.`util_lib.sweep_dir` = '{sweep_dir}'")
+    assert multirun.info.status == "FINISHED"
+    logged = {a.path for a in _client(workdir).list_artifacts(multirun.info.run_id, "sweep_report")}
+    assert {"sweep_report/sweep_report.csv", "sweep_report/sweep_report.png"} <= logged
+
+    pipelines = _runs(workdir, f"tags.`util_lib.multirun` = '{multirun.info.run_id}'")
+    assert len(pipelines) == jobs
+    found = {}
+    for pipeline in pipelines:
+        assert pipeline.info.status == "FINISHED"
+        assert pipeline.data.tags["mlflow.parentRunId"] == multirun.info.run_id
+        children = _runs(workdir, f"tags.`mlflow.parentRunId` = '{pipeline.info.run_id}'")
+        by_step = {r.data.tags["util_lib.step"]: r for r in children}
+        assert sorted(by_step) == sorted(steps)
+        assert {r.info.status for r in children} == {"FINISHED"}
+        found[int(pipeline.data.tags["util_lib.job_num"])] = (pipeline, by_step)
+    assert sorted(found) == list(range(jobs))
+
+    versions = [_model(steps["train_random_forest"]) for _, steps in found.values()]
+    assert len(set(versions)) == jobs
+    for num, (pipeline, by_step) in found.items():
+        model = _model(by_step["train_random_forest"])
+        if "evaluate" in by_step:
+            assert model in by_step["evaluate"].data.tags["util_lib.artifacts_used"].split(",")
+        config = yaml.safe_load((sweep_dir / str(num) / "random_forest_pipeline.yaml").read_text())
+        overrides = dict(
+            o.split("=", 1) for o in json.loads(pipeline.data.tags["util_lib.overrides"])
+        )
+        if DEPTH in overrides:
+            assert str(config["random_forest"]["max_depth"]) == overrides[DEPTH]
+
+    rows = _report(sweep_dir)
+    assert [int(r["job"]) for r in rows] == list(range(jobs))
+    for row in rows:
+        pipeline, by_step = found[int(row["job"])]
+        assert row["model_export"] == _model(by_step["train_random_forest"])
+        assert float(row["val_auc"]) == pytest.approx(pipeline.data.metrics["val_auc"])
+        assert float(row["fit_seconds"]) > 0
+    assert (sweep_dir / "sweep_report.png").read_bytes()[:4] == b"\x89PNG"
+    return found
+
+
+def test_sequential_sweep_groups_reports_and_names_the_best(prepared: Path) -> None:
+    sweep_dir = prepared / "sequential"
+    result = _ok(
+        mlflow_run(
+            prepared,
+            f"main.execute_steps=train_random_forest {SMALL} {DEPTH}=range(5,25,5) "
+            f"hydra.sweep.dir={sweep_dir} -m",
+        )
+    )
+    found = check_sweep(prepared, sweep_dir, 4, ("train_random_forest",))
+
+    rows = _report(sweep_dir)
+    assert [r[DEPTH] for r in rows] == ["5", "10", "15", "20"]
+    assert [r["test_auc"] for r in rows] == [""] * 4  # evaluate did not run
+    best = max(rows, key=lambda r: float(r["val_auc"]))
+    assert f"Best job: #{best['job']} (random_forest.max_depth={best[DEPTH]})" in result.stdout
+    (command,) = re.findall(r"Promote it:\s+(.+)", result.stdout)
+    assert command.endswith(f"python -m util_lib.artifacts alias {best['model_export']} prod")
+    # `mlflow run .` made its own run in the Default experiment; it points at the multirun run.
+    multirun = found[0][0].data.tags["util_lib.multirun"]
+    client = _client(prepared)
+    launchers = client.search_runs(
+        [client.get_experiment_by_name("Default").experiment_id],
+        filter_string=f"tags.`util_lib.multirun_run` = '{multirun}'",
+    )
+    assert len(launchers) == 1
+
+    # The printed command promotes the best model.
+    subprocess.run(command, shell=True, cwd=REPO, env=_env(prepared), check=True, timeout=300)
+    assert _store(prepared).resolve("model_export:prod").spec == best["model_export"]
+
+
+def test_parallel_joblib_sweep_keeps_jobs_apart(prepared: Path) -> None:
+    sweep_dir = prepared / "joblib"
+    wandb_dir = prepared / "wandb_joblib"
+    wandb_dir.mkdir()
+    _ok(
+        mlflow_run(
+            prepared,
+            f"hydra/launcher=joblib {TRAIN_EVALUATE} {SMALL} main.experiment_name=sweep_joblib "
+            f"{DEPTH}=5,10 {TERMS}=5,10 hydra.sweep.dir={sweep_dir} -m",
+            wandb_mode="offline",
+            WANDB_DIR=str(wandb_dir),
+        )
+    )
+    found = check_sweep(prepared, sweep_dir, 4, ("train_random_forest", "evaluate"))
+
+    rows = _report(sweep_dir)
+    assert all(0.8 < float(r["test_auc"]) < 1 for r in rows)
+    assert sorted((r[DEPTH], r[TERMS]) for r in rows) == [
+        ("10", "10"),
+        ("10", "5"),
+        ("5", "10"),
+        ("5", "5"),
+    ]
+    # Each step of each job is a W&B run of its own, in group main.experiment_name.
+    step_runs = {r.info.run_id for _, steps in found.values() for r in steps.values()}
+    records = [p.read_bytes() for p in (wandb_dir / "wandb").glob("offline-run-*/*.wandb")]
+    assert len(records) == len(step_runs) == 8
+    assert all(b"sweep_joblib" in record for record in records)
+    owners = [{r for r in step_runs if r.encode() in record} for record in records]
+    assert all(len(o) == 1 for o in owners) and set.union(*owners) == step_runs
+
+
+def test_optuna_sweep_is_repeatable_with_its_seed(prepared: Path) -> None:
+    results = []
+    for attempt in ("optuna_1", "optuna_2"):
+        sweep_dir = prepared / attempt
+        _ok(
+            mlflow_run(
+                prepared,
+                "--config-name optuna hydra.sweeper.n_trials=3 hydra.sweeper.n_jobs=3 "
+                "hydra/launcher=joblib hydra.launcher.n_jobs=3 "
+                f"main.execute_steps=train_random_forest {SMALL} hydra.sweep.dir={sweep_dir} -m",
+            )
+        )
+        check_sweep(prepared, sweep_dir, 3, ("train_random_forest",))
+        rows = _report(sweep_dir)
+        optimum = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
+        best = max(rows, key=lambda r: float(r["val_auc"]))
+        assert optimum["best_value"] == pytest.approx(float(best["val_auc"]))
+        assert all(f"{k}={v}" in best["overrides"] for k, v in optimum["best_params"].items())
+        results.append([(r["overrides"], r["val_auc"]) for r in rows])
+    assert results[0] == results[1]
+    assert len({overrides for overrides, _ in results[0]}) == 3
+
+
+def test_grid_search_exports_the_best_estimator(prepared: Path) -> None:
+    import mlflow.sklearn
+
+    grid = "{param_grid:{classifier__max_depth:[2,12]},cv:2,scoring:roc_auc_ovo}"
+    result = _ok(
+        mlflow_run(
+            prepared,
+            f"main.execute_steps=train_random_forest {SMALL} "
+            f"random_forest_pipeline.grid_search={grid} hydra.run.dir={prepared / 'grid'}",
+        )
+    )
+    # The summary table (printed, and logged to stdout by Hydra's logging too).
+    (spec,) = set(
+        re.findall(r"train_random_forest\s+FINISHED\s+[\d.]+\s+(model_export:v\d+)", result.stdout)
+    )
+    (train,) = _runs(prepared, f"tags.`util_lib.artifacts_written` = '{spec}'")
+    assert train.data.params["grid_search.best_params.classifier__max_depth"] == "12"
+    assert 0.8 < train.data.metrics["cv_score"] < 1
+    client = _client(prepared)
+    table = Path(
+        client.download_artifacts(train.info.run_id, "grid_search_results.csv", str(prepared))
+    )
+    assert len(table.read_text().strip().splitlines()) == 1 + 2
+
+    store = _store(prepared)
+    version = store.resolve(spec)
+    assert version.metadata["model_config"]["grid_search_best_params"] == {
+        "classifier__max_depth": 12
+    }
+    model = mlflow.sklearn.load_model(str(store.download(version, prepared / "grid_model")))
+    assert model.named_steps["classifier"].max_depth == 12
+
+
+# ------------------------------------------------------------------------------------ Ray
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ray_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A virtual environment with requirements-ray.txt on top of the installed requirements."""
+    venv = tmp_path_factory.mktemp("ray") / "venv"
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=300
+    )
+    install = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+        + ["-r", str(REPO / "requirements-ray.txt")],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert install.returncode == 0, install.stderr[-4000:]
+    check = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "check"], capture_output=True, text=True
+    )
+    assert check.returncode == 0, check.stdout
+    return venv
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(ray_venv: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    """A local Ray head node (`ray start --head --block`); yields its address and PATH; stopped."""
+    temp = Path(f"/tmp/ray_{os.getpid()}_{_free_port()}")  # short: Ray puts sockets in it
+    port = _free_port()
+    path = {"PATH": f"{ray_venv / 'bin'}{os.pathsep}{os.environ['PATH']}"}
+    ports = {
+        "--port": port,
+        "--ray-client-server-port": _free_port(),
+        "--dashboard-port": _free_port(),
+        "--dashboard-agent-listen-port": _free_port(),
+        "--dashboard-agent-grpc-port": _free_port(),
+        "--runtime-env-agent-port": _free_port(),
+        "--metrics-export-port": _free_port(),
+        "--node-manager-port": _free_port(),
+        "--object-manager-port": _free_port(),
+    }
+    log = temp.with_suffix(".log")
+    with log.open("w") as stream:
+        head = subprocess.Popen(
+            [str(ray_venv / "bin" / "ray"), "start", "--head", "--block", "--num-cpus=2"]
+            + ["--node-ip-address=127.0.0.1", "--include-dashboard=false"]
+            + ["--disable-usage-stats", f"--temp-dir={temp}"]
+            + [f"{flag}={value}" for flag, value in ports.items()],
+            env={**os.environ, **path},
+            stdout=stream,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: stopped as a whole below
+        )
+    try:
+        deadline = time.monotonic() + 180
+        while "Ray runtime started" not in log.read_text():
+            assert head.poll() is None, log.read_text()[-4000:]
+            assert time.monotonic() < deadline, log.read_text()[-4000:]
+            time.sleep(1)
+        yield f"127.0.0.1:{port}", path
+    finally:
+        for sig, grace in ((signal.SIGTERM, 5), (signal.SIGKILL, 10)):
+            try:
+                os.killpg(head.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                head.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                continue
+        # Ray's processes share the group; make sure none outlives the test.
+        for _ in range(20):
+            try:
+                os.killpg(head.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                break
+            time.sleep(0.5)
+        shutil.rmtree(temp, ignore_errors=True)
+        log.unlink(missing_ok=True)
+
+
+def test_ray_sweep_on_a_local_ray_instance(
+    prepared: Path, ray_venv: Path, ray_cluster: tuple[str, dict[str, str]]
+) -> None:
+    address, path = ray_cluster
+    sweep_dir = prepared / "ray"
+    result = mlflow_run(
+        prepared,
+        f"hydra/launcher=ray hydra.launcher.ray.init.address={address} "
+        "+hydra.launcher.ray.init.object_store_memory=null "
+        f"main.execute_steps=train_random_forest {SMALL} {DEPTH}=5,10 "
+        f"hydra.sweep.dir={sweep_dir} -m",
+        python=str(ray_venv / "bin" / "python"),
+        **path,
+    )
+    _ok(result)
+    assert "Ray Launcher is launching 2 jobs" in result.stdout + result.stderr
+    check_sweep(prepared, sweep_dir, 2, ("train_random_forest",))

@@ -1,0 +1,137 @@
+"""The Model Registry entry of an export: registration, scores, promotion (real SQLite store)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from util_lib.registry import (
+    ARTIFACT_SOURCE_TAG,
+    ARTIFACT_STORE_TAG,
+    ARTIFACT_TAG,
+    promote,
+    record_evaluation,
+    register_export,
+)
+from util_lib.store import ArtifactNotFoundError, MlflowArtifactStore
+from util_lib.tracking import start_run
+
+REPO = Path(__file__).resolve().parents[2]
+MODEL = "genre_model"
+
+
+def _train(tmp: Path, text: str, name: str = MODEL) -> str:
+    """What a training run does: log a model folder as model_export, register it."""
+    folder = tmp / f"model_{text}"
+    folder.mkdir()
+    (folder / "MLmodel").write_text(f"model {text}\n")
+    with start_run("train_random_forest", "train") as run:
+        spec = run.log_artifact(folder, "model_export", "model_export", "a model")
+        register_export(run, spec, folder, name, tags={"val_auc": 0.9})
+    return spec
+
+
+def _alias(client: MlflowClient, alias: str) -> str:
+    return str(client.get_model_version_by_alias(MODEL, alias).version)
+
+
+def test_a_training_run_registers_its_export_linked_to_the_artifact(tracking: Path) -> None:
+    assert _train(tracking, "a") == "model_export:v0"
+    client = MlflowClient()
+    version = client.get_model_version(MODEL, "1")
+    artifact = MlflowArtifactStore().resolve("model_export:v0")
+    assert version.tags[ARTIFACT_TAG] == "model_export:v0"
+    assert version.tags[ARTIFACT_STORE_TAG] == "mlflow"
+    assert version.tags[ARTIFACT_SOURCE_TAG] == artifact.source
+    assert version.tags["val_auc"] == "0.9"
+    # The registry version serves a copy of the artifact's files, in the training run.
+    assert version.run_id == artifact.producer_run_id
+    assert version.source.endswith("/registered_model") and version.source != artifact.source
+    copy = Path(version.source.removeprefix("file://"))
+    assert (copy / "MLmodel").read_text() == "model a\n"
+    assert client.get_run(version.run_id).data.tags["util_lib.registered_model"] == f"{MODEL}/1"
+    # The registered model is not one of the store's artifacts.
+    assert MODEL not in MlflowArtifactStore().names()
+
+
+def test_registering_the_same_artifact_version_twice_makes_one_version(tracking: Path) -> None:
+    folder = tracking / "m"
+    folder.mkdir()
+    (folder / "MLmodel").write_text("x")
+    with start_run("train_random_forest", "train") as run:
+        spec = run.log_artifact(folder, "model_export", "model_export", "a model")
+        first = register_export(run, spec, folder, MODEL)
+        again = register_export(run, spec, folder, MODEL)
+    assert str(first.version) == str(again.version) == "1"
+
+
+def test_a_name_taken_by_an_artifact_fails_the_run_and_leaves_nothing(tracking: Path) -> None:
+    with pytest.raises(ValueError, match="'model_export' is taken by an artifact"):
+        _train(tracking, "a", name="model_export")
+    with pytest.raises(ArtifactNotFoundError):
+        MlflowArtifactStore().resolve("model_export:v0")
+
+
+def test_evaluation_scores_land_on_the_registry_version(tracking: Path) -> None:
+    spec = _train(tracking, "a")
+    with start_run("evaluate", "test_model") as run:
+        tagged = record_evaluation(run, spec, {"test_auc": 0.95, "test_data": "data_test:v0"})
+        assert record_evaluation(run, "model_export:v9", {"test_auc": 0.5}) == []
+    assert [(mv.name, str(mv.version)) for mv in tagged] == [(MODEL, "1")]
+    tags = MlflowClient().get_model_version(MODEL, "1").tags
+    assert tags["test_auc"] == "0.95" and tags["test_data"] == "data_test:v0"
+    assert tags["util_lib.evaluate_run"] == run.run_id
+
+
+def test_promote_moves_the_alias_on_artifact_and_registry_together(tracking: Path) -> None:
+    _train(tracking, "a")
+    _train(tracking, "b")
+    client, store = MlflowClient(), MlflowArtifactStore()
+
+    promotion = promote("model_export:v0", "prod")
+    assert promotion.lines() == [
+        "prod -> model_export:v0",
+        f"prod -> models:/{MODEL}/1 (serve models:/{MODEL}@prod)",
+    ]
+    assert store.resolve("model_export:prod").spec == "model_export:v0"
+    assert _alias(client, "prod") == "1"
+
+    promote("model_export:latest", "prod")
+    assert store.resolve("model_export:prod").spec == "model_export:v1"
+    assert _alias(client, "prod") == "2"
+
+
+def test_a_bad_promotion_changes_nothing(tracking: Path) -> None:
+    _train(tracking, "a")
+    promote("model_export:v0", "prod")
+    with pytest.raises(ArtifactNotFoundError, match="v7"):
+        promote("model_export:v7", "prod")
+    with pytest.raises(ValueError, match="reserved"):
+        promote("model_export:v0", "latest")
+    assert {k: str(v) for k, v in MlflowClient().get_registered_model(MODEL).aliases.items()} == {
+        "prod": "1"
+    }
+    assert MlflowArtifactStore().resolve("model_export:prod").spec == "model_export:v0"
+
+
+def test_the_artifacts_command_line_promotes_both(tracking: Path) -> None:
+    _train(tracking, "a")
+    _train(tracking, "b")
+    result = subprocess.run(
+        [sys.executable, "-m", "util_lib.artifacts", "alias", "model_export:v1", "prod"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "prod -> model_export:v1",
+        f"prod -> models:/{MODEL}/2 (serve models:/{MODEL}@prod)",
+    ]
+    assert _alias(MlflowClient(), "prod") == "2"

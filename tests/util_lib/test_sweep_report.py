@@ -1,0 +1,127 @@
+"""util_lib.sweep_report: the report's table, CSV, plot, best job and promote command.
+
+The callback itself (grouping and reporting real sweeps) is exercised by tests/test_sweeps.py.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from util_lib.sweep_report import (
+    COLUMNS,
+    JobRow,
+    best_job,
+    format_report,
+    promote_command,
+    swept_parameters,
+    write_report,
+)
+
+DEPTH = "random_forest_pipeline.random_forest.max_depth"
+TERMS = "random_forest_pipeline.tfidf.max_features"
+
+
+def _row(job: int, depth: int, terms: int, auc: float | None, status: str = "FINISHED") -> JobRow:
+    return JobRow(
+        job=job,
+        overrides=["main.execute_steps='train_random_forest,evaluate'", f"{DEPTH}={depth}"]
+        + [f"{TERMS}={terms}"],
+        status=status,
+        val_auc=auc,
+        test_auc=None if auc is None else auc - 0.01,
+        fit_seconds=None if auc is None else 1.5,
+        model_export="" if auc is None else f"model_export:v{job + 3}",
+        pipeline_run_id=f"run{job}",
+    )
+
+
+@pytest.fixture
+def rows() -> list[JobRow]:
+    return [
+        _row(0, 5, 10, 0.92),
+        _row(1, 10, 10, 0.95),
+        _row(2, 15, 10, None, status="FAILED"),
+        _row(3, 20, 10, 0.94),
+    ]
+
+
+def test_swept_parameters_are_the_varying_model_overrides(rows: list[JobRow]) -> None:
+    assert swept_parameters(rows) == [DEPTH]  # not main.*, not the constant tfidf setting
+    assert swept_parameters(rows[:1]) == [DEPTH, TERMS]  # one job: everything it overrides
+
+
+def test_best_job_is_the_finished_one_with_the_highest_validation_auc(rows: list[JobRow]) -> None:
+    assert best_job(rows).job == 1
+    rows[1].status = "FAILED"
+    assert best_job(rows).job == 3
+    assert best_job([_row(0, 5, 10, None)]) is None
+
+
+def test_table_shows_swept_values_metrics_and_versions_best_marked(rows: list[JobRow]) -> None:
+    lines = format_report(rows).splitlines()
+    assert lines[0].split() == [
+        "job",
+        "overrides",
+        "status",
+        "val_auc",
+        "test_auc",
+        "fit_s",
+        "model_export",
+    ]
+    assert lines[3].split() == [
+        "1*",
+        "random_forest.max_depth=10",
+        "FINISHED",
+        "0.9500",
+        "0.9400",
+        "1.5",
+        "model_export:v4",
+    ]
+    assert lines[4].split() == ["2", "random_forest.max_depth=15", "FAILED", "-", "-", "-", "-"]
+
+
+def test_write_report_writes_a_row_per_job_a_plot_and_the_promote_command(
+    rows: list[JobRow], tmp_path: Path
+) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    report = write_report(rows, tmp_path / "sweep", uri, cwd=tmp_path)
+
+    assert [p.name for p in report.files] == [
+        "sweep_report.txt",
+        "sweep_report.csv",
+        "sweep_report.png",
+    ]
+    with (tmp_path / "sweep" / "sweep_report.csv").open() as stream:
+        table = list(csv.DictReader(stream))
+    assert [int(r["job"]) for r in table] == [0, 1, 2, 3]
+    assert list(table[0]) == [*COLUMNS, DEPTH]
+    assert [r[DEPTH] for r in table] == ["5", "10", "15", "20"]
+    assert table[2]["val_auc"] == "" and table[2]["status"] == "FAILED"
+    assert float(table[1]["val_auc"]) == pytest.approx(0.95)
+    assert (tmp_path / "sweep" / "sweep_report.png").read_bytes()[:4] == b"\x89PNG"
+    assert "Best job: #1 (random_forest.max_depth=10), val_auc=0.9500" in report.text
+    assert "python -m util_lib.artifacts alias model_export:v4 prod" in report.text
+    assert (tmp_path / "sweep" / "sweep_report.txt").read_text().strip() == report.text
+
+
+def test_a_sweep_where_nothing_finished_has_no_best_job(tmp_path: Path) -> None:
+    report = write_report([_row(0, 5, 10, None, "FAILED")], tmp_path, "sqlite:///x.db", tmp_path)
+    assert report.best is None
+    assert "no best job" in report.text
+
+
+def test_promote_command_names_the_store_unless_it_is_the_default(tmp_path: Path) -> None:
+    row = _row(1, 10, 10, 0.95)
+    default = f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
+    assert promote_command(row, default, tmp_path) == (
+        "python -m util_lib.artifacts alias model_export:v4 prod"
+    )
+    assert promote_command(row, "http://127.0.0.1:5000", tmp_path) == (
+        "MLFLOW_TRACKING_URI=http://127.0.0.1:5000 "
+        "python -m util_lib.artifacts alias model_export:v4 prod"
+    )
+    row.artifact_store = "wandb"
+    assert "wandb.Api().artifact('model_export:v4')" in promote_command(row, default, tmp_path)

@@ -1,0 +1,271 @@
+"""The exported model in the MLflow Model Registry, linked to the artifact version it came from.
+
+Each training run registers its export as a new version of a registered model (default name:
+the project's, ``main.registered_model_name``), so that ``models:/<name>@prod`` serves it. The
+registry version's files are a copy of the artifact's, logged to the training run under
+``registered_model/``: MLflow writes a ``registered_model_meta`` file into a local model it
+serves, which must not land among the artifact's own (digest-checked) files. It carries tags:
+
+- ``util_lib.artifact``: the artifact version it serves, e.g. ``model_export:v3``;
+- ``util_lib.artifact_store``: ``mlflow`` (the embedded store) or ``wandb``;
+- ``util_lib.artifact_source``: where that version lives (W&B: ``entity/project/name:vN``);
+- the training values (``val_auc``, ``train_data``) and, once evaluated, ``test_auc``,
+  ``test_accuracy``, ``test_data`` and ``util_lib.evaluate_run``.
+
+:func:`promote` moves an alias (``prod``) on both the artifact version and the registry
+versions that serve it; ``python -m util_lib.artifacts alias model_export:vN prod`` calls it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from util_lib.store import (
+    KIND_TAG,
+    ArtifactNotFoundError,
+    MlflowArtifactStore,
+    _check_alias,
+    parse_spec,
+)
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+
+    from util_lib.tracking import Run
+
+logger = logging.getLogger(__name__)
+
+ARTIFACT_TAG = "util_lib.artifact"
+ARTIFACT_STORE_TAG = "util_lib.artifact_store"
+ARTIFACT_SOURCE_TAG = "util_lib.artifact_source"
+EVALUATE_RUN_TAG = "util_lib.evaluate_run"
+REGISTERED_TAG = "util_lib.registered_model"  # on the training run: name/version
+# The registry version's files: this copy of the model in the training run's artifacts.
+REGISTRY_COPY_PATH = "registered_model"
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """What :func:`promote` moved: the artifact version and the registry versions."""
+
+    alias: str
+    artifact: str
+    registry_versions: list[tuple[str, str]]
+
+    def lines(self) -> list[str]:
+        """One line per alias set, e.g. ``prod -> models:/music_genre_classification/4``."""
+        return [f"{self.alias} -> {self.artifact}"] + [
+            f"{self.alias} -> models:/{name}/{version} (serve models:/{name}@{self.alias})"
+            for name, version in self.registry_versions
+        ]
+
+
+def _client(tracking_uri: str | None = None) -> MlflowClient:
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def ensure_registered_model(client: MlflowClient, name: str) -> None:
+    """Create the registered model ``name`` unless it exists.
+
+    Raises
+    ------
+    ValueError
+        When ``name`` is an artifact of the embedded store (a registered model it manages).
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        model = client.get_registered_model(name)
+    except MlflowException:
+        try:
+            client.create_registered_model(
+                name, description="Genre classifier exported by train_random_forest"
+            )
+        except MlflowException as exc:  # created meanwhile by a concurrent run
+            if "already exists" not in str(exc).lower():
+                raise
+        return
+    if model.tags.get(KIND_TAG) == "artifact":
+        raise ValueError(
+            f"registered model name {name!r} is taken by an artifact of the embedded store; "
+            "set main.registered_model_name to another name"
+        )
+
+
+def versions_of_artifact(
+    client: MlflowClient, spec: str, artifact_store: str, name: str | None = None
+) -> list[ModelVersion]:
+    """Registry versions that serve artifact version ``spec`` (``name:vN``) of ``artifact_store``.
+
+    Parameters
+    ----------
+    client : mlflow.MlflowClient
+        Client of the registry.
+    spec : str
+        The exact artifact version, e.g. ``model_export:v3``.
+    artifact_store : {"mlflow", "wandb"}
+        The store that holds ``spec`` (both number their versions from v0).
+    name : str, optional
+        Only versions of this registered model.
+
+    Returns
+    -------
+    list of ModelVersion
+        Oldest first; usually one.
+    """
+    query = f"tags.`{ARTIFACT_TAG}` = '{spec}'"
+    if name:
+        query += f" and name = '{name}'"
+    found = client.search_model_versions(query, max_results=10000)
+    found = [mv for mv in found if (mv.tags or {}).get(ARTIFACT_STORE_TAG) == artifact_store]
+    return sorted(found, key=lambda mv: (mv.name, int(mv.version)))
+
+
+def register_export(
+    run: Run, spec: str, model_dir: Path, name: str, tags: dict[str, Any] | None = None
+) -> ModelVersion:
+    """Register the artifact version ``spec`` that ``run`` just logged from ``model_dir``.
+
+    A version that already serves ``spec`` under ``name`` is returned as is (the store logs
+    identical content once). Call it right after ``run.log_artifact``, as the run's last act.
+
+    Parameters
+    ----------
+    run : util_lib.tracking.Run
+        The training run that logged ``spec``.
+    spec : str
+        What ``run.log_artifact`` returned, e.g. ``model_export:v3``.
+    model_dir : pathlib.Path
+        The exported MLflow model folder (copied to the run's ``registered_model/``).
+    name : str
+        The registered model.
+    tags : dict, optional
+        More version tags (values become strings), e.g. ``{"val_auc": 0.95}``.
+
+    Returns
+    -------
+    ModelVersion
+        The registry version; its source is the model folder.
+
+    Raises
+    ------
+    ValueError
+        When ``name`` belongs to the artifact store.
+    """
+    client = _client()
+    store_kind = run.backends.artifact_store
+    ensure_registered_model(client, name)
+    existing = versions_of_artifact(client, spec, store_kind, name)
+    if existing:
+        logger.info("%s is already version %s of model %s", spec, existing[0].version, name)
+        return existing[0]
+    _, artifact, _ = parse_spec(spec)
+    if store_kind == "mlflow":
+        staged = [v for v in run.store.versions(artifact, include_pending=True) if v.spec == spec]
+        if not staged:
+            raise ValueError(f"{spec} is not in the store at {run.store.tracking_uri}")
+        artifact_source = staged[0].source
+    else:
+        wandb_run = run.wandb_run
+        artifact_source = f"{wandb_run.entity}/{wandb_run.project}/{spec}"
+    client.log_artifacts(run.run_id, str(model_dir), REGISTRY_COPY_PATH)
+    source = f"{client.get_run(run.run_id).info.artifact_uri}/{REGISTRY_COPY_PATH}"
+    version_tags = {
+        ARTIFACT_TAG: spec,
+        ARTIFACT_STORE_TAG: store_kind,
+        ARTIFACT_SOURCE_TAG: artifact_source,
+        **{k: str(v) for k, v in (tags or {}).items()},
+    }
+    mv = client.create_model_version(
+        name, source, run_id=run.run_id, tags=version_tags, description=f"artifact {spec}"
+    )
+    client.set_tag(run.run_id, REGISTERED_TAG, f"{name}/{mv.version}")
+    logger.info("registered %s as version %s of model %s", spec, mv.version, name)
+    return mv
+
+
+def record_evaluation(run: Run, spec: str, values: dict[str, Any]) -> list[ModelVersion]:
+    """Tag the registry versions that serve ``spec`` with ``values`` (e.g. ``test_auc``).
+
+    Returns the versions tagged; none when the model was not registered (logged, not an error).
+    """
+    client = _client()
+    versions = versions_of_artifact(client, spec, run.backends.artifact_store)
+    for mv in versions:
+        for key, value in {**values, EVALUATE_RUN_TAG: run.run_id}.items():
+            client.set_model_version_tag(mv.name, mv.version, key, str(value))
+        logger.info("recorded %s on version %s of model %s", sorted(values), mv.version, mv.name)
+    if not versions:
+        logger.info("%s is in no registered model: the scores are on the run only", spec)
+    return versions
+
+
+def promote(
+    spec: str, alias: str, artifact_store: str = "mlflow", tracking_uri: str | None = None
+) -> Promotion:
+    """Point ``alias`` at artifact version ``spec`` and at the registry versions serving it.
+
+    Parameters
+    ----------
+    spec : str
+        ``name:vN`` (or ``name:alias``) of the artifact, e.g. ``model_export:v3``.
+    alias : str
+        E.g. ``prod``; ``latest`` and ``vN`` are reserved.
+    artifact_store : {"mlflow", "wandb"}
+        Where the artifact lives: the embedded store on ``tracking_uri``, or W&B (online).
+    tracking_uri : str, optional
+        The MLflow tracking (and registry) URI; default MLflow's own.
+
+    Returns
+    -------
+    Promotion
+        The artifact version and the registry versions the alias now points at.
+
+    Raises
+    ------
+    util_lib.store.ArtifactNotFoundError
+        When ``spec`` names no version; nothing is changed.
+    ValueError
+        When ``alias`` is reserved; nothing is changed.
+    """
+    client = _client(tracking_uri)
+    if artifact_store == "wandb":
+        _check_alias(alias)
+        artifact = _wandb_artifact(client, spec)
+        exact = f"{artifact.name.split(':')[0]}:{artifact.version}"
+        registered = versions_of_artifact(client, exact, "wandb")
+        if alias not in artifact.aliases:
+            artifact.aliases.append(alias)
+            artifact.save()  # W&B moves the alias off the version that had it
+    else:
+        store = MlflowArtifactStore(tracking_uri)
+        exact = store.resolve(spec).spec
+        registered = versions_of_artifact(client, exact, "mlflow")
+        store.set_alias(exact, alias)  # refuses reserved aliases before anything moves
+    for mv in registered:
+        client.set_registered_model_alias(mv.name, alias, mv.version)
+        logger.info("alias %r now points at version %s of model %s", alias, mv.version, mv.name)
+    return Promotion(alias, exact, [(mv.name, str(mv.version)) for mv in registered])
+
+
+def _wandb_artifact(client: MlflowClient, spec: str) -> Any:
+    """The W&B artifact that ``spec`` names.
+
+    A version registered by a training run is found where that run logged it (its registry
+    version's source tag); otherwise ``[[entity/]project/]name:ref`` goes to W&B as is (project
+    default: ``$WANDB_PROJECT``).
+    """
+    import wandb
+
+    registered = versions_of_artifact(client, spec, "wandb")
+    path = registered[0].tags.get(ARTIFACT_SOURCE_TAG, spec) if registered else spec
+    try:
+        return wandb.Api().artifact(path)
+    except (wandb.errors.CommError, ValueError) as exc:
+        raise ArtifactNotFoundError(f"W&B artifact {path!r} not found: {exc}") from exc
