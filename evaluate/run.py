@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> None:
         # The model's MLmodel lists the types skops may load (see train_random_forest/export.py)
         # and its code/ folder brings util_lib.transformers along.
         model = mlflow.sklearn.load_model(str(model_dir))
+        # One thread: a forest's threads add up tree probabilities in a varying order, so the
+        # last bits of predict_proba (and so the test AUC) could differ between runs.
+        model.set_params(classifier__n_jobs=1)
         df = pd.read_parquet(run.use_artifact(args.test_data))
         test_spec = run.used[-1]
         logger.info("scoring %s on %d rows of %s", args.model_export, len(df), args.test_data)
