@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from common import DATA, REPO, mlflow_run
 
 BASELINE = """
 import time
@@ -47,16 +47,6 @@ print(f"BASELINE {{seconds:.2f}} s val_auc={{val_auc:.4f}} test_auc={{scores['au
 """
 
 
-def _env(store: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    env.update(
-        MLFLOW_TRACKING_URI=f"sqlite:///{store / 'mlflow.db'}",
-        WANDB_DIR=str(store),
-        ML_PIPELINE_LOG=str(store / "ml_pipeline.log"),
-    )
-    return env
-
-
 def run_baseline(data: Path) -> float:
     """Seconds of the plain process, start-up and imports included."""
     start = time.perf_counter()
@@ -75,27 +65,11 @@ def run_baseline(data: Path) -> float:
 
 def run_pipeline(store: Path, options: str) -> tuple[float, dict[str, float]]:
     """Seconds of one `mlflow run .` and the per-step seconds from its summary table."""
-    start = time.perf_counter()
-    out = subprocess.run(
-        [
-            "mlflow",
-            "run",
-            str(REPO),
-            "--env-manager",
-            "local",
-            "-P",
-            f"hydra_options={options} hydra.run.dir={store / 'outputs' / str(time.time_ns())}",
-        ],
-        cwd=store,
-        env=_env(store),
-        capture_output=True,
-        text=True,
+    seconds, stdout = mlflow_run(
+        store, f"{options} hydra.run.dir={store / 'outputs' / str(time.time_ns())}"
     )
-    seconds = time.perf_counter() - start
-    if out.returncode != 0:
-        sys.exit(f"mlflow run failed:\n{out.stderr[-3000:]}")
     steps = {}
-    for line in out.stdout.splitlines():
+    for line in stdout.splitlines():
         parts = line.split()
         if len(parts) >= 3 and parts[1] == "FINISHED":
             steps[parts[0]] = float(parts[2])
@@ -104,7 +78,7 @@ def run_pipeline(store: Path, options: str) -> tuple[float, dict[str, float]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared/data/genres_mod.parquet")
+    parser.add_argument("--data", type=Path, default=DATA)
     args = parser.parse_args()
     data = args.data.resolve()
     print(f"cores: {os.cpu_count()}  data: {data}")

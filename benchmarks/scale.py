@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from common import DATA, isolated_env, mlflow_run
+
 STEPS = ("get_data", "preprocess", "check_data", "segregate", "train_random_forest", "evaluate")
 NOISY = ("danceability", "energy", "speechiness", "acousticness", "liveness", "valence", "tempo")
 
@@ -54,28 +52,8 @@ def run_size(source: Path, factor: int) -> tuple[float, dict[str, tuple[float, f
         data = store / f"genres_{factor}x.parquet"
         rows = make_dataset(source, factor, data)
         print(f"N={factor}: {rows:,} rows ({data.stat().st_size / 1e6:.0f} MB)", flush=True)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-        uri = f"sqlite:///{store / 'mlflow.db'}"
-        env.update(MLFLOW_TRACKING_URI=uri, WANDB_DIR=tmp, ML_PIPELINE_LOG=f"{tmp}/log")
-        start = time.perf_counter()
-        out = subprocess.run(
-            [
-                "mlflow",
-                "run",
-                str(REPO),
-                "--env-manager",
-                "local",
-                "-P",
-                f"hydra_options=data.file_url={data} hydra.run.dir={store / 'outputs'}",
-            ],
-            cwd=store,
-            env=env,
-            capture_output=True,
-            text=True,
-        )
-        wall = time.perf_counter() - start
-        if out.returncode != 0:
-            sys.exit(f"N={factor}: the pipeline failed\n{out.stderr[-4000:]}")
+        wall, _ = mlflow_run(store, f"data.file_url={data} hydra.run.dir={store / 'outputs'}")
+        uri = isolated_env(store)["MLFLOW_TRACKING_URI"]
         client = MlflowClient(uri)
         experiment = client.get_experiment_by_name("music_genre_classification")
         steps = {}
@@ -90,7 +68,7 @@ def run_size(source: Path, factor: int) -> tuple[float, dict[str, tuple[float, f
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--factor", type=int, nargs="+", default=[1, 10, 100])
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared/data/genres_mod.parquet")
+    parser.add_argument("--data", type=Path, default=DATA)
     args = parser.parse_args()
     print(f"cores: {os.cpu_count()}")
     walls = {}

@@ -23,12 +23,11 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import subprocess
 import tempfile
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from common import DATA, mlflow_run
+
 SWEEP = (
     "main.execute_steps='train_random_forest,evaluate' "
     "random_forest_pipeline.random_forest.max_depth=10,15,20,25 "
@@ -41,32 +40,6 @@ ARMS = {
 }
 
 
-def _env(store: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    env.update(
-        MLFLOW_TRACKING_URI=f"sqlite:///{store / 'mlflow.db'}",
-        WANDB_DIR=str(store),
-        ML_PIPELINE_LOG=str(store / "ml_pipeline.log"),
-    )
-    return env
-
-
-def mlflow_run(store: Path, options: str) -> float:
-    """Wall seconds of one `mlflow run . -P hydra_options=...` on ``store``."""
-    start = time.perf_counter()
-    out = subprocess.run(
-        ["mlflow", "run", str(REPO), "--env-manager", "local", "-P", f"hydra_options={options}"],
-        cwd=store,
-        env=_env(store),
-        capture_output=True,
-        text=True,
-    )
-    seconds = time.perf_counter() - start
-    if out.returncode != 0:
-        raise SystemExit(f"`mlflow run` failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
-    return seconds
-
-
 def sweep(store: Path, name: str, launcher: str, n_jobs: int) -> tuple[float, float, int]:
     """Run the sweep; return wall seconds, summed fit seconds and the number of models."""
     sweep_dir = store / f"sweep_{name}"
@@ -74,7 +47,7 @@ def sweep(store: Path, name: str, launcher: str, n_jobs: int) -> tuple[float, fl
         f"hydra/launcher={launcher} {SWEEP} "
         f"random_forest_pipeline.random_forest.n_jobs={n_jobs} hydra.sweep.dir={sweep_dir} -m"
     )
-    seconds = mlflow_run(store, options)
+    seconds, _ = mlflow_run(store, options)
     with (sweep_dir / "sweep_report.csv").open() as stream:
         rows = list(csv.DictReader(stream))
     if len(rows) != 8 or {r["status"] for r in rows} != {"FINISHED"}:
@@ -85,7 +58,7 @@ def sweep(store: Path, name: str, launcher: str, n_jobs: int) -> tuple[float, fl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared/data/genres_mod.parquet")
+    parser.add_argument("--data", type=Path, default=DATA)
     args = parser.parse_args()
     print(f"cores: {os.cpu_count()}; data: {args.data}")
     with tempfile.TemporaryDirectory(prefix="sweep_bench_") as tmp:
@@ -95,7 +68,7 @@ def main() -> None:
             "main.execute_steps='get_data,preprocess,segregate' "
             f"hydra.run.dir={store / 'outputs'}"
         )
-        print(f"preparing the data: {mlflow_run(store, prepare):.1f} s (not counted)")
+        print(f"preparing the data: {mlflow_run(store, prepare)[0]:.1f} s (not counted)")
         results = {}
         for name, (launcher, n_jobs) in ARMS.items():
             results[name] = sweep(store, name, launcher, n_jobs)

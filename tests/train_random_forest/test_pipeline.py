@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import Pipeline
 
 from train_random_forest.pipeline import (
@@ -78,6 +79,20 @@ def test_fit_and_predict(model_config: dict[str, Any], sample: pd.DataFrame) -> 
     np.testing.assert_allclose(proba.sum(axis=1), 1.0)
     assert 0.5 < auc <= 1.0
     assert auc == score_auc(pipe, X_val, sample.loc[X_val.index, "genre"])
+
+
+def test_score_auc_scores_on_one_thread_and_restores_n_jobs(
+    model_config: dict[str, Any], sample: pd.DataFrame
+) -> None:
+    model_config["random_forest"]["n_jobs"] = 2
+    pipe, auc, X_val = _fit(model_config, sample)
+    y_val = sample.loc[X_val.index, "genre"]
+    assert pipe["classifier"].n_jobs == 2  # the model keeps the threads it was given
+    one_thread = copy.deepcopy(pipe).set_params(classifier__n_jobs=1)
+    expected = roc_auc_score(
+        y_val, one_thread.predict_proba(X_val), multi_class="ovo", labels=pipe.classes_
+    )
+    assert [score_auc(pipe, X_val, y_val) for _ in range(3)] == [auc] * 3 == [expected] * 3
 
 
 def test_predicts_rows_with_missing_and_unseen_values(
