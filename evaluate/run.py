@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> None:
         # and its code/ folder brings util_lib.transformers along.
         model = mlflow.sklearn.load_model(str(model_dir))
         # One thread: a forest's threads add up tree probabilities in a varying order, so the
-        # last bits of predict_proba (and so the test AUC) could differ between runs.
+        # predictions behind the accuracy and the confusion matrix could differ between runs
+        # (score_auc already scores on one thread).
         model.set_params(classifier__n_jobs=1)
         df = pd.read_parquet(run.use_artifact(args.test_data))
         test_spec = run.used[-1]
