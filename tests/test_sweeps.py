@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,8 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 from mlflow.entities import Run
+
+from serving.local_server import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 PROJECT = "music_genre_classification"
@@ -283,12 +284,6 @@ def test_grid_search_exports_the_best_estimator(prepared: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------ Ray
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ray_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A virtual environment with requirements-ray.txt on top of the installed requirements."""
@@ -314,19 +309,19 @@ def ray_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def ray_cluster(ray_venv: Path) -> Iterator[tuple[str, dict[str, str]]]:
     """A local Ray head node (`ray start --head --block`); yields its address and PATH; stopped."""
-    temp = Path(f"/tmp/ray_{os.getpid()}_{_free_port()}")  # short: Ray puts sockets in it
-    port = _free_port()
+    temp = Path(f"/tmp/ray_{os.getpid()}_{free_port()}")  # short: Ray puts sockets in it
+    port = free_port()
     path = {"PATH": f"{ray_venv / 'bin'}{os.pathsep}{os.environ['PATH']}"}
     ports = {
         "--port": port,
-        "--ray-client-server-port": _free_port(),
-        "--dashboard-port": _free_port(),
-        "--dashboard-agent-listen-port": _free_port(),
-        "--dashboard-agent-grpc-port": _free_port(),
-        "--runtime-env-agent-port": _free_port(),
-        "--metrics-export-port": _free_port(),
-        "--node-manager-port": _free_port(),
-        "--object-manager-port": _free_port(),
+        "--ray-client-server-port": free_port(),
+        "--dashboard-port": free_port(),
+        "--dashboard-agent-listen-port": free_port(),
+        "--dashboard-agent-grpc-port": free_port(),
+        "--runtime-env-agent-port": free_port(),
+        "--metrics-export-port": free_port(),
+        "--node-manager-port": free_port(),
+        "--object-manager-port": free_port(),
     }
     log = temp.with_suffix(".log")
     with log.open("w") as stream:

@@ -13,7 +13,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ import yaml
 from mlflow import MlflowClient
 
 from preprocess.cleaning import preprocess
+from serving.local_server import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 SANDBOX = REPO / "data_analysis"
@@ -196,12 +196,6 @@ def test_runs_save_the_notebook(store: Path, executed, name: str, tmp_path: Path
     assert len(copies) == 1 and copies[0].read_bytes() == saved.read_bytes()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _server_pids(runtime_dir: Path) -> list[int]:
     """The Jupyter servers started with this runtime folder (each writes jpserver-<pid>.json)."""
     return [json.loads(p.read_text())["pid"] for p in runtime_dir.glob("jpserver-*.json")]
@@ -210,7 +204,7 @@ def _server_pids(runtime_dir: Path) -> list[int]:
 @pytest.fixture
 def jupyter(tmp_path: Path) -> Iterator[tuple[str, str, Path, subprocess.Popen]]:
     """`mlflow run data_analysis` serving on 127.0.0.1; yields (URL, token, workdir, process)."""
-    port, token = _free_port(), secrets.token_hex(16)
+    port, token = free_port(), secrets.token_hex(16)
     options = f"--no-browser --ip=127.0.0.1 --port={port} --IdentityProvider.token={token}"
     if os.geteuid() == 0:
         options += " --allow-root"  # CI runs as root; Jupyter refuses that unless told

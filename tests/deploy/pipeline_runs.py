@@ -7,7 +7,6 @@ store (or a server), with W&B disabled unless a test says otherwise.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -19,13 +18,6 @@ STEPS = ("get_data", "preprocess", "check_data", "segregate", "train_random_fore
 DATA_ARTIFACTS = ("raw_data.parquet", "preprocessed_data", "data_train", "data_test")
 # Where the test is not about the model's quality, a small forest keeps it quick.
 SMALL_FOREST = "random_forest_pipeline.random_forest.n_estimators=20"
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def pipeline_env(workdir: Path, tracking_uri: str | None = None, **extra: str) -> dict[str, str]:

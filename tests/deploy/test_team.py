@@ -24,11 +24,12 @@ from pipeline_runs import (
     REPO,
     SMALL_FOREST,
     PipelineRun,
-    free_port,
     mlflow_run,
     pipeline_env,
     step_runs,
 )
+
+from serving.local_server import free_port
 
 pytestmark = pytest.mark.e2e
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-import socket
 import threading
 from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -15,6 +14,7 @@ import pandas as pd
 import pytest
 
 from get_data.download import DownloadError, download_dataset, fetch_file
+from serving.local_server import free_port
 
 HTML_PAGE = b"<!DOCTYPE html>\n<html><body><h1>Sign in</h1></body></html>\n"
 
@@ -59,13 +59,6 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _closed_port() -> int:
-    """Return a port on 127.0.0.1 that nothing listens on."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_http_download_writes_file_with_digest_and_rows(
     base_url: str, served_dir: Path, tmp_path: Path
 ) -> None:
@@ -98,7 +91,7 @@ def test_http_404_names_the_url_and_status(base_url: str, tmp_path: Path) -> Non
 
 
 def test_unreachable_host_names_the_url(tmp_path: Path) -> None:
-    url = f"http://127.0.0.1:{_closed_port()}/songs.parquet"
+    url = f"http://127.0.0.1:{free_port()}/songs.parquet"
     with pytest.raises(DownloadError, match="connection failed") as info:
         download_dataset(url, tmp_path / "raw.parquet", timeout=5)
     assert url in str(info.value)
