@@ -180,12 +180,15 @@ def step_parameters(
 
 def _configure_environment(config: DictConfig, base: Path) -> Path:
     """Environment every step inherits: W&B grouping, store choice, log file, imports."""
+    from util_lib.tracking import skip_databricks_probe
+
     log_file = Path(os.environ.get("ML_PIPELINE_LOG") or base / config.main.log_file).resolve()
     os.environ["ML_PIPELINE_LOG"] = str(log_file)
     os.environ["WANDB_PROJECT"] = config.main.project_name
     os.environ["WANDB_RUN_GROUP"] = config.main.experiment_name
     os.environ["UTIL_LIB_ARTIFACT_STORE"] = config.main.artifact_store
     os.environ.setdefault("WANDB_DIR", str(base))
+    skip_databricks_probe()
     # util_lib and the step packages import from the project root, in any env manager.
     paths = [str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))

@@ -4,7 +4,8 @@
 
 On a fresh tracking store, one run prepares the data (get_data, preprocess, segregate; not
 timed). Then the same 8-job sweep of `train_random_forest,evaluate` (max_depth 10, 15, 20, 25
-x tfidf.max_features 10, 20; 100 trees each) runs three times through `mlflow run . -m`:
+x tfidf.max_features 10, 20; config.yaml's number of trees) runs three times through
+`mlflow run . -m`:
 
 (a) hydra/launcher=basic, forest n_jobs=-1: the baseline, jobs in turn, each fit on all cores;
 (b) hydra/launcher=joblib (one worker per core), forest n_jobs=1: a core per job;

@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 _OPTIONS = ("reference_artifact", "sample_artifact", "ks_alpha")
 _RUN = pytest.StashKey["Run"]()
 _METRICS = pytest.StashKey[dict[str, float]]()
+_PASSED = pytest.StashKey[bool]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -176,3 +177,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             session.testscollected,
         )
         tracked.close(failed=failed)
+    session.config.stash[_PASSED] = not failed
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Once pytest has reported, end a passed check's process without the interpreter's
+    teardown (util_lib.process_exit); a failed check exits the ordinary way."""
+    if config.stash.get(_PASSED, False):
+        from util_lib.process_exit import exit_quickly
+
+        exit_quickly(0)

@@ -10,6 +10,7 @@ import pandas as pd
 
 from evaluate.scoring import score_model
 from util_lib.plots import plot_confusion_matrix
+from util_lib.process_exit import exit_quickly
 from util_lib.registry import record_evaluation
 from util_lib.tracking import start_run
 
@@ -72,3 +73,4 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+    exit_quickly()

@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 from get_data.download import DownloadError, download_dataset
+from util_lib.process_exit import exit_quickly
 from util_lib.tracking import start_run
 
 logger = logging.getLogger("get_data.run")
@@ -74,3 +75,4 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+    exit_quickly()

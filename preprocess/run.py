@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from preprocess.cleaning import preprocess
+from util_lib.process_exit import exit_quickly
 from util_lib.tracking import start_run
 
 logger = logging.getLogger("preprocess.run")
@@ -66,3 +67,4 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+    exit_quickly()

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from segregate.split import split_data
+from util_lib.process_exit import exit_quickly
 from util_lib.tracking import start_run
 
 logger = logging.getLogger("segregate.run")
@@ -72,3 +73,4 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+    exit_quickly()

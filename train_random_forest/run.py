@@ -23,6 +23,7 @@ from train_random_forest.pipeline import (
 )
 from train_random_forest.plots import plot_feature_importance
 from util_lib.plots import plot_confusion_matrix
+from util_lib.process_exit import exit_quickly
 from util_lib.registry import register_export
 from util_lib.tracking import Run, start_run
 
@@ -167,3 +168,4 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+    exit_quickly()

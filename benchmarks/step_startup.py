@@ -1,0 +1,143 @@
+"""What a step process costs before and after its work: the floor under `benchmarks/pipeline.py`.
+
+    python benchmarks/step_startup.py [--repeat 3]
+
+Each step of the pipeline is a process of its own (`mlflow run` of its MLproject). This times,
+in fresh processes on a fresh SQLite store and with W&B offline, the phases every step goes
+through whatever its work, as the steps do them (util_lib.tracking, util_lib.process_exit):
+
+- start: the interpreter, up to the first line of the step;
+- import mlflow;
+- MLflow run: the SQLAlchemy store (first use in the process) and ``mlflow.start_run``,
+  with MLflow's Databricks probe skipped as the steps do;
+- W&B: ``import wandb``, ``wandb.init(mode="offline")`` and ``finish``;
+- exit: after the run has ended, until the process is gone; once the ordinary way and once
+  with ``util_lib.process_exit.exit_quickly``;
+
+and, for the pipeline as a whole, `mlflow run` of an MLproject whose only command is
+``python -c pass`` (the `mlflow` command's own start, its run and the launch of the command).
+Prints the median of --repeat rounds per phase, and the floor of a pipeline of six steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import REPO, isolated_env
+
+# One step's bookkeeping without its work; prints "<phase> <time.time()>" after each phase.
+STEP = """
+import sys, time
+print("start", time.time(), flush=True)
+import mlflow
+print("import_mlflow", time.time(), flush=True)
+from util_lib.tracking import skip_databricks_probe
+skip_databricks_probe()
+mlflow.start_run(run_name="startup")
+print("mlflow_run", time.time(), flush=True)
+import wandb
+run = wandb.init(project="startup", mode="offline",
+                 settings=wandb.Settings(silent=True, console="off"))
+run.log({"x": 1.0})
+run.finish()
+print("wandb", time.time(), flush=True)
+mlflow.end_run()
+print("ended", time.time(), flush=True)
+if sys.argv[1] == "quick":
+    from util_lib.process_exit import exit_quickly
+    exit_quickly()
+"""
+
+EMPTY_PROJECT = """name: empty
+entry_points:
+  main:
+    command: "python -c pass"
+"""
+
+PHASES = ("start", "import_mlflow", "mlflow_run", "wandb", "ended")
+
+
+def time_step(store: Path, exit_mode: str) -> dict[str, float]:
+    """Seconds of each phase of one step-like process."""
+    env = isolated_env(store)
+    env["PYTHONPATH"] = str(REPO)
+    launched = time.time()
+    out = subprocess.run(
+        [sys.executable, "-c", STEP, exit_mode],
+        cwd=store,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    gone = time.time()
+    stamps = dict(line.split() for line in out.stdout.splitlines() if line.split()[0] in PHASES)
+    marks = [launched] + [float(stamps[p]) for p in PHASES]
+    seconds = {p: marks[i + 1] - marks[i] for i, p in enumerate(PHASES) if p != "ended"}
+    seconds["exit"] = gone - float(stamps["ended"])
+    seconds["total"] = gone - launched
+    return seconds
+
+
+def time_empty_mlflow_run(store: Path) -> float:
+    """Wall seconds of `mlflow run` of a project whose command does nothing."""
+    project = store / "empty_project"
+    project.mkdir(exist_ok=True)
+    (project / "MLproject").write_text(EMPTY_PROJECT)
+    start = time.perf_counter()
+    subprocess.run(
+        ["mlflow", "run", str(project), "--env-manager", "local"],
+        cwd=store,
+        env=isolated_env(store),
+        capture_output=True,
+        check=True,
+    )
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    print(f"cores: {os.cpu_count()}  rounds: {args.repeat} (medians)")
+    ordinary, quick, empty = [], [], []
+    with tempfile.TemporaryDirectory(prefix="bench-startup-") as tmp:
+        store = Path(tmp)
+        time_step(store, "ordinary")  # creates the database: not a step's cost
+        for _ in range(args.repeat):
+            ordinary.append(time_step(store, "ordinary"))
+            quick.append(time_step(store, "quick"))
+            empty.append(time_empty_mlflow_run(store))
+
+    def median(rounds: list[dict[str, float]], key: str) -> float:
+        return statistics.median(r[key] for r in rounds)
+
+    print(f"\n{'phase of one step':<34}{'ordinary exit':>14}{'exit_quickly':>14}")
+    labels = {
+        "start": "interpreter start",
+        "import_mlflow": "import mlflow",
+        "mlflow_run": "MLflow store + start_run",
+        "wandb": "W&B import, offline init, finish",
+        "exit": "exit after the run",
+        "total": "total",
+    }
+    for key, label in labels.items():
+        print(f"{label:<34}{median(ordinary, key):>13.2f}s{median(quick, key):>13.2f}s")
+    empty_s = statistics.median(empty)
+    step_s = median(quick, "total")
+    print(f"\n`mlflow run` of an empty project: {empty_s:.2f} s")
+    print(
+        f"floor of six steps under one `mlflow run`: {empty_s:.1f} + 6 x {step_s:.2f} = "
+        f"{empty_s + 6 * step_s:.1f} s, before the driver's own start and any work"
+    )
+
+
+if __name__ == "__main__":
+    main()
