@@ -26,6 +26,7 @@ def tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("ML_PIPELINE_LOG", str(tmp_path / "ml_pipeline.log"))
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
     monkeypatch.delenv("UTIL_LIB_ARTIFACT_STORE", raising=False)
     yield tmp_path
     while mlflow.active_run():

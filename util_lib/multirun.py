@@ -117,12 +117,13 @@ def open_multirun(
     import mlflow
     from mlflow import MlflowClient
 
+    from util_lib.tracking import get_or_create_experiment
+
     cwd = Path.cwd()
     uri = absolute_tracking_uri(mlflow.get_tracking_uri(), cwd)
     os.environ["MLFLOW_TRACKING_URI"] = uri
     client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name(project)
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment(project)
+    experiment_id = get_or_create_experiment(project, uri)
     tags = {
         KIND_TAG: "multirun",
         SWEEP_DIR_TAG: str(Path(sweep_dir).resolve()),

@@ -70,6 +70,20 @@ def get_or_create_experiment(name: str, tracking_uri: str | None = None) -> str:
         return experiment.experiment_id
 
 
+def _experiment_from_env() -> str | None:
+    """The experiment id that ``MLFLOW_EXPERIMENT_NAME`` names, created if need be; else None.
+
+    MLflow's own creation of that experiment at ``start_run`` fails in one of two processes
+    that start together on a store without it (a unique-name error); this one tolerates that,
+    and keeps the artifacts beside a local database like every experiment the project makes.
+    ``MLFLOW_EXPERIMENT_ID`` wins over the name, as in MLflow.
+    """
+    name = os.environ.get("MLFLOW_EXPERIMENT_NAME")
+    if not name or os.environ.get("MLFLOW_EXPERIMENT_ID"):
+        return None
+    return get_or_create_experiment(name)
+
+
 def skip_databricks_probe() -> None:
     """Spare MLflow's probe for a Databricks notebook at each run start (unless set already).
 
@@ -107,8 +121,10 @@ class Run:
         self._mlflow = mlflow
         # Under `mlflow run`, MLFLOW_RUN_ID names the run MLflow created for this step:
         # start_run resumes it. Run directly, the step gets a run of its own.
+        resuming = bool(os.environ.get("MLFLOW_RUN_ID"))
         self.mlflow_run = mlflow.start_run(
-            run_name=None if os.environ.get("MLFLOW_RUN_ID") else step
+            run_name=None if resuming else step,
+            experiment_id=None if resuming else _experiment_from_env(),
         )
         self.run_id = self.mlflow_run.info.run_id
         mlflow.set_tags(

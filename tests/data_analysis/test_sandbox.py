@@ -34,7 +34,11 @@ MODEL_CONFIG = {
 @pytest.fixture(autouse=True)
 def _sandbox_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in SANDBOX_ENV:
-        monkeypatch.delenv(name, raising=False)
+        # setenv first so monkeypatch records the variable even when it was unset: delenv
+        # alone records nothing then, and what setup_sandbox sets would leak into later tests
+        # (an MLFLOW_EXPERIMENT_NAME left behind made concurrent writers race to create it).
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
 
 
 def _read(name: str) -> nbformat.NotebookNode:

@@ -1,12 +1,19 @@
-"""util_lib.tracking's experiment helper: where a new experiment keeps its artifacts."""
+"""util_lib.tracking: the experiment a run lands in, and figures."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
+import time
 from pathlib import Path
 
 import pytest
 
 from util_lib.tracking import get_or_create_experiment
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_new_experiment_keeps_its_artifacts_beside_the_sqlite_store(
@@ -20,6 +27,71 @@ def test_new_experiment_keeps_its_artifacts_beside_the_sqlite_store(
     experiment = MlflowClient().get_experiment(experiment_id)
     assert experiment.artifact_location == str(tracking / "mlruns" / "music_genre_classification")
     assert get_or_create_experiment("music_genre_classification") == experiment_id
+
+
+def test_run_in_a_named_experiment_creates_it_beside_the_store(
+    tracking: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow import MlflowClient
+
+    from util_lib.tracking import open_run
+
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "named_by_env")
+    run = open_run("step", "test")
+    run.close()
+    experiment = MlflowClient().get_experiment(
+        MlflowClient().get_run(run.run_id).info.experiment_id
+    )
+    assert experiment.name == "named_by_env"
+    assert experiment.artifact_location == str(tracking / "mlruns" / "named_by_env")
+
+
+def test_two_processes_starting_together_share_a_new_named_experiment(tracking: Path) -> None:
+    from mlflow import MlflowClient
+
+    from util_lib.store import MlflowArtifactStore
+
+    go = tracking / "go"
+    # Both wait for the same moment to open a run in an experiment that does not exist yet:
+    # both find it missing and both create it, and one of them must cope.
+    script = textwrap.dedent(
+        f"""
+        import time
+        from pathlib import Path
+        from mlflow import MlflowClient
+        from util_lib.tracking import open_run
+        MlflowClient().search_experiments()  # the store is open: only the lookup is left
+        go = Path({str(go)!r})
+        while not go.exists():
+            time.sleep(0.001)
+        run = open_run("together", "test")
+        run.close()
+        print(run.run_id)
+        """
+    )
+    MlflowArtifactStore().names()  # the database exists; the experiment does not
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_EXPERIMENT_NAME": "started_together"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for _ in range(2)
+    ]
+    time.sleep(4)  # both have imported mlflow and wait
+    go.touch()
+    outputs = [p.communicate(timeout=120) for p in procs]
+    for proc, (_, err) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, err
+    client = MlflowClient()
+    experiments = [e for e in client.search_experiments() if e.name == "started_together"]
+    assert len(experiments) == 1
+    run_ids = {out.strip().splitlines()[-1] for out, _ in outputs}
+    assert {client.get_run(r).info.experiment_id for r in run_ids} == {experiments[0].experiment_id}
+    assert len(run_ids) == 2
 
 
 def test_log_figure_renders_one_png_for_mlflow_and_offline_wandb(
