@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from util_lib.store import ArtifactNotFoundError, MlflowArtifactStore, parse_spec
 from util_lib.tracking import start_run
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _write(path: Path, text: str) -> Path:
@@ -125,41 +120,26 @@ def test_pending_version_is_invisible_until_commit(tracking: Path) -> None:
     assert MlflowArtifactStore().resolve(spec).spec == spec
 
 
-def test_two_concurrent_writers_get_distinct_versions(tracking: Path) -> None:
-    go = tracking / "go"
+def test_two_concurrent_writers_get_distinct_versions(
+    tracking: Path, run_together: Callable[..., list[str]]
+) -> None:
+    # Both processes open their runs, then log at the same moment.
     script = textwrap.dedent(
-        f"""
+        """
         import sys, time
         from pathlib import Path
         from util_lib.tracking import start_run
-        go = Path({str(go)!r})
-        content = Path(sys.argv[1])
-        content.write_text(sys.argv[1])
+        go, content = Path(sys.argv[1]), Path(sys.argv[2])
+        content.write_text(sys.argv[2])
         with start_run("writer", "test") as run:
             while not go.exists():
                 time.sleep(0.01)
             print(run.log_artifact(content, "shared", "demo", "d"))
         """
     )
-    env_paths = {"PYTHONPATH": str(REPO)}
     MlflowArtifactStore().names()  # the database exists before the writers race
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", script, str(tracking / f"w{i}.txt")],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, **env_paths},
-        )
-        for i in range(2)
-    ]
-    # Let both processes open their runs before either may log.
-    time.sleep(4)
-    go.touch()
-    outputs = [p.communicate(timeout=120) for p in procs]
-    for proc, (_, err) in zip(procs, outputs, strict=True):
-        assert proc.returncode == 0, err
-    specs = sorted(out.strip().splitlines()[-1] for out, _ in outputs)
+    lines = run_together(script, [[str(tracking / f"w{i}.txt")] for i in range(2)])
+    specs = sorted(lines)
     assert specs == ["shared:v0", "shared:v1"]
     versions = MlflowArtifactStore().versions("shared")
     assert sorted(v.spec for v in versions) == specs

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from util_lib.tracking import get_or_create_experiment
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def test_new_experiment_keeps_its_artifacts_beside_the_sqlite_store(
@@ -46,22 +41,23 @@ def test_run_in_a_named_experiment_creates_it_beside_the_store(
     assert experiment.artifact_location == str(tracking / "mlruns" / "named_by_env")
 
 
-def test_two_processes_starting_together_share_a_new_named_experiment(tracking: Path) -> None:
+def test_two_processes_starting_together_share_a_new_named_experiment(
+    run_together: Callable[..., list[str]],
+) -> None:
     from mlflow import MlflowClient
 
     from util_lib.store import MlflowArtifactStore
 
-    go = tracking / "go"
     # Both wait for the same moment to open a run in an experiment that does not exist yet:
     # both find it missing and both create it, and one of them must cope.
     script = textwrap.dedent(
-        f"""
-        import time
+        """
+        import sys, time
         from pathlib import Path
         from mlflow import MlflowClient
         from util_lib.tracking import open_run
         MlflowClient().search_experiments()  # the store is open: only the lookup is left
-        go = Path({str(go)!r})
+        go = Path(sys.argv[1])
         while not go.exists():
             time.sleep(0.001)
         run = open_run("together", "test")
@@ -70,26 +66,10 @@ def test_two_processes_starting_together_share_a_new_named_experiment(tracking: 
         """
     )
     MlflowArtifactStore().names()  # the database exists; the experiment does not
-    env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_EXPERIMENT_NAME": "started_together"}
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", script],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        for _ in range(2)
-    ]
-    time.sleep(4)  # both have imported mlflow and wait
-    go.touch()
-    outputs = [p.communicate(timeout=120) for p in procs]
-    for proc, (_, err) in zip(procs, outputs, strict=True):
-        assert proc.returncode == 0, err
+    run_ids = set(run_together(script, [[], []], {"MLFLOW_EXPERIMENT_NAME": "started_together"}))
     client = MlflowClient()
     experiments = [e for e in client.search_experiments() if e.name == "started_together"]
     assert len(experiments) == 1
-    run_ids = {out.strip().splitlines()[-1] for out, _ in outputs}
     assert {client.get_run(r).info.experiment_id for r in run_ids} == {experiments[0].experiment_id}
     assert len(run_ids) == 2
 
