@@ -71,7 +71,8 @@ def selected_steps(execute_steps: Any) -> list[str]:
 
 
 def local_or_url(file_url: str, base: Path) -> str:
-    """Make a relative local path absolute (steps run in their own folders); keep URLs."""
+    """Make a relative local path absolute under ``base`` (steps run in their own folders);
+    keep URLs."""
     if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", file_url):
         return file_url
     return str((base / file_url).resolve())
@@ -124,7 +125,7 @@ def _null(value: Any) -> str:
 
 
 def step_parameters(
-    step: str, config: DictConfig, written: dict[str, str], model_config: Path, base: Path
+    step: str, config: DictConfig, written: dict[str, str], model_config: Path
 ) -> dict[str, Any]:
     """The MLproject parameters of ``step``, from the config and what earlier steps wrote."""
     data = config.data
@@ -135,7 +136,8 @@ def step_parameters(
 
     if step == "get_data":
         return {
-            "file_url": local_or_url(data.file_url, base),
+            # A relative path is under the project root, wherever the pipeline runs from.
+            "file_url": local_or_url(data.file_url, ROOT),
             "sha256": data.sha256 or "",
             "artifact_name": RAW,
             "artifact_type": "raw_data",
@@ -341,7 +343,7 @@ def run_pipeline(config: DictConfig, output_dir: Path) -> float | None:
             )
         client = mlflow.MlflowClient()
         for result in results:
-            params = step_parameters(result.step, config, written, model_config, base)
+            params = step_parameters(result.step, config, written, model_config)
             logger.info("%s: starting with %s", result.step, params)
             start = time.monotonic()
             uri, version = uris[result.step]

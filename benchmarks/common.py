@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared/data/genres_mod.parquet"
+DATA = REPO / "dataset" / "genres_mod.parquet"  # the dataset the project ships
 
 
 def isolated_env(store: Path) -> dict[str, str]:

@@ -1,6 +1,6 @@
 """The pipeline's cost over the work it does, measured side by side in one run.
 
-    python benchmarks/pipeline.py [--data ../shared/data/genres_mod.parquet]
+    python benchmarks/pipeline.py [--data dataset/genres_mod.parquet]
 
 (a) baseline: the six steps' work in one plain Python process with no tracking (read, dedupe,
     split, fit the same pipeline, score), with the project's own functions;

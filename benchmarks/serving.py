@@ -1,6 +1,6 @@
 """Serving cost: in-process pyfunc predict against HTTP /invocations, side by side in one run.
 
-    python benchmarks/serving.py [--data ../shared/data/genres_mod.parquet] [--model URI]
+    python benchmarks/serving.py [--data dataset/genres_mod.parquet] [--model URI]
 
 Without --model, trains the configured pipeline (config.yaml) on the training split and exports
 it as the pipeline does (``predict_n_jobs`` included). Then, on the same test rows:
@@ -187,7 +187,7 @@ def report(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared/data/genres_mod.parquet")
+    parser.add_argument("--data", type=Path, default=REPO / "dataset" / "genres_mod.parquet")
     parser.add_argument("--model", help="model folder or models:/ URI (default: train one)")
     parser.add_argument("--requests", type=int, default=300, help="one-row requests (>= 200)")
     parser.add_argument("--batches", type=int, default=20, help="1000-row requests")

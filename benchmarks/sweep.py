@@ -1,6 +1,6 @@
 """A sweep's wall time with the basic launcher (one job after another) and with joblib.
 
-    python benchmarks/sweep.py [--data ../shared/data/genres_mod.parquet]
+    python benchmarks/sweep.py [--data dataset/genres_mod.parquet]
 
 On a fresh tracking store, one run prepares the data (get_data, preprocess, segregate; not
 timed). Then the same 8-job sweep of `train_random_forest,evaluate` (max_depth 10, 15, 20, 25

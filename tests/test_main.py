@@ -45,7 +45,7 @@ def test_local_paths_become_absolute_urls_stay(tmp_path: Path) -> None:
 def test_each_step_gets_the_exact_version_written_upstream(config, tmp_path: Path) -> None:
     written = {"raw_data.parquet": "raw_data.parquet:v3", "data_train": "data_train:v1"}
     yaml_path = tmp_path / "rf.yaml"
-    params = {s: step_parameters(s, config, written, yaml_path, tmp_path) for s in STEPS}
+    params = {s: step_parameters(s, config, written, yaml_path) for s in STEPS}
     assert params["preprocess"]["input_artifact"] == "raw_data.parquet:v3"
     assert params["check_data"]["sample_artifact"] == "preprocessed_data:latest"
     assert params["check_data"]["reference_artifact"] == "preprocessed_data:reference"
@@ -56,7 +56,9 @@ def test_each_step_gets_the_exact_version_written_upstream(config, tmp_path: Pat
         "test_data": "data_test:latest",
     }
     assert params["segregate"]["random_seed"] == config.main.random_seed
-    assert params["get_data"]["sha256"] == ""
+    assert params["get_data"]["sha256"] == config.data.sha256
+    # The shipped dataset, under the project root wherever the pipeline runs from.
+    assert params["get_data"]["file_url"] == str(REPO / "dataset" / "genres_mod.parquet")
 
 
 def test_every_step_parameter_is_declared_in_its_mlproject(config, tmp_path: Path) -> None:
@@ -65,7 +67,7 @@ def test_every_step_parameter_is_declared_in_its_mlproject(config, tmp_path: Pat
     for step in STEPS:
         mlproject = yaml.safe_load((REPO / step / "MLproject").read_text())
         declared = set(mlproject["entry_points"]["main"]["parameters"])
-        given = set(step_parameters(step, config, {}, tmp_path / "rf.yaml", tmp_path))
+        given = set(step_parameters(step, config, {}, tmp_path / "rf.yaml"))
         assert given == declared, step
 
 
