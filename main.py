@@ -70,14 +70,6 @@ def selected_steps(execute_steps: Any) -> list[str]:
     return [s for s in STEPS if s in names]
 
 
-def local_or_url(file_url: str, base: Path) -> str:
-    """Make a relative local path absolute under ``base`` (steps run in their own folders);
-    keep URLs."""
-    if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", file_url):
-        return file_url
-    return str((base / file_url).resolve())
-
-
 def step_uri(step: str, repository: str | None, version: str | None) -> tuple[str, str | None]:
     """Where the MLflow project of ``step`` comes from, and the git version to check out.
 
@@ -120,14 +112,12 @@ def step_uri(step: str, repository: str | None, version: str | None) -> tuple[st
     return f"{repository}#{step}", str(version) if version else None
 
 
-def _null(value: Any) -> str:
-    return "null" if value is None else str(value)
-
-
 def step_parameters(
     step: str, config: DictConfig, written: dict[str, str], model_config: Path
 ) -> dict[str, Any]:
     """The MLproject parameters of ``step``, from the config and what earlier steps wrote."""
+    from util_lib.arguments import null_or, project_path
+
     data = config.data
     export = config.random_forest_pipeline.export_artifact
 
@@ -137,8 +127,8 @@ def step_parameters(
     if step == "get_data":
         return {
             # A relative path is under the project root, wherever the pipeline runs from.
-            "file_url": local_or_url(data.file_url, ROOT),
-            "sha256": data.sha256 or "",
+            "file_url": project_path(data.file_url),
+            "sha256": null_or(data.sha256),
             "artifact_name": RAW,
             "artifact_type": "raw_data",
             "artifact_description": "Raw dataset as downloaded",
@@ -163,21 +153,32 @@ def step_parameters(
             "artifact_type": "segregated_data",
             "test_size": data.test_size,
             "random_seed": config.main.random_seed,
-            "stratify": _null(data.stratify),
+            "stratify": null_or(data.stratify),
         }
     if step == "train_random_forest":
         return {
             "train_data": latest(TRAIN),
             "model_config": str(model_config),
-            "export_artifact": _null(export),
-            "registered_model_name": _null(config.main.registered_model_name),
+            "export_artifact": null_or(export),
+            "registered_model_name": null_or(config.main.registered_model_name),
             "random_seed": config.main.random_seed,
             "val_size": data.val_size,
-            "stratify": _null(data.stratify),
+            "stratify": null_or(data.stratify),
         }
     if step == "evaluate":
         return {"model_export": latest(str(export)), "test_data": latest(TEST)}
     raise ValueError(f"unknown step {step!r}; steps: {list(STEPS)}")
+
+
+def save_model_config(config: DictConfig, output_dir: Path) -> Path:
+    """Write the resolved ``random_forest_pipeline`` section for the train step; return the file.
+
+    (A file, not parameters: MLflow logs and prints every parameter, and the section is nested.)
+    """
+    path = output_dir / "random_forest_pipeline.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(config.random_forest_pipeline, path, resolve=True)
+    return path
 
 
 def _configure_environment(config: DictConfig, base: Path) -> Path:
@@ -323,9 +324,7 @@ def run_pipeline(config: DictConfig, output_dir: Path) -> float | None:
     logger.info("artifact store: %s (%s)", backends.artifact_store, backends.reason)
     logger.info("W&B: %s; MLflow tracking: %s", backends.wandb_mode, mlflow.get_tracking_uri())
 
-    model_config = output_dir / "random_forest_pipeline.yaml"
-    model_config.parent.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(config.random_forest_pipeline, model_config, resolve=True)
+    model_config = save_model_config(config, output_dir)
 
     results = [StepResult(step) for step in steps]
     written: dict[str, str] = {}

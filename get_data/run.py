@@ -8,14 +8,11 @@ import tempfile
 from pathlib import Path
 
 from get_data.download import DownloadError, download_dataset
+from util_lib.arguments import optional, project_path
 from util_lib.process_exit import exit_quickly
 from util_lib.tracking import start_run
 
 logger = logging.getLogger("get_data.run")
-
-# Values that mean "no digest given" (config.yaml's null may arrive as any of them).
-_UNSET = {"", "null", "none"}
-
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse the step's command line."""
@@ -24,13 +21,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--file_url",
         type=str,
         required=True,
-        help="http(s) URL, file:// URL or local path (relative: to the current directory)",
+        help="http(s) URL, file:// URL or local path (relative: under the project root)",
     )
     parser.add_argument(
         "--sha256",
         type=str,
         default="",
-        help="expected sha256 hex digest of the file; empty: not verified",
+        help="expected sha256 hex digest of the file; empty or null: not verified",
     )
     parser.add_argument("--artifact_name", type=str, required=True, help="e.g. raw_data.parquet")
     parser.add_argument("--artifact_type", type=str, required=True, help="e.g. raw_data")
@@ -41,7 +38,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     """Fetch ``--file_url`` and log it as artifact ``--artifact_name``."""
     args = parse_args(argv)
-    expected = "" if args.sha256.strip().lower() in _UNSET else args.sha256.strip()
+    expected = optional(args.sha256) or ""
+    source = project_path(args.file_url)
     file_name = args.artifact_name
     if not file_name.endswith(".parquet"):
         file_name += ".parquet"
@@ -50,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
             start_run(step="get_data", job_type="download_data", config=vars(args)) as run,
             tempfile.TemporaryDirectory() as tmp_dir,
         ):
-            fetched = download_dataset(args.file_url, Path(tmp_dir) / file_name, expected)
+            fetched = download_dataset(source, Path(tmp_dir) / file_name, expected)
             if not expected:
                 logger.info("No sha256 given: digest not verified (got %s)", fetched.sha256)
             spec = run.log_artifact(

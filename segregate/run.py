@@ -10,14 +10,11 @@ from pathlib import Path
 import pandas as pd
 
 from segregate.split import split_data
+from util_lib.arguments import optional
 from util_lib.process_exit import exit_quickly
 from util_lib.tracking import start_run
 
 logger = logging.getLogger("segregate.run")
-
-# Values that mean "no stratification" (config.yaml's null may arrive as any of them).
-_UNSET = {"", "null", "none"}
-
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse the step's command line."""
@@ -43,7 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     """Read ``--input_artifact``, split it and log ``<root>_train`` and ``<root>_test``."""
     args = parse_args(argv)
-    stratify = None if args.stratify.strip().lower() in _UNSET else args.stratify.strip()
+    stratify = optional(args.stratify)
     with (
         start_run(step="segregate", job_type="split_data", config=vars(args)) as run,
         tempfile.TemporaryDirectory() as tmp_dir,

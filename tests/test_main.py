@@ -11,7 +11,6 @@ from main import (
     STEPS,
     StepResult,
     format_summary,
-    local_or_url,
     selected_steps,
     step_parameters,
     step_uri,
@@ -34,12 +33,6 @@ def test_selected_steps_keeps_pipeline_order() -> None:
 def test_unknown_step_is_named() -> None:
     with pytest.raises(ValueError, match="'trian'"):
         selected_steps("trian,evaluate")
-
-
-def test_local_paths_become_absolute_urls_stay(tmp_path: Path) -> None:
-    assert local_or_url("data/x.parquet", tmp_path) == str(tmp_path / "data" / "x.parquet")
-    assert local_or_url("https://h/x?raw=true", tmp_path) == "https://h/x?raw=true"
-    assert local_or_url("file:///x.parquet", tmp_path) == "file:///x.parquet"
 
 
 def test_each_step_gets_the_exact_version_written_upstream(config, tmp_path: Path) -> None:

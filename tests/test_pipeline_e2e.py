@@ -11,6 +11,7 @@ import functools
 import http.server
 import json
 import os
+import shlex
 import subprocess
 import sys
 import threading
@@ -189,3 +190,42 @@ def test_download_404_fails_naming_url_and_step(workdir: Path, first_run, http_d
     assert url in output
     assert "get_data" in output and "failed" in output
     assert _versions(workdir)["raw_data.parquet"] == before
+
+
+def test_each_step_runs_on_its_own_with_its_defaults(workdir: Path, first_run) -> None:
+    """After one pipeline run, `mlflow run <step> --env-manager local` from the project root,
+    with no -P, runs each step on the store's latest versions and config.yaml's settings."""
+    import yaml
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    before = _versions(workdir)
+    for step in STEPS:
+        result = subprocess.run(
+            ["mlflow", "run", step, "--env-manager", "local"],
+            cwd=REPO,
+            env=_env(workdir),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert result.returncode == 0, (step, result.stdout[-2000:], result.stderr[-4000:])
+        (run,) = client.search_runs(
+            ["0"],  # MLflow's Default experiment: no --experiment-name was given
+            filter_string=f"tags.`util_lib.step` = '{step}'",
+        )
+        assert run.info.status == "FINISHED", step
+        mlproject = yaml.safe_load((REPO / step / "MLproject").read_text())
+        defaults = mlproject["entry_points"]["main"]["parameters"]
+        for name, spec in defaults.items():
+            # MLflow logs each value as it quoted it for the command line.
+            assert run.data.params[name] == shlex.quote(str(spec["default"])), (step, name)
+    after = _versions(workdir)
+    # Same data, same code: the data steps made no new version; training made a new model,
+    # and evaluate scored that one (model_export:latest).
+    for name in DATA_ARTIFACTS:
+        assert after[name] == before[name], name
+    assert len(after["model_export"]) == len(before["model_export"]) + 1
+    (evaluate,) = client.search_runs(["0"], filter_string="tags.`util_lib.step` = 'evaluate'")
+    assert after["model_export"][-1] in evaluate.data.tags["util_lib.artifacts_used"]
+    assert evaluate.data.metrics["test_auc"] >= 0.95

@@ -8,11 +8,10 @@ import logging
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 import pandas as pd
-import yaml
 
 from train_random_forest.export import export_model
 from train_random_forest.pipeline import (
@@ -22,6 +21,7 @@ from train_random_forest.pipeline import (
     train_and_validate,
 )
 from train_random_forest.plots import plot_feature_importance
+from util_lib.arguments import optional, project_path
 from util_lib.plots import plot_confusion_matrix
 from util_lib.process_exit import exit_quickly
 from util_lib.registry import register_export
@@ -34,10 +34,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("train_random_forest.run")
 
 TARGET = "genre"
-
-
-def _optional(value: str) -> str | None:
-    return None if value in ("", "null") else value
+# The section of config.yaml that configures the model.
+MODEL_SECTION = "random_forest_pipeline"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -50,7 +48,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--model_config",
         type=str,
         required=True,
-        help="YAML file holding the random_forest_pipeline section of config.yaml",
+        help="YAML file holding the random_forest_pipeline section of config.yaml (or the whole "
+        "config.yaml); a relative path is under the project root",
     )
     parser.add_argument(
         "--export_artifact",
@@ -102,22 +101,51 @@ def _apply_grid_search(
         mlflow.log_artifact(str(table))
 
 
+def read_model_config(path: str) -> dict[str, Any]:
+    """Read the model's settings: a YAML file of the ``random_forest_pipeline`` section (as
+    main.py writes it) or a whole config.yaml, whose section is then taken with its
+    interpolations (``${main.random_seed}``) resolved.
+
+    Parameters
+    ----------
+    path : str
+        The file; a relative path is under the project root.
+
+    Returns
+    -------
+    dict
+        The section as plain Python values.
+
+    Raises
+    ------
+    ValueError
+        When the file does not hold a mapping, naming the file.
+    """
+    from omegaconf import DictConfig, OmegaConf
+
+    file = Path(project_path(path))
+    config = OmegaConf.load(file)
+    if not isinstance(config, DictConfig):
+        raise ValueError(f"model config {file} does not hold a YAML mapping")
+    if MODEL_SECTION in config:
+        config = config[MODEL_SECTION]
+    return OmegaConf.to_container(config, resolve=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Split, fit, validate, plot and (unless ``export_artifact`` is null) export."""
     args = parse_args(argv)
-    export_artifact = _optional(args.export_artifact)
-    registered_model_name = _optional(args.registered_model_name)
+    export_artifact = optional(args.export_artifact)
+    registered_model_name = optional(args.registered_model_name)
 
     with start_run(step="train_random_forest", job_type="train", config=vars(args)) as run:
-        model_config = yaml.safe_load(Path(args.model_config).read_text())
-        if not isinstance(model_config, dict):
-            raise ValueError(f"model config {args.model_config} does not hold a YAML mapping")
+        model_config = read_model_config(args.model_config)
         run.log_params(model_config)
         df = pd.read_parquet(run.use_artifact(args.train_data))
         logger.info("read %d rows from %s", len(df), args.train_data)
 
         X_train, X_val, y_train, y_val = split_train_val(
-            df, TARGET, args.val_size, args.random_seed, _optional(args.stratify)
+            df, TARGET, args.val_size, args.random_seed, optional(args.stratify)
         )
         logger.info("split: %d training rows, %d validation rows", len(X_train), len(X_val))
         pipe, used_columns = build_pipeline(model_config)

@@ -1,0 +1,72 @@
+"""Every step runs on its own: each MLproject parameter has a default, and that default is what
+main.py passes with the default config, so no default can drift from config.yaml."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+
+from main import STEPS, save_model_config, step_parameters
+from train_random_forest.run import read_model_config
+from util_lib.arguments import project_path
+
+REPO = Path(__file__).resolve().parents[1]
+# Parameters whose value is a local path: compared once resolved as the step resolves them.
+PATHS = {("get_data", "file_url")}
+# The model's settings: main.py writes the section to a file, the default names config.yaml.
+MODEL_CONFIG = ("train_random_forest", "model_config")
+
+
+@pytest.fixture(scope="module")
+def passed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, object]]:
+    """What main.py passes to each step with config.yaml as it is (composed as Hydra does)."""
+    with initialize_config_dir(config_dir=str(REPO), version_base="1.3"):
+        config = compose(config_name="config")
+    model_config = save_model_config(config, tmp_path_factory.mktemp("outputs"))
+    return {step: step_parameters(step, config, {}, model_config) for step in STEPS}
+
+
+def _defaults(step: str) -> dict[str, object]:
+    mlproject = yaml.safe_load((REPO / step / "MLproject").read_text())
+    parameters = mlproject["entry_points"]["main"]["parameters"]
+    missing = [name for name, spec in parameters.items() if "default" not in spec]
+    assert not missing, f"{step}/MLproject: no default for {missing}"
+    return {name: spec["default"] for name, spec in parameters.items()}
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_every_mlproject_default_is_what_main_passes(step: str, passed) -> None:
+    defaults, given = _defaults(step), passed[step]
+    assert set(defaults) == set(given), step
+    for name, default in defaults.items():
+        if (step, name) == MODEL_CONFIG:
+            assert read_model_config(str(default)) == read_model_config(str(given[name]))
+        elif (step, name) in PATHS:
+            assert project_path(str(default)) == str(given[name]), name
+        else:
+            assert str(default) == str(given[name]), f"{step}/MLproject {name}"
+
+
+def test_inputs_default_to_the_latest_version(passed) -> None:
+    assert _defaults("preprocess")["input_artifact"] == "raw_data.parquet:latest"
+    assert _defaults("evaluate") == {
+        "model_export": "model_export:latest",
+        "test_data": "data_test:latest",
+    }
+
+
+def test_the_model_config_default_reads_config_yaml_resolved() -> None:
+    section = read_model_config("config.yaml")
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    assert section["random_forest"]["random_state"] == config["main"]["random_seed"]
+    assert section["features"] == config["random_forest_pipeline"]["features"]
+
+
+def test_each_step_readme_gives_its_standalone_call() -> None:
+    for step in STEPS:
+        readme = (REPO / step / "README.md").read_text()
+        # The call with no -P at all: every parameter at its default.
+        assert f"mlflow run {step} --env-manager local\n" in readme, step
