@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 import mlflow
@@ -13,10 +14,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from data_analysis.sandbox import config_updates, hydra_overrides, log_notebook, setup_sandbox
+from tests.data_analysis.notebook_runs import NOTEBOOKS, REPO
 from util_lib.tracking import open_run
 
-REPO = Path(__file__).resolve().parents[2]
-NOTEBOOKS = ("EDA_Tracking.ipynb", "Modeling.ipynb")
 # What setup_sandbox may set: cleared before each test and restored after it.
 SANDBOX_ENV = (
     "MLFLOW_EXPERIMENT_NAME",
@@ -70,6 +70,12 @@ def test_notebook_is_stored_valid_without_outputs(name: str) -> None:
             "from train_random_forest.pipeline import build_pipeline",
             "def build_pipeline(",
         ),
+        # The model's own imputation and scaling, not a second copy of them.
+        (
+            "UnsupervisedLearning.ipynb",
+            "from train_random_forest.pipeline import build_pipeline",
+            "StandardScaler(",
+        ),
     ],
 )
 def test_notebook_uses_the_pipelines_code(name: str, imports: str, not_copied: str) -> None:
@@ -78,6 +84,26 @@ def test_notebook_uses_the_pipelines_code(name: str, imports: str, not_copied: s
     assert not_copied not in code
     assert "from util_lib.tracking import open_run" in code
     assert "run.use_artifact(" in code and "log_notebook(run," in code
+
+
+def test_clustering_notebook_takes_its_settings_from_config_yaml() -> None:
+    code = _code("UnsupervisedLearning.ipynb")
+    assert 'model_config["features"]["numerical"]' in code
+    assert "config.main.random_seed" in code
+    # No feature retyped: the list is config.yaml's.
+    config = OmegaConf.load(REPO / "config.yaml")
+    for feature in config.random_forest_pipeline.features.numerical:
+        assert f'"{feature}"' not in code, feature
+    # Every random step gets the seed.
+    for call in ("KMeans(", "GaussianMixture(", "TSNE(", "default_rng("):
+        assert re.search(re.escape(call) + r"[^)]*(random_state=SEED|SEED)", code, re.S), call
+
+
+def test_clustering_notebook_types_no_conclusion() -> None:
+    # Its findings are printed from the computed numbers; the text around them holds none.
+    notebook = _read("UnsupervisedLearning.ipynb")
+    text = "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "markdown")
+    assert not re.findall(r"\d\.\d|\d\s*%|\bk\s*=\s*\d|ARI (?:of )?\d", text)
 
 
 def test_config_updates_maps_pipeline_parameters_to_config_keys() -> None:
