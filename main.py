@@ -25,6 +25,9 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+# Importing it registers the schema that config.yaml's defaults name (before @hydra.main runs).
+from util_lib.config_schema import ConfigError, check_config
+
 logger = logging.getLogger("main")
 
 ROOT = Path(__file__).resolve().parent
@@ -309,6 +312,7 @@ def run_pipeline(config: DictConfig, output_dir: Path) -> float | None:
     import mlflow
     from mlflow.exceptions import ExecutionException
 
+    from util_lib.arguments import hide_secrets
     from util_lib.backends import choose_backends
     from util_lib.logs import setup_logging
 
@@ -342,10 +346,15 @@ def run_pipeline(config: DictConfig, output_dir: Path) -> float | None:
             )
         client = mlflow.MlflowClient()
         for result in results:
-            params = step_parameters(result.step, config, written, model_config)
+            # A URL with a password or token reaches the step through the environment only:
+            # MLflow logs every parameter and prints the command line.
+            params, secrets = hide_secrets(
+                step_parameters(result.step, config, written, model_config)
+            )
             logger.info("%s: starting with %s", result.step, params)
             start = time.monotonic()
             uri, version = uris[result.step]
+            os.environ.update(secrets)
             try:
                 submitted = mlflow.run(
                     uri,
@@ -379,6 +388,9 @@ def run_pipeline(config: DictConfig, output_dir: Path) -> float | None:
                         f"step {result.step} failed (MLflow run {result.run_id}); see {log_file}"
                     ) from exc
                 sys.exit(1)
+            finally:
+                for name in secrets:
+                    os.environ.pop(name, None)
             written.update({spec.split(":")[0]: spec for spec in result.written})
             mlflow.log_metrics({k: v for k, v in result.metrics.items()})
             logger.info(
@@ -396,26 +408,47 @@ def run_pipeline(config: DictConfig, output_dir: Path) -> float | None:
 def _print_where_to_look(
     results: list[StepResult], log_file: Path, tracking_uri: str, wandb_mode: str
 ) -> None:
+    from util_lib.redact import redact_url
+
     summary = format_summary(results)
     print(f"\nPipeline summary\n{summary}\n")
     logger.info("pipeline summary:\n%s", summary)
     print(f"Log file:    {log_file}")
-    print(f"MLflow UI:   mlflow ui --backend-store-uri {tracking_uri}")
+    print(f"MLflow UI:   mlflow ui --backend-store-uri {redact_url(tracking_uri)}")
     urls = [r.wandb_url for r in results if r.wandb_url]
     if urls:
         print(f"W&B:         {urls[0].split('/runs/')[0]}")
     elif wandb_mode == "offline":
         wandb_dir = Path(os.environ.get("WANDB_DIR", ".")) / "wandb"
         print(f"W&B offline: {wandb_dir} (upload later with `wandb sync --sync-all` there)")
-    print(f"Artifacts:   python -m util_lib.artifacts list  (MLFLOW_TRACKING_URI={tracking_uri})")
+    from util_lib.store import configured_project
+
+    # The artifacts' project (WANDB_PROJECT, set from main.project_name), when the command's
+    # default (config.yaml's) is not it.
+    project = os.environ.get("WANDB_PROJECT", "")
+    option = f" --project {project}" if project and project != configured_project() else ""
+    print(
+        f"Artifacts:   python -m util_lib.artifacts list{option}  "
+        f"(MLFLOW_TRACKING_URI={redact_url(tracking_uri)})"
+    )
 
 
 @hydra.main(config_path=".", config_name="config", version_base="1.3")
 def go(config: DictConfig) -> float | None:
-    """Hydra entry point: run the pipeline for one configuration (one job of a sweep)."""
+    """Hydra entry point: check the configuration, then run the pipeline for it (one job of a
+    sweep). A bad value exits (fails the job) before any run is opened."""
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
-    return run_pipeline(config, Path(HydraConfig.get().runtime.output_dir))
+    hydra_config = HydraConfig.get()
+    try:
+        check_config(config)
+    except ConfigError as error:
+        if hydra_config.mode == RunMode.MULTIRUN:
+            raise  # Hydra records the job as failed; the sweep exits non-zero
+        print(f"{error}\nNo step was run.", file=sys.stderr, flush=True)
+        sys.exit(1)
+    return run_pipeline(config, Path(hydra_config.runtime.output_dir))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ returns quietly when the data pass. No check catches its own error.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 import numpy as np
@@ -16,84 +16,19 @@ import pandas as pd
 from pandas.api import types as ptypes
 from scipy import stats
 
-logger = logging.getLogger(__name__)
-
-# Expected kind of every column of the preprocessed table. "integer" columns are category
-# codes (the model one-hot encodes key and time_signature), "numeric" ones are measurements,
-# "string" ones are pandas 3's str dtype or object columns holding only strings.
-REQUIRED_COLUMNS: dict[str, str] = {
-    "danceability": "numeric",
-    "energy": "numeric",
-    "key": "integer",
-    "loudness": "numeric",
-    "mode": "integer",
-    "speechiness": "numeric",
-    "acousticness": "numeric",
-    "instrumentalness": "numeric",
-    "liveness": "numeric",
-    "valence": "numeric",
-    "tempo": "numeric",
-    "type": "string",
-    "duration_ms": "numeric",
-    "time_signature": "integer",
-    "genre": "string",
-    "song_name": "string",
-    "title": "string",
-    "text_feature": "string",
-}
-
-# The 15 classes of genres_mod.parquet (its `genre.unique()`); a new label is an error, not
-# a silent sixteenth class.
-KNOWN_GENRES: frozenset[str] = frozenset(
-    {
-        "Dark Trap",
-        "Emo",
-        "Hiphop",
-        "Pop",
-        "Rap",
-        "RnB",
-        "Trap Metal",
-        "Underground Rap",
-        "dnb",
-        "hardstyle",
-        "psytrance",
-        "techhouse",
-        "techno",
-        "trance",
-        "trap",
-    }
+from util_lib import data_schema
+from util_lib.data_schema import (  # the contract's views, also used by the suite
+    KNOWN_GENRES,
+    NULLABLE_COLUMNS,
+    REQUIRED_COLUMNS,
+    VALUE_RANGES,
 )
 
-# Physically meaningful bounds (inclusive), following Spotify's audio-features definitions.
-# The whole real dataset lies inside them (loudness -32.9..3.1 dB, tempo 58..220 BPM,
-# duration 25.6 s..15.2 min, time_signature 1..5).
-VALUE_RANGES: dict[str, tuple[float, float]] = {
-    # Confidences and perceptual scores are defined on [0, 1].
-    "danceability": (0.0, 1.0),
-    "energy": (0.0, 1.0),
-    "speechiness": (0.0, 1.0),
-    "acousticness": (0.0, 1.0),
-    "instrumentalness": (0.0, 1.0),
-    "liveness": (0.0, 1.0),
-    "valence": (0.0, 1.0),
-    # dBFS averaged over the track: Spotify documents -60..0; heavily mastered tracks go a
-    # few dB above 0 (3.1 here), +10 leaves margin without admitting nonsense.
-    "loudness": (-60.0, 10.0),
-    # BPM; 0 is Spotify's "no beat detected", its estimator does not go near 300.
-    "tempo": (0.0, 300.0),
-    # 1 s .. 2 h in milliseconds: catches seconds or microseconds passed off as milliseconds.
-    "duration_ms": (1_000, 7_200_000),
-    # Pitch class 0 (C) .. 11 (B); -1 is Spotify's "no key detected".
-    "key": (-1, 11),
-    # 0 minor, 1 major.
-    "mode": (0, 1),
-    # Beats per bar; Spotify uses 0/1 when undetected and goes up to 7.
-    "time_signature": (0, 7),
-}
+logger = logging.getLogger(__name__)
 
-# Columns where missing values are legitimate: loudness is missing for ~9k real rows, most
-# songs have either a song_name or a title. Everything else must be complete.
-NULLABLE_COLUMNS: frozenset[str] = frozenset({"loudness", "song_name", "title"})
+# The table's contract (columns, dtypes, ranges, classes, nullability) is declared once, with
+# pandera, in util_lib/data_schema.py; the train step and the served model use it too. Here it
+# is validated lazily (every failure at once) and each check reports its own kind of failure.
 
 # Continuous columns compared with the Kolmogorov-Smirnov test (the model's numerical features).
 NUMERICAL_COLUMNS: tuple[str, ...] = (
@@ -158,164 +93,108 @@ def _raise_if(violations: list[str], what: str) -> None:
         raise DataCheckError(f"{what}: " + "; ".join(violations))
 
 
-def _is_string_column(series: pd.Series) -> bool:
-    if isinstance(series.dtype, pd.StringDtype):
-        return True
-    # An object column passes when every non-missing value is a str ("empty": all missing).
-    return ptypes.is_object_dtype(series.dtype) and ptypes.infer_dtype(series, skipna=True) in {
-        "string",
-        "empty",
-    }
+def _check_contract(df: pd.DataFrame, kind: Callable[[str], bool], what: str) -> None:
+    """Validate ``df`` against the contract and raise for the failures whose check is of
+    ``kind`` (a predicate on pandera's check name), each naming column, check and values."""
+    cases = data_schema.failure_cases(df)
+    keep = [kind(str(check)) for check in cases["check"]]
+    cases = cases.loc[np.array(keep, dtype=bool)]
+    _raise_if(data_schema.describe_failures(cases, df), what)
 
 
-def _has_kind(series: pd.Series, kind: str) -> bool:
-    if kind == "string":
-        return _is_string_column(series)
-    if ptypes.is_bool_dtype(series.dtype):
-        return False
-    if kind == "integer":
-        return ptypes.is_integer_dtype(series.dtype)
-    return ptypes.is_numeric_dtype(series.dtype)
-
-
-def check_columns_and_dtypes(
-    df: pd.DataFrame, required: Mapping[str, str] = REQUIRED_COLUMNS
-) -> None:
-    """Check that every required column exists with the expected kind of dtype.
+def check_columns_and_dtypes(df: pd.DataFrame) -> None:
+    """Check that every column of the contract exists with its dtype.
 
     Parameters
     ----------
     df : pandas.DataFrame
         The table to check.
-    required : mapping of str to str, default=REQUIRED_COLUMNS
-        Column name -> ``"numeric"``, ``"integer"`` or ``"string"``.
 
     Raises
     ------
     DataCheckError
-        Naming the missing columns and each column of the wrong dtype with example values.
+        Naming the missing columns and each column of the wrong dtype (pandera's
+        ``column_in_dataframe`` and ``dtype(...)`` checks).
     """
-    logger.info("checking %d required columns and their dtypes", len(required))
-    missing = [column for column in required if column not in df.columns]
-    violations = [f"column {column!r} is missing" for column in missing]
-    if missing:
-        violations.append(f"the columns present are {list(df.columns)}")
-    for column, kind in required.items():
-        if column in df.columns and not _has_kind(df[column], kind):
-            violations.append(
-                f"column {column!r} has dtype {df[column].dtype}, expected {kind} "
-                f"(values e.g. {_examples(df[column].dropna())})"
-            )
-    _raise_if(violations, "schema check failed")
-
-
-def check_genre_classes(
-    df: pd.DataFrame, known: Collection[str] = KNOWN_GENRES, column: str = "genre"
-) -> None:
-    """Check that every row has a genre and that it is one of the known classes.
-
-    Parameters
-    ----------
-    df : pandas.DataFrame
-        The table to check.
-    known : collection of str, default=KNOWN_GENRES
-        The allowed class labels.
-    column : str, default="genre"
-        The label column.
-
-    Raises
-    ------
-    DataCheckError
-        Naming the column, the unknown labels and their row counts, or the missing labels.
-    """
-    logger.info("checking that %r holds only the %d known classes", column, len(known))
-    labels = df[column]
-    violations = []
-    n_missing = int(labels.isna().sum())
-    if n_missing:
-        violations.append(f"column {column!r} has {n_missing} rows without a label")
-    unknown = labels[labels.notna() & ~labels.isin(list(known))].value_counts()
-    if len(unknown):
-        violations.append(
-            f"column {column!r} has unknown classes {unknown.to_dict()} (rows per class); "
-            f"known: {sorted(known)}"
-        )
-    _raise_if(violations, "class check failed")
-    absent = sorted(set(known) - set(labels.unique()))
-    if absent:
-        # Not an error: a new batch may lack a class. The KL check flags a real label shift.
-        logger.warning("column %r has no rows of the classes %s", column, absent)
-
-
-def check_missing_values(
-    df: pd.DataFrame,
-    columns: Iterable[str] = tuple(REQUIRED_COLUMNS),
-    nullable: Collection[str] = NULLABLE_COLUMNS,
-) -> None:
-    """Check that no column outside ``nullable`` has missing values.
-
-    Parameters
-    ----------
-    df : pandas.DataFrame
-        The table to check.
-    columns : iterable of str, default=all required columns
-        The columns to check (absent ones are the schema check's business).
-    nullable : collection of str, default=NULLABLE_COLUMNS
-        Columns allowed to hold missing values.
-
-    Raises
-    ------
-    DataCheckError
-        Naming each column with missing values and how many rows lack a value.
-    """
-    checked = [c for c in columns if c in df.columns and c not in nullable]
-    logger.info(
-        "checking %d columns for missing values (allowed in %s)", len(checked), sorted(nullable)
+    logger.info("checking %d required columns and their dtypes", len(REQUIRED_COLUMNS))
+    _check_contract(
+        df,
+        lambda check: check == "column_in_dataframe" or check.startswith("dtype("),
+        "schema check failed",
     )
-    counts = df[checked].isna().sum()
-    violations = [f"column {c!r} has {int(n)} missing values" for c, n in counts.items() if n]
-    _raise_if(violations, "missing-value check failed")
 
 
-def check_value_ranges(
-    df: pd.DataFrame, ranges: Mapping[str, tuple[float, float]] = VALUE_RANGES
-) -> None:
-    """Check that the values of each column lie inside its inclusive bounds.
-
-    Missing values are ignored here (see :func:`check_missing_values`).
+def check_genre_classes(df: pd.DataFrame, column: str = "genre") -> None:
+    """Check that every label is one of the known classes.
 
     Parameters
     ----------
     df : pandas.DataFrame
         The table to check.
-    ranges : mapping of str to (float, float), default=VALUE_RANGES
-        Column name -> (lowest, highest) allowed value.
+    column : str, default="genre"
+        The label column (its contract holds the classes).
 
     Raises
     ------
     DataCheckError
-        Naming each column out of range, its bounds, the number of rows and example values.
+        Naming the column, the number of rows with unknown labels and those labels. A missing
+        label is :func:`check_missing_values`' business.
     """
-    logger.info("checking the value ranges of %d columns", len(ranges))
-    violations = []
-    for column, (low, high) in ranges.items():
-        if column not in df.columns:
-            violations.append(f"column {column!r} is missing")
-            continue
-        values = df[column]
-        if not _has_kind(values, "numeric"):
-            violations.append(
-                f"column {column!r} is not numeric (dtype {values.dtype}, values e.g. "
-                f"{_examples(values.dropna())})"
-            )
-            continue
-        outside = values[values.notna() & ~values.between(low, high)]
-        if len(outside):
-            violations.append(
-                f"column {column!r} has {len(outside)} values outside [{low}, {high}] "
-                f"(e.g. {_examples(outside.sort_values())})"
-            )
-    _raise_if(violations, "range check failed")
+    logger.info("checking that %r holds only the %d known classes", column, len(KNOWN_GENRES))
+    _check_contract(df, lambda check: check == data_schema.GENRE_CHECK, "class check failed")
+    if column in df.columns:
+        absent = sorted(set(KNOWN_GENRES) - set(df[column].dropna().unique()))
+        if absent:
+            # Not an error: a new batch may lack a class. The KL check flags a real label shift.
+            logger.warning("column %r has no rows of the classes %s", column, absent)
+
+
+def check_missing_values(df: pd.DataFrame) -> None:
+    """Check that no column outside :data:`NULLABLE_COLUMNS` has missing values, and that no
+    column is entirely missing (not even a nullable one: the imputers would drop it).
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        The table to check (absent columns are the schema check's business).
+
+    Raises
+    ------
+    DataCheckError
+        Naming each column with missing values, how many and which rows.
+    """
+    logger.info("checking for missing values (allowed in %s)", sorted(NULLABLE_COLUMNS))
+    _check_contract(
+        df,
+        lambda check: check in {"not_nullable", data_schema.NOT_ALL_MISSING},
+        "missing-value check failed",
+    )
+
+
+def check_value_ranges(df: pd.DataFrame) -> None:
+    """Check that the values of each column lie inside its inclusive bounds
+    (:data:`VALUE_RANGES`).
+
+    Missing values are ignored here (see :func:`check_missing_values`), and so are absent
+    columns (see :func:`check_columns_and_dtypes`).
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        The table to check.
+
+    Raises
+    ------
+    DataCheckError
+        Naming each column out of range, its bounds, the number of rows and example values
+        (or the error comparing a non-numeric column with its bounds).
+    """
+    logger.info("checking the value ranges of %d columns", len(VALUE_RANGES))
+    _check_contract(df, lambda check: check.startswith("in_range("), "range check failed")
+
+
+def _is_numeric(series: pd.Series) -> bool:
+    return ptypes.is_numeric_dtype(series.dtype) and not ptypes.is_bool_dtype(series.dtype)
 
 
 def ks_drift(
@@ -489,7 +368,7 @@ def _share_changes(reference: pd.Series, sample: pd.Series) -> dict[object, str]
 def _non_missing(df: pd.DataFrame, column: str, side: str, numeric: bool = False) -> pd.Series:
     if column not in df.columns:
         raise DataCheckError(f"column {column!r} is missing from the {side} data")
-    if numeric and not _has_kind(df[column], "numeric"):
+    if numeric and not _is_numeric(df[column]):
         raise DataCheckError(
             f"column {column!r} of the {side} data is not numeric (dtype {df[column].dtype}, "
             f"values e.g. {_examples(df[column].dropna())})"

@@ -8,8 +8,9 @@ import tempfile
 from pathlib import Path
 
 from get_data.download import DownloadError, download_dataset
-from util_lib.arguments import optional, project_path
+from util_lib.arguments import optional, project_path, reveal
 from util_lib.process_exit import exit_quickly
+from util_lib.redact import redact_url
 from util_lib.tracking import start_run
 
 logger = logging.getLogger("get_data.run")
@@ -39,7 +40,8 @@ def main(argv: list[str] | None = None) -> None:
     """Fetch ``--file_url`` and log it as artifact ``--artifact_name``."""
     args = parse_args(argv)
     expected = optional(args.sha256) or ""
-    source = project_path(args.file_url)
+    # The real URL (with its token) when the driver passed it through the environment.
+    source = project_path(reveal("file_url", args.file_url))
     file_name = args.artifact_name
     if not file_name.endswith(".parquet"):
         file_name += ".parquet"
@@ -57,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
                 type=args.artifact_type,
                 description=args.artifact_description,
                 metadata={
-                    "source": args.file_url,
+                    "source": redact_url(args.file_url),
                     "sha256": fetched.sha256,
                     "bytes": fetched.n_bytes,
                     "rows": fetched.rows,

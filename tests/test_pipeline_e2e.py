@@ -170,6 +170,14 @@ def test_wandb_offline_runs_hold_the_artifacts(workdir: Path, first_run) -> None
         assert name.encode() in records, name
 
 
+def test_wandb_offline_runs_keep_each_step_s_console_output(workdir: Path, first_run) -> None:
+    logs = [p.read_text() for p in (workdir / "wandb").glob("offline-run-*/files/output.log")]
+    for step in STEPS:
+        assert any(f" [{step}] " in log for log in logs), step
+    # check_data's console is pytest's: its report lines are kept too.
+    assert any("test_data.py::test_ks_drift[tempo] PASSED" in log for log in logs)
+
+
 def test_rerun_of_training_reuses_upstream_artifacts(workdir: Path, first_run) -> None:
     before = _versions(workdir)
     result = run_pipeline(workdir, "main.execute_steps='train_random_forest,evaluate'")

@@ -195,6 +195,57 @@ def test_sequential_sweep_groups_reports_and_names_the_best(prepared: Path) -> N
     assert _store(prepared).resolve("model_export:prod").spec == best["model_export"]
 
 
+def test_sweep_yaml_grid_names_keys_of_the_config() -> None:
+    """sweep.yaml extends config.yaml, and each key it sweeps is one config.yaml has."""
+    from omegaconf import OmegaConf
+
+    sweep = OmegaConf.load(REPO / "sweep.yaml")
+    config = OmegaConf.load(REPO / "config.yaml")
+    assert list(sweep.defaults) == ["config", "_self_"]
+    assert list(sweep.main.execute_steps) == ["train_random_forest", "evaluate"]
+    grid = sweep.hydra.sweeper.params
+    assert grid, "sweep.yaml sweeps nothing"
+    for key in grid:
+        assert OmegaConf.select(config, key, default="missing") != "missing", key
+
+
+def test_sweep_grid_from_a_config_file(prepared: Path, tmp_path: Path) -> None:
+    """`--config-name ... -m` with the grid in hydra.sweeper.params, none on the command line.
+
+    The test's config file extends the shipped sweep.yaml and shrinks each of its grids, so the
+    sweep has 2 jobs; without the file's grids Hydra would run 1 job (or sweep.yaml's 6).
+    """
+    leaf = "random_forest_pipeline.random_forest.min_samples_leaf"
+    shipped = yaml.safe_load((REPO / "sweep.yaml").read_text())["hydra"]["sweeper"]["params"]
+    assert set(shipped) == {DEPTH, TERMS}, "this test shrinks each grid of sweep.yaml"
+    grid = {DEPTH: "4,8", TERMS: "5", leaf: "3"}
+    config_dir = tmp_path / "conf"
+    config_dir.mkdir()
+    (config_dir / "small_sweep.yaml").write_text(
+        yaml.safe_dump({"defaults": ["sweep", "_self_"], "hydra": {"sweeper": {"params": grid}}})
+    )
+    sweep_dir = prepared / "config_file"
+    _ok(
+        mlflow_run(
+            prepared,
+            f"--config-dir {config_dir} --config-name small_sweep {SMALL} "
+            f"hydra.sweep.dir={sweep_dir} -m",
+        )
+    )
+    # sweep.yaml's steps, the file's grid: one job per value of max_depth.
+    found = check_sweep(prepared, sweep_dir, 2, ("train_random_forest", "evaluate"))
+    rows = _report(sweep_dir)
+    assert [r[DEPTH] for r in rows] == ["4", "8"]
+    for row in rows:
+        assert f"{TERMS}=5" in row["overrides"].split() and f"{leaf}=3" in row["overrides"]
+        assert 0.5 < float(row["test_auc"]) < 1
+    for num in found:
+        config = yaml.safe_load((sweep_dir / str(num) / "random_forest_pipeline.yaml").read_text())
+        assert config["random_forest"]["max_depth"] == [4, 8][num]
+        assert config["random_forest"]["min_samples_leaf"] == 3
+        assert config["tfidf"]["max_features"] == 5
+
+
 def test_parallel_joblib_sweep_keeps_jobs_apart(prepared: Path) -> None:
     sweep_dir = prepared / "joblib"
     wandb_dir = prepared / "wandb_joblib"

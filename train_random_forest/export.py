@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import warnings
 from importlib.metadata import version
 from pathlib import Path
@@ -35,6 +36,11 @@ _REQUIREMENTS = ("mlflow", "scikit-learn", "skops", "numpy", "pandas", "scipy")
 
 _N_EXAMPLE_ROWS = 5
 
+# The input example in the split orient that MLflow's own loader reads
+# (``Model.load_input_example``); MLmodel's ``saved_input_example_info`` points at it.
+# ``input_example.json`` itself becomes a request body (see _make_example_a_request).
+SPLIT_EXAMPLE_FILENAME = "input_example_split.json"
+
 
 def export_model(
     pipe: Pipeline, X_example: pd.DataFrame, path: Path, predict_n_jobs: int | None = None
@@ -61,12 +67,16 @@ def export_model(
     Returns
     -------
     pathlib.Path
-        ``path``, now holding ``MLmodel``, ``model.skops``, ``code/util_lib`` and more.
+        ``path``, now holding ``MLmodel``, ``model.skops``, ``code/util_lib``,
+        ``input_example.json`` (a request: ``mlflow models predict -i input_example.json``)
+        and more.
     """
     import mlflow.sklearn
     from mlflow.models import infer_signature
 
+    from train_random_forest.pipeline import trained_categories
     from util_lib import pyfunc_model
+    from util_lib.data_schema import serving_domain
 
     X = X_example[list(pipe.feature_names_in_)]
     with warnings.catch_warnings():
@@ -87,6 +97,33 @@ def export_model(
         code_paths=[str(UTIL_LIB_DIR)],
         pip_requirements=[f"{name}=={version(name)}" for name in _REQUIREMENTS],
     )
-    pyfunc_model.add_pyfunc_flavor(str(path), predict_n_jobs)
+    # The served model checks requests against the data contract's ranges (and the categories
+    # it was trained on), written as plain JSON: serving needs no pandera.
+    domain = serving_domain(pipe.feature_names_in_, trained_categories(pipe))
+    pyfunc_model.add_pyfunc_flavor(str(path), predict_n_jobs, domain)
+    _make_example_a_request(Path(path))
     logger.info("model exported to %s", path)
     return Path(path)
+
+
+def _make_example_a_request(path: Path) -> None:
+    """Make ``input_example.json`` a body that ``mlflow models predict -t json`` accepts.
+
+    MLflow 3 writes the example as ``{"columns": ..., "data": ...}``, which its scoring
+    protocol (since 2.0) refuses: a JSON request must be ``{"dataframe_split": ...}`` (or
+    another named format). The seed scored the example with
+    ``mlflow models predict -t json -i model_export/input_example.json``, so that file becomes
+    the request (a copy of MLflow's ``serving_input_example.json``) and the split-orient file
+    moves to :data:`SPLIT_EXAMPLE_FILENAME`, where MLmodel sends MLflow's loader. One file
+    cannot serve both: the loader refuses any key but columns/data/index, the scoring server
+    any top level but one named format.
+    """
+    from mlflow.models import Model
+
+    mlmodel = Model.load(str(path / "MLmodel"))
+    info = mlmodel.saved_input_example_info
+    example = path / info["artifact_path"]
+    example.rename(path / SPLIT_EXAMPLE_FILENAME)
+    shutil.copyfile(path / info["serving_input_path"], example)
+    info["artifact_path"] = SPLIT_EXAMPLE_FILENAME
+    mlmodel.save(str(path / "MLmodel"))

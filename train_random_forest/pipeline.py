@@ -181,10 +181,12 @@ def train_and_validate(
     Raises
     ------
     ValueError
-        When a configured column is missing from ``X_train`` or ``X_val``.
+        When a configured column is missing from ``X_train`` or ``X_val``;
+        :class:`util_lib.data_schema.DataContractError` (a ValueError) when they break the data
+        contract (e.g. a feature without a single value), naming the column, before fitting.
     """
-    _require_columns(X_train, used_columns)
-    _require_columns(X_val, used_columns)
+    check_model_inputs(X_train, used_columns, "the training data")
+    check_model_inputs(X_val, used_columns, "the validation data")
     logger.info("fitting on %d rows and %d columns", len(X_train), len(used_columns))
     start = time.perf_counter()
     pipe.fit(X_train[used_columns], y_train)
@@ -238,7 +240,8 @@ def search_parameters(
     ------
     ValueError
         When a setting is missing or unknown, the grid is empty, or a parameter is not one of
-        the pipeline's (the message lists what is valid).
+        the pipeline's (the message lists what is valid); when ``X_train`` breaks the data
+        contract (see :func:`check_model_inputs`).
     """
     from sklearn.model_selection import GridSearchCV
 
@@ -258,7 +261,7 @@ def search_parameters(
             f"random_forest_pipeline.grid_search.param_grid: unknown parameter(s) {wrong} or an "
             f"empty list; valid ones include {hint} and processor__... (pipe.get_params())"
         )
-    _require_columns(X_train, used_columns)
+    check_model_inputs(X_train, used_columns, "the training data")
     search = GridSearchCV(
         pipe, param_grid, cv=int(settings["cv"]), scoring=settings["scoring"], refit=False
     )
@@ -308,6 +311,65 @@ def score_auc(model: Any, X: pd.DataFrame, y: pd.Series) -> float:
     finally:
         model.set_params(**n_jobs)
     return float(roc_auc_score(y, proba, average="macro", multi_class="ovo", labels=model.classes_))
+
+
+def trained_categories(pipe: Pipeline) -> dict[str, list]:
+    """Return, per categorical column, the categories the fitted encoder knows.
+
+    A value outside them is encoded as "unknown" (-1), which the forest never saw in training;
+    the served model refuses it (see :func:`util_lib.data_schema.serving_domain`).
+
+    Parameters
+    ----------
+    pipe : sklearn.pipeline.Pipeline
+        Fitted pipeline from :func:`build_pipeline`.
+
+    Returns
+    -------
+    dict of str to list
+        E.g. ``{"time_signature": [1, 3, 4, 5], "key": [0, 1, ..., 11]}``.
+    """
+    processor = pipe["processor"]
+    for name, transformer, columns in processor.transformers_:
+        if name == "categorical":
+            encoder = transformer[-1]
+            return {
+                column: categories.tolist()
+                for column, categories in zip(columns, encoder.categories_, strict=True)
+            }
+    return {}
+
+
+def check_model_inputs(X: pd.DataFrame, used_columns: list[str], what: str) -> None:
+    """Check the columns the model reads against the data contract, before anything is fitted.
+
+    The contract is :data:`util_lib.data_schema.PREPROCESSED_SCHEMA` restricted to
+    ``used_columns`` (dtypes, ranges, nullability, no column entirely missing). Without it an
+    all-missing numerical feature is dropped by the imputer with a warning only, and the step
+    fails later, far from the cause (``zip() argument 2 is shorter than argument 1`` while
+    plotting the feature importances).
+
+    Parameters
+    ----------
+    X : pandas.DataFrame
+        Features.
+    used_columns : list of str
+        The columns the model reads.
+    what : str
+        What ``X`` is, for the message, e.g. ``"the training data"``.
+
+    Raises
+    ------
+    ValueError
+        When a column is missing from ``X``.
+    util_lib.data_schema.DataContractError
+        A ValueError naming each column, the check it fails and example values.
+    """
+    # Imported here: evaluate imports this module (score_auc) and does not need pandera.
+    from util_lib.data_schema import model_input_schema, validate
+
+    _require_columns(X, used_columns)
+    validate(X[used_columns], model_input_schema(used_columns), what)
 
 
 def _require_columns(df: pd.DataFrame, columns: list[str]) -> None:

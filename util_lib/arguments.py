@@ -5,17 +5,27 @@ MLproject parameters arrive as strings. One reading for all steps:
 - an optional value is absent when it is ``""``, ``null`` or ``none`` (any case): config.yaml's
   ``null`` reaches a step as ``null`` (main.py writes it so) or as ``None`` (a user's ``-P``);
 - a local path that is relative is under the project root (the folder of ``config.yaml``),
-  wherever the step or the pipeline runs from; URLs (``scheme://``) are left alone.
+  wherever the step or the pipeline runs from; URLs (``scheme://``) are left alone;
+- a value holding a secret (a URL with a password or a token, :mod:`util_lib.redact`) is never a
+  parameter: MLflow logs every parameter and prints the command line. The driver passes the
+  redacted value as the parameter and the real one in the environment
+  (``UTIL_LIB_SECRET_<NAME>``, :func:`hide_secrets`); the step takes it back with
+  :func:`reveal`.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
+from typing import Any
+
+from util_lib.redact import redact_url
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 _NULLS = frozenset({"", "null", "none"})
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+SECRET_ENV_PREFIX = "UTIL_LIB_SECRET_"
 
 
 def optional(value: str | None) -> str | None:
@@ -53,3 +63,37 @@ def project_path(value: str, root: Path = PROJECT_ROOT) -> str:
     if is_url(value):
         return value
     return str((root / Path(value).expanduser()).resolve())
+
+
+def secret_env(name: str) -> str:
+    """The environment variable that carries the real value of parameter ``name``."""
+    return SECRET_ENV_PREFIX + name.upper()
+
+
+def hide_secrets(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Split step parameters into what may be recorded and the environment carrying secrets.
+
+    Returns
+    -------
+    (dict, dict)
+        The parameters with every secret-holding URL redacted, and ``{UTIL_LIB_SECRET_<NAME>:
+        real value}`` for each one redacted.
+    """
+    shown, hidden = {}, {}
+    for name, value in params.items():
+        masked = redact_url(value) if isinstance(value, str) else value
+        if masked != value:
+            hidden[secret_env(name)] = value
+        shown[name] = masked
+    return shown, hidden
+
+
+def reveal(name: str, value: str) -> str:
+    """The real value of parameter ``name``: the environment's, when ``value`` is its redaction.
+
+    A value that does not match (a parameter given by hand) is returned as it is.
+    """
+    real = os.environ.get(secret_env(name))
+    if real is not None and redact_url(real) == value:
+        return real
+    return value

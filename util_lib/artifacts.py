@@ -1,11 +1,14 @@
 """Command line for the embedded artifact store, mirroring ``wandb artifact``.
 
-    python -m util_lib.artifacts list [NAME]
-    python -m util_lib.artifacts get NAME:VERSION --root DIR
-    python -m util_lib.artifacts alias NAME:VERSION ALIAS
+    python -m util_lib.artifacts list [NAME] [--project PROJECT]
+    python -m util_lib.artifacts get [PROJECT/]NAME:VERSION --root DIR [--project PROJECT]
+    python -m util_lib.artifacts alias [PROJECT/]NAME:VERSION ALIAS [--project PROJECT]
 
 The store is the one on MLflow's tracking backend at ``MLFLOW_TRACKING_URI`` (default: the
-``mlflow.db`` of the current folder); ``--tracking-uri`` points elsewhere.
+``mlflow.db`` of the current folder); ``--tracking-uri`` points elsewhere. Artifacts belong to
+a project, as in W&B: ``--project`` (default: ``$WANDB_PROJECT``, else config.yaml's
+``main.project_name``), or the project a spec names (``music_genre_classification_prod/
+model_export:v3``).
 
 ``alias`` also moves the alias on the Model Registry versions registered from that artifact
 version (``alias model_export:v3 prod`` makes ``models:/<name>@prod`` serve it), and with
@@ -21,7 +24,12 @@ from datetime import UTC, datetime
 
 from util_lib.backends import STORE_CHOICES, choose_backends
 from util_lib.registry import promote
-from util_lib.store import ArtifactNotFoundError, ArtifactVersion, MlflowArtifactStore
+from util_lib.store import (
+    ArtifactNotFoundError,
+    ArtifactVersion,
+    MlflowArtifactStore,
+    check_project,
+)
 
 
 def _run_label(store: MlflowArtifactStore, run_id: str, cache: dict[str, str]) -> str:
@@ -45,22 +53,29 @@ def format_table(rows: list[list[str]], header: list[str]) -> str:
 
 
 def list_artifacts(store: MlflowArtifactStore, name: str | None = None) -> str:
-    """Table of every version: aliases, type, digest, producer and users."""
-    names = [name] if name else store.names()
-    if name and name not in store.names():
-        raise ArtifactNotFoundError(
-            f"artifact {name!r} not found in the store at {store.tracking_uri} "
-            f"(artifacts there: {', '.join(store.names()) or 'none'})"
-        )
+    """Table of every version of the store's project: aliases, type, digest, producer, users.
+
+    Raises
+    ------
+    util_lib.store.ArtifactNotFoundError
+        When ``name`` is not an artifact of the project, naming the ones that are.
+    """
+    known = store.names()
+    if name and name not in known:
+        raise ArtifactNotFoundError(store.not_found_message(store.project, name))
     runs: dict[str, str] = {}
     rows = []
-    for artifact in names:
+    for artifact in [name] if name else known:
         for v in store.versions(artifact):
             rows.append(_row(store, v, runs))
+    where = f"store: {store.tracking_uri}  project: {store.project}"
     if not rows:
-        return f"no artifacts in the store at {store.tracking_uri}"
+        others = [p for p in store.projects() if p != store.project]
+        return f"{where}\nno artifacts" + (
+            f" (other projects: {', '.join(others)})" if others else ""
+        )
     header = ["artifact", "aliases", "type", "sha256", "created", "produced by", "used by"]
-    return f"store: {store.tracking_uri}\n" + format_table(rows, header)
+    return f"{where}\n" + format_table(rows, header)
 
 
 def _row(store: MlflowArtifactStore, v: ArtifactVersion, runs: dict[str, str]) -> list[str]:
@@ -77,20 +92,33 @@ def _row(store: MlflowArtifactStore, v: ArtifactVersion, runs: dict[str, str]) -
     ]
 
 
+def _project(value: str) -> str:
+    try:
+        return check_project(value)
+    except ValueError as exc:  # argparse shows an ArgumentTypeError's own message
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     parser = argparse.ArgumentParser(
         prog="python -m util_lib.artifacts", description="The embedded artifact store."
     )
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLflow's own)")
+    # Accepted before or after the command; after it, it is the command's own (SUPPRESS keeps a
+    # value given before the command when none is given after it).
+    project_help = (
+        "the artifacts' project (default: $WANDB_PROJECT, else main.project_name of config.yaml)"
+    )
+    parser.add_argument("--project", type=_project, help=project_help)
     commands = parser.add_subparsers(dest="command", required=True)
     listing = commands.add_parser("list", help="versions, aliases, digests, producer and users")
     listing.add_argument("name", nargs="?", help="only this artifact")
     get = commands.add_parser("get", help="download a version's files")
-    get.add_argument("spec", help="NAME:VERSION or NAME:ALIAS")
+    get.add_argument("spec", help="[PROJECT/]NAME:VERSION or [PROJECT/]NAME:ALIAS")
     get.add_argument("--root", required=True, help="folder to put the files in")
     alias = commands.add_parser("alias", help="point an alias (e.g. prod) at a version")
-    alias.add_argument("spec", help="NAME:VERSION")
+    alias.add_argument("spec", help="[PROJECT/]NAME:VERSION")
     alias.add_argument("alias", help="alias to set, e.g. prod or reference")
     alias.add_argument(
         "--store",
@@ -98,10 +126,14 @@ def main(argv: list[str] | None = None) -> int:
         help="artifact store holding NAME (default: $UTIL_LIB_ARTIFACT_STORE, else auto: "
         "W&B when online, the embedded store otherwise)",
     )
+    for command in (listing, get, alias):
+        command.add_argument(
+            "--project", type=_project, default=argparse.SUPPRESS, help=project_help
+        )
     args = parser.parse_args(argv)
 
-    store = MlflowArtifactStore(args.tracking_uri)
     try:
+        store = MlflowArtifactStore(args.tracking_uri, args.project)
         if args.command == "list":
             print(list_artifacts(store, args.name))
         elif args.command == "get":
@@ -110,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{version.spec} -> {path}")
         else:
             kind = choose_backends(args.store).artifact_store
-            promotion = promote(args.spec, args.alias, kind, args.tracking_uri)
+            promotion = promote(args.spec, args.alias, kind, args.tracking_uri, args.project)
             print("\n".join(promotion.lines()))
     except (ArtifactNotFoundError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""Logging set-up shared by every step: one file, each line naming its step."""
+"""Logging set-up shared by every step: one file, each line naming its step, no secrets."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import logging
 import os
 import sys
 from pathlib import Path
+
+from util_lib.redact import redact_text
 
 LOG_FILE_ENV = "ML_PIPELINE_LOG"
 DEFAULT_LOG_FILE = "ml_pipeline.log"
@@ -30,6 +32,14 @@ class _CurrentStderrHandler(logging.StreamHandler):
     @stream.setter
     def stream(self, value) -> None:
         pass
+
+
+class _RedactingFormatter(logging.Formatter):
+    """Masks the credentials of every URL in a line (tracking URI, data URL, git URL), whoever
+    logged it: the step, util_lib, or a library that logs a URL it was given."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_text(super().format(record))
 
 
 def log_file_path() -> Path:
@@ -57,7 +67,7 @@ def setup_logging(step: str, level: int = logging.INFO) -> Path:
     """
     path = log_file_path()
     path.parent.mkdir(parents=True, exist_ok=True)
-    formatter = logging.Formatter(_FORMAT.format(step=step))
+    formatter = _RedactingFormatter(_FORMAT.format(step=step))
     root = logging.getLogger()
     for handler in [h for h in root.handlers if getattr(h, _HANDLER_MARK, False)]:
         root.removeHandler(handler)

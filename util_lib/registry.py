@@ -7,6 +7,8 @@ registry version's files are a copy of the artifact's, logged to the training ru
 serves, which must not land among the artifact's own (digest-checked) files. It carries tags:
 
 - ``util_lib.artifact``: the artifact version it serves, e.g. ``model_export:v3``;
+- ``util_lib.artifact_project``: the project of that artifact (``main.project_name``): two
+  projects each have a ``model_export:v3``, and a promotion in one never moves the other's;
 - ``util_lib.artifact_store``: ``mlflow`` (the embedded store) or ``wandb``;
 - ``util_lib.artifact_source``: where that version lives (W&B: ``entity/project/name:vN``);
 - the training values (``val_auc``, ``train_data``) and, once evaluated, ``test_auc``,
@@ -28,6 +30,8 @@ from util_lib.store import (
     ArtifactNotFoundError,
     MlflowArtifactStore,
     _check_alias,
+    check_project,
+    default_project,
     parse_spec,
 )
 
@@ -40,6 +44,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 ARTIFACT_TAG = "util_lib.artifact"
+ARTIFACT_PROJECT_TAG = "util_lib.artifact_project"
 ARTIFACT_STORE_TAG = "util_lib.artifact_store"
 ARTIFACT_SOURCE_TAG = "util_lib.artifact_source"
 EVALUATE_RUN_TAG = "util_lib.evaluate_run"
@@ -99,31 +104,45 @@ def ensure_registered_model(client: MlflowClient, name: str) -> None:
 
 
 def versions_of_artifact(
-    client: MlflowClient, spec: str, artifact_store: str, name: str | None = None
+    client: MlflowClient,
+    spec: str,
+    artifact_store: str,
+    name: str | None = None,
+    project: str | None = None,
 ) -> list[ModelVersion]:
-    """Registry versions that serve artifact version ``spec`` (``name:vN``) of ``artifact_store``.
+    """Registry versions that serve artifact version ``spec`` of ``artifact_store``.
 
     Parameters
     ----------
     client : mlflow.MlflowClient
         Client of the registry.
     spec : str
-        The exact artifact version, e.g. ``model_export:v3``.
+        The exact artifact version, ``[project/]name:vN``, e.g. ``model_export:v3``.
     artifact_store : {"mlflow", "wandb"}
         The store that holds ``spec`` (both number their versions from v0).
     name : str, optional
         Only versions of this registered model.
+    project : str, optional
+        The artifact's project when ``spec`` names none; default:
+        :func:`util_lib.store.default_project`.
 
     Returns
     -------
     list of ModelVersion
         Oldest first; usually one.
     """
-    query = f"tags.`{ARTIFACT_TAG}` = '{spec}'"
+    spec_project, artifact, ref = parse_spec(spec)
+    project = check_project(spec_project or project or default_project())
+    query = f"tags.`{ARTIFACT_TAG}` = '{artifact}:{ref}'"
     if name:
         query += f" and name = '{name}'"
     found = client.search_model_versions(query, max_results=10000)
-    found = [mv for mv in found if (mv.tags or {}).get(ARTIFACT_STORE_TAG) == artifact_store]
+    found = [
+        mv
+        for mv in found
+        if (mv.tags or {}).get(ARTIFACT_STORE_TAG) == artifact_store
+        and (mv.tags or {}).get(ARTIFACT_PROJECT_TAG) == project
+    ]
     return sorted(found, key=lambda mv: (mv.name, int(mv.version)))
 
 
@@ -161,11 +180,11 @@ def register_export(
     client = _client()
     store_kind = run.backends.artifact_store
     ensure_registered_model(client, name)
-    existing = versions_of_artifact(client, spec, store_kind, name)
+    existing = versions_of_artifact(client, spec, store_kind, name, run.store.project)
     if existing:
         logger.info("%s is already version %s of model %s", spec, existing[0].version, name)
         return existing[0]
-    _, artifact, _ = parse_spec(spec)
+    _, artifact, _ = parse_spec(spec)  # a run logs into its own project
     if store_kind == "mlflow":
         staged = [v for v in run.store.versions(artifact, include_pending=True) if v.spec == spec]
         if not staged:
@@ -178,6 +197,7 @@ def register_export(
     source = f"{client.get_run(run.run_id).info.artifact_uri}/{REGISTRY_COPY_PATH}"
     version_tags = {
         ARTIFACT_TAG: spec,
+        ARTIFACT_PROJECT_TAG: run.store.project,
         ARTIFACT_STORE_TAG: store_kind,
         ARTIFACT_SOURCE_TAG: artifact_source,
         **{k: str(v) for k, v in (tags or {}).items()},
@@ -193,10 +213,13 @@ def register_export(
 def record_evaluation(run: Run, spec: str, values: dict[str, Any]) -> list[ModelVersion]:
     """Tag the registry versions that serve ``spec`` with ``values`` (e.g. ``test_auc``).
 
-    Returns the versions tagged; none when the model was not registered (logged, not an error).
+    ``spec`` is ``name:vN`` of the run's project or ``project/name:vN``. Returns the versions
+    tagged; none when the model was not registered (logged, not an error).
     """
     client = _client()
-    versions = versions_of_artifact(client, spec, run.backends.artifact_store)
+    versions = versions_of_artifact(
+        client, spec, run.backends.artifact_store, project=run.store.project
+    )
     for mv in versions:
         for key, value in {**values, EVALUATE_RUN_TAG: run.run_id}.items():
             client.set_model_version_tag(mv.name, mv.version, key, str(value))
@@ -207,20 +230,29 @@ def record_evaluation(run: Run, spec: str, values: dict[str, Any]) -> list[Model
 
 
 def promote(
-    spec: str, alias: str, artifact_store: str = "mlflow", tracking_uri: str | None = None
+    spec: str,
+    alias: str,
+    artifact_store: str = "mlflow",
+    tracking_uri: str | None = None,
+    project: str | None = None,
 ) -> Promotion:
     """Point ``alias`` at artifact version ``spec`` and at the registry versions serving it.
+
+    Only that project's artifact version and the registry versions serving it move.
 
     Parameters
     ----------
     spec : str
-        ``name:vN`` (or ``name:alias``) of the artifact, e.g. ``model_export:v3``.
+        ``[project/]name:vN`` (or ``name:alias``) of the artifact, e.g. ``model_export:v3``.
     alias : str
         E.g. ``prod``; ``latest`` and ``vN`` are reserved.
     artifact_store : {"mlflow", "wandb"}
         Where the artifact lives: the embedded store on ``tracking_uri``, or W&B (online).
     tracking_uri : str, optional
         The MLflow tracking (and registry) URI; default MLflow's own.
+    project : str, optional
+        The artifact's project when ``spec`` names none; default:
+        :func:`util_lib.store.default_project`.
 
     Returns
     -------
@@ -235,36 +267,43 @@ def promote(
         When ``alias`` is reserved; nothing is changed.
     """
     client = _client(tracking_uri)
+    spec_project, _, _ = parse_spec(spec)
+    explicit = project is not None
+    project = check_project(spec_project or project or default_project())
     if artifact_store == "wandb":
         _check_alias(alias)
-        artifact = _wandb_artifact(client, spec)
+        artifact = _wandb_artifact(client, spec, project)
         exact = f"{artifact.name.split(':')[0]}:{artifact.version}"
-        registered = versions_of_artifact(client, exact, "wandb")
+        registered = versions_of_artifact(client, exact, "wandb", project=artifact.project)
         if alias not in artifact.aliases:
             artifact.aliases.append(alias)
             artifact.save()  # W&B moves the alias off the version that had it
     else:
-        store = MlflowArtifactStore(tracking_uri)
-        exact = store.resolve(spec).spec
-        registered = versions_of_artifact(client, exact, "mlflow")
+        store = MlflowArtifactStore(tracking_uri, project)
+        version = store.resolve(spec)
+        exact = version.spec
+        registered = versions_of_artifact(client, exact, "mlflow", project=version.project)
         store.set_alias(exact, alias)  # refuses reserved aliases before anything moves
     for mv in registered:
         client.set_registered_model_alias(mv.name, alias, mv.version)
         logger.info("alias %r now points at version %s of model %s", alias, mv.version, mv.name)
-    return Promotion(alias, exact, [(mv.name, str(mv.version)) for mv in registered])
+    # Named with its project when the caller named one.
+    shown = f"{project}/{exact}" if spec_project or explicit else exact
+    return Promotion(alias, shown, [(mv.name, str(mv.version)) for mv in registered])
 
 
-def _wandb_artifact(client: MlflowClient, spec: str) -> Any:
-    """The W&B artifact that ``spec`` names.
+def _wandb_artifact(client: MlflowClient, spec: str, project: str) -> Any:
+    """The W&B artifact that ``spec`` names in ``project`` (unless ``spec`` names its own).
 
     A version registered by a training run is found where that run logged it (its registry
-    version's source tag); otherwise ``[[entity/]project/]name:ref`` goes to W&B as is (project
-    default: ``$WANDB_PROJECT``).
+    version's source tag); otherwise ``project/name:ref`` goes to W&B (its default entity).
     """
     import wandb
 
-    registered = versions_of_artifact(client, spec, "wandb")
-    path = registered[0].tags.get(ARTIFACT_SOURCE_TAG, spec) if registered else spec
+    _, name, ref = parse_spec(spec)
+    registered = versions_of_artifact(client, spec, "wandb", project=project)
+    path = f"{project}/{name}:{ref}"
+    path = registered[0].tags.get(ARTIFACT_SOURCE_TAG, path) if registered else path
     try:
         return wandb.Api().artifact(path)
     except (wandb.errors.CommError, ValueError) as exc:

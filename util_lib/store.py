@@ -3,12 +3,19 @@
 It gives W&B's artifact semantics to anyone with no W&B account, wherever
 ``MLFLOW_TRACKING_URI`` points (the local SQLite file by default, a team's server otherwise):
 
-- an artifact is a registered model of MLflow's Model Registry tagged ``util_lib.kind=artifact``;
-  each of its versions is a registry version (``vN`` is registry version N+1, since W&B counts
-  from 0), so the backend's own transaction hands out version numbers and two processes
-  logging the same name at once get two distinct versions;
+- every artifact belongs to a project, as in W&B: the ``project`` the store is given, else the
+  W&B project of the pipeline (``WANDB_PROJECT``, which ``main.py`` sets from
+  ``main.project_name``), else config.yaml's ``main.project_name``. A store sees and moves only
+  its project's versions; ``project/name:ref`` reads another project's, as W&B allows;
+- an artifact is a registered model of MLflow's Model Registry named ``<project>.<name>`` and
+  tagged ``util_lib.kind=artifact``, ``util_lib.project`` and ``util_lib.name``; the tags are the
+  truth (MLflow forbids '/' and ':' in registered-model names, so ``project/name`` cannot be the
+  name itself; '.' keeps it readable in the MLflow UI, and the tags tell ``a.b`` + ``c`` from
+  ``a`` + ``b.c``). Each of its versions is a registry version (``vN`` is registry version N+1,
+  since W&B counts from 0), so the backend's own transaction hands out version numbers and two
+  processes logging the same name at once get two distinct versions;
 - the files are uploaded to the producing run's artifacts, under
-  ``util_lib_artifacts/<name>/<digest>/``, and the version's ``source`` points there;
+  ``util_lib_artifacts/<project>/<name>/<digest>/``, and the version's ``source`` points there;
 - the version's tags hold its type, metadata, per-file sha256 digests, state and the runs that
   used it; ``run_id`` is the run that produced it; aliases are registry aliases, and ``latest``
   is always the newest committed version;
@@ -22,11 +29,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
 import shutil
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from util_lib.arguments import PROJECT_ROOT
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -40,11 +51,16 @@ STATE_TAG = "util_lib.state"
 DIGEST_TAG = "util_lib.digest"
 FILES_TAG = "util_lib.files"
 METADATA_TAG = "util_lib.metadata"
+PROJECT_TAG = "util_lib.project"
+NAME_TAG = "util_lib.name"
+PROJECT_ENV = "WANDB_PROJECT"
 USED_BY_PREFIX = "util_lib.used_by."
 FILES_PREFIX = "util_lib_artifacts"
 
 _SPEC = re.compile(r"^(?:(?P<project>[^/:]+)/)?(?P<name>[^/:]+)(?::(?P<ref>[^/:]+))?$")
 _VERSION = re.compile(r"^v(\d+)$")
+# '/' and ':' would break the specs; quotes and backslashes the registry's filter strings.
+_PROJECT = re.compile(r"^[^/:'\"\\]+$")
 _CHUNK = 1 << 20
 
 
@@ -69,16 +85,27 @@ class ArtifactVersion:
     source: str = ""
     state: str = "committed"
     created_ms: int = 0
+    project: str = ""
 
     @property
     def spec(self) -> str:
-        """The qualified name, ``name:vN``."""
+        """The name and version, ``name:vN`` (what a run of the same project refers to)."""
         return f"{self.name}:v{self.version}"
+
+    @property
+    def qualified_spec(self) -> str:
+        """The spec with its project, ``project/name:vN``, valid from any project."""
+        return f"{self.project}/{self.spec}" if self.project else self.spec
 
     @property
     def registry_version(self) -> str:
         """The registry version number behind ``vN``."""
         return str(self.version + 1)
+
+    @property
+    def registry_name(self) -> str:
+        """The registered model that holds this version."""
+        return registry_name(self.project, self.name)
 
 
 def parse_spec(spec: str) -> tuple[str | None, str, str]:
@@ -93,6 +120,73 @@ def parse_spec(spec: str) -> tuple[str | None, str, str]:
     if not match:
         raise ValueError(f"artifact {spec!r} is not of the form [project/]name[:version_or_alias]")
     return match["project"], match["name"], match["ref"] or "latest"
+
+
+def check_project(project: str) -> str:
+    """Return ``project`` when it can name a project of the store.
+
+    Raises
+    ------
+    ValueError
+        When it is blank, padded with spaces, or holds ``/ : ' " \\``.
+    """
+    if not isinstance(project, str) or project != project.strip() or not _PROJECT.match(project):
+        raise ValueError(
+            f"artifact project {project!r} is not a valid project name: it must be non-blank, "
+            "without surrounding spaces, and contain none of / : ' \" \\"
+        )
+    return project
+
+
+def registry_name(project: str, name: str) -> str:
+    """The registered model that holds artifact ``name`` of ``project``: ``<project>.<name>``."""
+    return f"{project}.{name}"
+
+
+@lru_cache(maxsize=8)
+def _read_project_name(config_path: Path) -> str | None:
+    import yaml
+
+    try:
+        config = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        return None
+    project = (config.get("main") or {}).get("project_name")
+    return str(project) if project is not None else None
+
+
+def configured_project(config_path: Path | None = None) -> str | None:
+    """``main.project_name`` of ``config_path`` (default: the project root's config.yaml).
+
+    Read as plain YAML (the value needs no interpolation); None when the file or key is absent.
+    """
+    path = Path(config_path) if config_path else PROJECT_ROOT / "config.yaml"
+    return _read_project_name(path.resolve())
+
+
+def default_project(config_path: Path | None = None) -> str:
+    """The project a store works in when it is given none.
+
+    ``$WANDB_PROJECT`` (the pipeline sets it from ``main.project_name`` for every step, as does
+    the notebooks' sandbox), else ``main.project_name`` of the project root's ``config.yaml``
+    (a step or a command run on its own).
+
+    Raises
+    ------
+    ValueError
+        When neither is set, or the value is not a valid project name.
+    """
+    from_env = os.environ.get(PROJECT_ENV, "").strip()
+    if from_env:
+        return check_project(from_env)
+    project = configured_project(config_path)
+    if not project:
+        path = config_path or PROJECT_ROOT / "config.yaml"
+        raise ValueError(
+            f"no artifact project: set {PROJECT_ENV}, main.project_name in {path}, "
+            "or pass the project to the store"
+        )
+    return check_project(project)
 
 
 def file_digests(path: Path) -> dict[str, str]:
@@ -124,41 +218,56 @@ def _check_alias(alias: str) -> None:
 
 
 class MlflowArtifactStore:
-    """Versioned artifacts on the MLflow tracking backend at ``tracking_uri``.
+    """Versioned artifacts of one project on the MLflow tracking backend at ``tracking_uri``.
 
     Parameters
     ----------
     tracking_uri : str, optional
         MLflow tracking URI; default: MLflow's own (``MLFLOW_TRACKING_URI`` or ``./mlflow.db``).
+    project : str, optional
+        The project whose artifacts the store lists, logs and aliases; default:
+        :func:`default_project` (``$WANDB_PROJECT``, else config.yaml's ``main.project_name``).
+        ``project/name:ref`` still reads another project's version.
     """
 
-    def __init__(self, tracking_uri: str | None = None) -> None:
+    def __init__(self, tracking_uri: str | None = None, project: str | None = None) -> None:
         from mlflow import MlflowClient
 
+        self.project = check_project(project) if project else default_project()
         self.client: MlflowClient = MlflowClient(tracking_uri=tracking_uri)
         self.tracking_uri = self.client.tracking_uri
         self._pending: list[ArtifactVersion] = []
 
     # ----------------------------------------------------------------- reading
-    def names(self) -> list[str]:
-        """Names of the artifacts in the store, sorted."""
-        models = self.client.search_registered_models(max_results=1000)
-        names = [m.name for m in models if m.tags.get(KIND_TAG) == "artifact"]
-        token = getattr(models, "token", None)
-        while token:
-            models = self.client.search_registered_models(max_results=1000, page_token=token)
-            names += [m.name for m in models if m.tags.get(KIND_TAG) == "artifact"]
-            token = getattr(models, "token", None)
-        return sorted(names)
+    def names(self, project: str | None = None) -> list[str]:
+        """Names of the artifacts of ``project`` (default: the store's), sorted."""
+        project = check_project(project) if project else self.project
+        query = f"tags.`{KIND_TAG}` = 'artifact' and tags.`{PROJECT_TAG}` = '{project}'"
+        return sorted(m.tags[NAME_TAG] for m in self._search_models(query))
 
-    def versions(self, name: str, include_pending: bool = False) -> list[ArtifactVersion]:
-        """Versions of ``name``, oldest first (committed ones only, unless asked)."""
-        found = self.client.search_model_versions(f"name='{name}'", max_results=10000)
-        versions = [self._to_version(mv) for mv in found]
+    def projects(self) -> list[str]:
+        """The projects that hold artifacts in this store, sorted."""
+        models = self._search_models(f"tags.`{KIND_TAG}` = 'artifact'")
+        return sorted({m.tags[PROJECT_TAG] for m in models if PROJECT_TAG in m.tags})
+
+    def versions(
+        self, name: str, include_pending: bool = False, project: str | None = None
+    ) -> list[ArtifactVersion]:
+        """Versions of ``name`` in ``project`` (default: the store's), oldest first.
+
+        Committed versions only, unless ``include_pending``.
+        """
+        project = check_project(project) if project else self.project
+        model = self._registered(project, name)
+        if model is None:
+            return []
+        found = self.client.search_model_versions(f"name='{model.name}'", max_results=10000)
+        versions = [self._to_version(mv, project, name) for mv in found]
         # Search results carry no aliases; the registered model maps each alias to a version.
-        aliases = self._registered(name).aliases if versions else {}
         for version in versions:
-            version.aliases = [a for a, v in aliases.items() if str(v) == version.registry_version]
+            version.aliases = [
+                a for a, v in model.aliases.items() if str(v) == version.registry_version
+            ]
         if not include_pending:
             versions = [v for v in versions if v.state == "committed"]
         versions.sort(key=lambda v: v.version)
@@ -172,19 +281,18 @@ class MlflowArtifactStore:
     def resolve(self, spec: str) -> ArtifactVersion:
         """Find the committed version that ``[project/]name:version_or_alias`` names.
 
+        With no project, the store's own project.
+
         Raises
         ------
         ArtifactNotFoundError
-            With the artifacts, versions and aliases that do exist.
+            With the artifacts (of that project), versions and aliases that do exist.
         """
-        _, name, ref = parse_spec(spec)
-        versions = self.versions(name) if self._registered(name) else []
+        project, name, ref = parse_spec(spec)
+        project = check_project(project) if project else self.project
+        versions = self.versions(name, project=project)
         if not versions:
-            known = ", ".join(self.names()) or "none"
-            raise ArtifactNotFoundError(
-                f"artifact {name!r} not found in the store at {self.tracking_uri} "
-                f"(artifacts there: {known})"
-            )
+            raise ArtifactNotFoundError(self.not_found_message(project, name))
         for version in versions:
             if ref in version.aliases or ref == f"v{version.version}":
                 return version
@@ -193,8 +301,8 @@ class MlflowArtifactStore:
         )
         what = "version" if _VERSION.match(ref) else "alias"
         raise ArtifactNotFoundError(
-            f"{what} {ref!r} of artifact {name!r} not found in the store at {self.tracking_uri} "
-            f"(versions: {listing})"
+            f"{what} {ref!r} of artifact {name!r} not found in project {project!r} of the store "
+            f"at {self.tracking_uri} (versions: {listing})"
         )
 
     def download(self, version: ArtifactVersion, root: str | Path | None = None) -> Path:
@@ -239,18 +347,23 @@ class MlflowArtifactStore:
     ) -> ArtifactVersion:
         """Add ``path`` (a file or folder) as a pending version of ``name`` produced by ``run_id``.
 
-        Content identical to a committed version of ``name`` (or to one this store logged
+        The version belongs to the store's project (a run logs into its own project, as in
+        W&B). Content identical to a committed version of ``name`` (or to one this store logged
         already) returns that version and creates nothing.
         """
-        parse_spec(name)  # rejects names with '/' or ':'
+        if name != name.strip() or not _PROJECT.match(name):
+            raise ValueError(
+                f"artifact name {name!r} must be a bare name (no project/, no :version, none of "
+                f"/ : ' \" \\): a run logs into its own project ({self.project!r})"
+            )
         files = file_digests(Path(path))
         digest = manifest_digest(files)
-        self._ensure_registered(name, type)
+        model_name = self._ensure_registered(name, type)
         for existing in self._pending + self.versions(name):
             if existing.name == name and existing.digest == digest:
                 logger.info("%s: content identical to %s, no new version", name, existing.spec)
                 return existing
-        artifact_path = f"{FILES_PREFIX}/{name}/{digest[:16]}"
+        artifact_path = f"{FILES_PREFIX}/{self.project}/{name}/{digest[:16]}"
         path = Path(path)
         if path.is_file():
             self.client.log_artifact(run_id, str(path), artifact_path=artifact_path)
@@ -265,11 +378,13 @@ class MlflowArtifactStore:
             METADATA_TAG: json.dumps(metadata or {}, sort_keys=True, default=str),
         }
         mv = self.client.create_model_version(
-            name, source=source, run_id=run_id, tags=tags, description=description
+            model_name, source=source, run_id=run_id, tags=tags, description=description
         )
-        version = self._to_version(mv)
+        version = self._to_version(mv, self.project, name)
         self._pending.append(version)
-        logger.info("%s: staged %s (%d files, sha256 %s)", name, version.spec, len(files), digest)
+        logger.info(
+            "%s: staged %s (%d files, sha256 %s)", name, version.qualified_spec, len(files), digest
+        )
         return version
 
     def commit(self) -> list[str]:
@@ -277,7 +392,7 @@ class MlflowArtifactStore:
         committed = []
         for version in self._pending:
             self.client.set_model_version_tag(
-                version.name, version.registry_version, STATE_TAG, "committed"
+                version.registry_name, version.registry_version, STATE_TAG, "committed"
             )
             version.state = "committed"
             committed.append(version.spec)
@@ -289,7 +404,7 @@ class MlflowArtifactStore:
         discarded = []
         for version in self._pending:
             try:
-                self.client.delete_model_version(version.name, version.registry_version)
+                self.client.delete_model_version(version.registry_name, version.registry_version)
                 discarded.append(version.spec)
             except Exception:  # keep discarding the others; a pending version stays invisible
                 logger.exception("could not delete pending version %s", version.spec)
@@ -299,67 +414,109 @@ class MlflowArtifactStore:
     def record_use(self, version: ArtifactVersion, run_id: str, step: str) -> None:
         """Note on ``version`` that ``run_id`` (a run of ``step``) used it."""
         self.client.set_model_version_tag(
-            version.name, version.registry_version, USED_BY_PREFIX + run_id, step
+            version.registry_name, version.registry_version, USED_BY_PREFIX + run_id, step
         )
 
     def set_alias(self, spec: str, alias: str) -> ArtifactVersion:
-        """Point ``alias`` at the version ``spec`` names (moving it from any other version)."""
+        """Point ``alias`` at the version ``spec`` names (moving it from any other version).
+
+        Only versions of the artifact of ``spec``'s project (default: the store's) move.
+        """
         _check_alias(alias)
         version = self._resolve_including_own_pending(spec)
-        self.client.set_registered_model_alias(version.name, alias, version.registry_version)
-        logger.info("alias %r now points at %s", alias, version.spec)
+        self.client.set_registered_model_alias(
+            version.registry_name, alias, version.registry_version
+        )
+        logger.info("alias %r now points at %s", alias, version.qualified_spec)
         return version
 
     def set_alias_if_unset(self, spec: str, alias: str) -> bool:
         """Point ``alias`` at ``spec`` only when no version of that artifact has it yet."""
         _check_alias(alias)
-        _, name, _ = parse_spec(spec)
-        from mlflow.exceptions import MlflowException
-
-        try:
-            self.client.get_model_version_by_alias(name, alias)
+        project, name, _ = parse_spec(spec)
+        model = self._registered(check_project(project) if project else self.project, name)
+        if model is not None and alias in model.aliases:
             return False
-        except MlflowException:
-            self.set_alias(spec, alias)
-            return True
+        self.set_alias(spec, alias)
+        return True
 
     # ----------------------------------------------------------------- helpers
+    def not_found_message(self, project: str, name: str) -> str:
+        """Why ``project/name`` is not found: the project's artifacts, or the store's projects."""
+        where = f"the store at {self.tracking_uri}"
+        known = self.names(project)
+        if known:
+            return (
+                f"artifact {name!r} not found in project {project!r} of {where} "
+                f"(artifacts of {project!r}: {', '.join(known)})"
+            )
+        return (
+            f"artifact {name!r} not found: project {project!r} has no artifacts in {where} "
+            f"(projects there: {', '.join(self.projects()) or 'none'})"
+        )
+
+    def _search_models(self, query: str) -> list[Any]:
+        models = self.client.search_registered_models(filter_string=query, max_results=1000)
+        found = list(models)
+        while token := getattr(models, "token", None):
+            models = self.client.search_registered_models(
+                filter_string=query, max_results=1000, page_token=token
+            )
+            found += list(models)
+        return found
+
     def _resolve_including_own_pending(self, spec: str) -> ArtifactVersion:
-        _, name, ref = parse_spec(spec)
+        project, name, ref = parse_spec(spec)
+        project = project or self.project
         for version in self._pending:
-            if version.name == name and ref == f"v{version.version}":
+            if (version.project, version.name) == (project, name) and ref == f"v{version.version}":
                 return version
         return self.resolve(spec)
 
-    def _registered(self, name: str) -> Any:
-        """The registered model of artifact ``name``, or None when there is none."""
+    def _registered(self, project: str, name: str) -> Any:
+        """The registered model of artifact ``name`` of ``project``, or None when there is none."""
         from mlflow.exceptions import MlflowException
 
         try:
-            model = self.client.get_registered_model(name)
+            model = self.client.get_registered_model(registry_name(project, name))
         except MlflowException:
             return None
-        return model if model.tags.get(KIND_TAG) == "artifact" else None
+        tags = model.tags
+        if tags.get(KIND_TAG) != "artifact" or (tags.get(PROJECT_TAG), tags.get(NAME_TAG)) != (
+            project,
+            name,
+        ):
+            return None
+        return model
 
-    def _ensure_registered(self, name: str, type: str) -> None:
+    def _ensure_registered(self, name: str, type: str) -> str:
+        """Create the registered model of artifact ``name`` unless it exists; return its name."""
         from mlflow.exceptions import MlflowException
 
+        model_name = registry_name(self.project, name)
         try:
-            model = self.client.get_registered_model(name)
+            model = self.client.get_registered_model(model_name)
         except MlflowException:
+            tags = {KIND_TAG: "artifact", TYPE_TAG: type, PROJECT_TAG: self.project, NAME_TAG: name}
             try:
-                self.client.create_registered_model(
-                    name, tags={KIND_TAG: "artifact", TYPE_TAG: type}
-                )
+                self.client.create_registered_model(model_name, tags=tags)
             except MlflowException as exc:  # created meanwhile by a concurrent writer
                 if "already exists" not in str(exc).lower():
                     raise
-            return
-        if model.tags.get(KIND_TAG) != "artifact":
+            return model_name
+        tags = model.tags
+        if tags.get(KIND_TAG) != "artifact":
             raise ValueError(
-                f"{name!r} is a registered model that the artifact store does not manage; "
-                "choose another artifact name"
+                f"{model_name!r} is a registered model that the artifact store does not manage; "
+                f"choose another name for artifact {name!r} of project {self.project!r}"
             )
+        if (tags.get(PROJECT_TAG), tags.get(NAME_TAG)) != (self.project, name):
+            owner = f"{tags.get(PROJECT_TAG)}/{tags.get(NAME_TAG)}"
+            raise ValueError(
+                f"registered model {model_name!r} holds artifact {owner!r}, not "
+                f"{self.project}/{name}: choose another artifact or project name"
+            )
+        return model_name
 
     def _verify(self, version: ArtifactVersion, local: Path) -> None:
         found = file_digests(local)
@@ -371,10 +528,10 @@ class MlflowArtifactStore:
             )
 
     @staticmethod
-    def _to_version(mv: ModelVersion) -> ArtifactVersion:
+    def _to_version(mv: ModelVersion, project: str, name: str) -> ArtifactVersion:
         tags = mv.tags or {}
         return ArtifactVersion(
-            name=mv.name,
+            name=name,
             version=int(mv.version) - 1,
             type=tags.get(TYPE_TAG, ""),
             description=mv.description or "",
@@ -389,4 +546,5 @@ class MlflowArtifactStore:
             source=mv.source,
             state=tags.get(STATE_TAG, "pending"),
             created_ms=mv.creation_timestamp or 0,
+            project=project,
         )

@@ -20,6 +20,7 @@ import csv
 import json
 import logging
 import math
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -57,6 +58,7 @@ COLUMNS = (
 TRAIN_STEP = "train_random_forest"
 WRITTEN_TAG = "util_lib.artifacts_written"
 STORE_TAG = "util_lib.artifact_store"
+PROJECT_TAG = "util_lib.project"
 # Overrides that select what runs rather than what is tuned: never "swept parameters".
 _NOT_PARAMETERS = ("hydra/", "hydra.", "main.")
 
@@ -74,6 +76,7 @@ class JobRow:
     model_export: str = ""
     pipeline_run_id: str = ""
     artifact_store: str = "mlflow"
+    project: str = ""  # the artifacts' project (main.project_name of the sweep)
 
     def parameters(self) -> dict[str, str]:
         """The job's overrides as ``{key: value}``."""
@@ -123,6 +126,7 @@ def collect_jobs(client: MlflowClient, experiment_id: str, multirun_run_id: str)
                 model_export=next(iter(models), ""),
                 pipeline_run_id=pipeline.info.run_id,
                 artifact_store=train.data.tags.get(STORE_TAG, "mlflow") if train else "mlflow",
+                project=train.data.tags.get(PROJECT_TAG, "") if train else "",
             )
         )
     return sorted(rows, key=lambda r: r.job)
@@ -146,15 +150,27 @@ def best_job(rows: list[JobRow]) -> JobRow | None:
 
 
 def promote_command(row: JobRow, tracking_uri: str, cwd: Path) -> str:
-    """The one command that points the alias ``prod`` at the model ``row`` exported."""
+    """The one command that points the alias ``prod`` at the model ``row`` exported.
+
+    The model is named with its project (``project/model_export:vN``) unless that is the one
+    the command finds by default (config.yaml's ``main.project_name``).
+    """
+    from util_lib.store import configured_project
+
+    model = row.model_export
+    if row.project and (row.artifact_store == "wandb" or row.project != configured_project()):
+        model = f"{row.project}/{model}"
     if row.artifact_store == "wandb":
         return (
             'python -c "import wandb; a = wandb.Api().artifact('
-            f"'{row.model_export}'); a.aliases.append('prod'); a.save()\""
+            f"'{model}'); a.aliases.append('prod'); a.save()\""
         )
-    command = f"python -m util_lib.artifacts alias {row.model_export} prod"
+    command = f"python -m util_lib.artifacts alias {model} prod"
     if tracking_uri != f"sqlite:///{cwd.resolve() / 'mlflow.db'}":
-        command = f"MLFLOW_TRACKING_URI={tracking_uri} {command}"
+        # A password in the URI stays out of the report: the reader supplies their own.
+        from util_lib.redact import redact_url
+
+        command = f"MLFLOW_TRACKING_URI={redact_url(tracking_uri)} {command}"
     return command
 
 
@@ -291,7 +307,16 @@ class SweepReport(Callback):
         self._closed = False
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        """Open the multirun run (and the store) before any job starts."""
+        """Check every job's configuration, then open the multirun run (and the store) before
+        any job starts."""
+        from util_lib.config_schema import ConfigError, check_sweep
+
+        try:
+            check_sweep(config)
+        except ConfigError as error:
+            # Hydra turns a callback's exception into a warning: exit, before any run exists.
+            print(error, file=sys.stderr, flush=True)
+            sys.exit(1)
         choices = config.hydra.runtime.choices
         sweep_dir = str(config.hydra.sweep.dir)
         self.context = open_multirun(

@@ -2,7 +2,10 @@
 
 W&B keeps versions, ``latest``, aliases, digests, deduplication and lineage itself; this
 module adapts it to :class:`util_lib.store.MlflowArtifactStore`'s methods, and deletes the
-versions a failed run logged so that a failed step leaves no new version behind.
+versions a failed run logged so that a failed step leaves no new version behind. Projects are
+W&B's own: a spec with no project is in the run's project (which :class:`util_lib.tracking.Run`
+opens as :func:`util_lib.store.default_project`, as the embedded store does), and
+``project/name:ref`` is passed to W&B as ``entity/project/name:ref``.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ def _to_version(artifact: Any) -> ArtifactVersion:
         used_by={},
         aliases=list(artifact.aliases),
         source=artifact.qualified_name,
+        project=artifact.project or "",
     )
 
 
@@ -37,6 +41,7 @@ class WandbArtifactStore:
 
     def __init__(self, run: Any) -> None:
         self.run = run
+        self.project = run.project
         self.tracking_uri = f"wandb:{run.entity}/{run.project}"
         self._artifacts: dict[str, Any] = {}
         self._logged: list[Any] = []
@@ -127,9 +132,9 @@ class WandbArtifactStore:
         """Add ``alias`` to ``spec`` when no version of that artifact has it yet."""
         import wandb
 
-        _, name, _ = parse_spec(spec)
+        project, name, _ = parse_spec(spec)
         try:
-            wandb.Api().artifact(self._qualified(f"{name}:{alias}"))
+            wandb.Api().artifact(self._qualified(f"{project or self.project}/{name}:{alias}"))
             return False
         except wandb.errors.CommError:
             self.set_alias(spec, alias)

@@ -97,7 +97,7 @@ def test_suite_fails_naming_the_drifted_and_invalid_columns(
     log = (tracking / "ml_pipeline.log").read_text()
     assert "test_ks_drift[danceability] FAILED" in log
     assert "column 'danceability' drifted" in log
-    assert "column 'genre' has unknown classes {'Polka': 10}" in log
+    assert "column 'genre' fails isin(KNOWN_GENRES) in 10 rows (e.g. ['Polka'])" in log
     assert "data check FAILED (exit status 1): 2 of 19 checks failed" in log
     run = _last_run()
     assert run.info.status == "FAILED"
@@ -135,3 +135,18 @@ def test_unknown_artifact_fails_naming_it(tracking: Path, clean: pd.DataFrame) -
     assert "alias 'reference'" in errors[0] and "v0" in errors[0]
     assert "data check FAILED (exit status 1)" in errors[1]
     assert _last_run().info.status == "FAILED"
+
+
+def test_the_offline_wandb_run_keeps_the_suite_s_console_output(
+    tracking: Path, clean: pd.DataFrame, half: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reference, sample = _log_versions(clean, half.assign(danceability=half["danceability"] * 0.7))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    result = _run_suite(reference, sample)
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
+    wandb_dir = Path(_last_run().data.tags["wandb.dir"])
+    output = (wandb_dir / "files" / "output.log").read_text()
+    # pytest's own report (stdout) and the checks' log lines (stderr), as the console shows them.
+    assert "test_data.py::test_ks_drift[danceability] FAILED" in output
+    assert "column 'danceability' drifted" in output
+    assert "data check FAILED (exit status 1): 1 of 19 checks failed" in output

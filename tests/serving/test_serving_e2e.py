@@ -260,6 +260,34 @@ def test_a_wrong_type_is_a_400(server: str, reference, songs) -> None:
     assert "column danceability" in answer.json()["message"]
 
 
+@pytest.mark.parametrize(
+    ("column", "value", "bound"),
+    [
+        ("danceability", -50.0, "outside [0.0, 1.0]"),
+        ("key", 99, "outside [-1, 11]"),
+        ("time_signature", 7, "not one the model was trained on [1, 3, 4, 5]"),
+    ],
+)
+def test_a_value_outside_the_domain_is_a_400_naming_column_value_and_bound(
+    server: str, reference, songs, column: str, value: float, bound: str
+) -> None:
+    """The data contract's ranges (and the categories the model knows) guard the server;
+    missing values stay allowed (test_missing_values_in_numerical_and_text_columns_...)."""
+    models, columns = reference
+    rows = songs.iloc[:3][columns].copy()
+    rows.loc[1, column] = value
+    answer = _post(server, rows)
+    assert answer.status_code == 400, answer.text[:2000]
+    message = answer.json()["message"]
+    expected = f"column '{column}': value {value!r} (row 1) is {bound}"
+    assert f"input outside the model's domain: {expected}" in message
+    assert answer.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+    # The other rows alone are fine.
+    assert _predictions(_post(server, rows.drop(index=1))) == list(
+        models["1"].predict(rows.drop(index=1))
+    )
+
+
 def test_malformed_json_is_a_400(server: str) -> None:
     answer = requests.post(
         server, data='{"dataframe_split": {"columns": [', headers=JSON, timeout=60
@@ -326,6 +354,30 @@ def test_mlflow_models_predict_scores_csv_and_json_files(
     )  # fmt: skip
     assert by_folder.returncode == 0, by_folder.stderr[-3000:]
     assert json.loads((outside / "out_json.json").read_text())["predictions"] == expected
+
+
+def test_mlflow_models_predict_scores_the_models_own_input_example(
+    registry, env: dict[str, str], workdir: Path
+) -> None:
+    """The seed's usage: fetch model_export, score its input_example.json with the CLI."""
+    import mlflow.pyfunc
+    from mlflow.models import Model
+
+    fetched = _cli(env, "get", "model_export:latest", "--root", str(workdir / "seed" / "model"))
+    assert fetched.returncode == 0, fetched.stderr
+    scored = _run(
+        ["mlflow", "models", "predict", "-t", "json", "-i", "model/input_example.json",
+         "-m", "model", "--env-manager", "local"],
+        env,
+        workdir / "seed",
+    )  # fmt: skip
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    predictions = json.loads(scored.stdout.strip().splitlines()[-1])["predictions"]
+
+    model_dir = str(workdir / "seed" / "model")
+    rows = Model.load(model_dir).load_input_example(model_dir)
+    assert len(rows) == 5
+    assert predictions == list(mlflow.pyfunc.load_model(model_dir).predict(rows))
 
 
 def test_generated_dockerfile_copies_the_promoted_model(

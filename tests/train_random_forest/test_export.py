@@ -87,8 +87,13 @@ def test_signature_names_the_used_columns(
     assert inputs["loudness"]["type"] == "double" and not inputs["loudness"]["required"]
     assert inputs["key"]["type"] == "long"
     assert inputs["text_feature"]["type"] == "string"
-    example = json.loads((exported / "input_example.json").read_text())
-    assert example["columns"] == list(pipe.feature_names_in_) and len(example["data"]) == 5
+    # input_example.json is a request body (mlflow models predict -i input_example.json);
+    # MLflow's loader reads the split-orient copy that MLmodel names.
+    request = json.loads((exported / "input_example.json").read_text())["dataframe_split"]
+    assert request["columns"] == list(pipe.feature_names_in_) and len(request["data"]) == 5
+    info = yaml.safe_load((exported / "MLmodel").read_text())["saved_input_example_info"]
+    example = json.loads((exported / info["artifact_path"]).read_text())
+    assert example == request
 
 
 def test_loads_and_predicts_without_the_repository(

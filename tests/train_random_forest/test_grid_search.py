@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from train_random_forest.pipeline import build_pipeline, search_parameters
+from util_lib.data_schema import DataContractError
 
 TARGET = "genre"
 
@@ -60,3 +62,12 @@ def test_bad_grid_settings_are_named(
     settings = {k: v for k, v in {**grid, **change}.items() if v is not None}
     with pytest.raises(ValueError, match=message):
         search_parameters(pipe, used, sample.drop(columns=[TARGET]), sample[TARGET], settings)
+
+
+def test_grid_search_stops_on_a_feature_without_values(
+    sample: pd.DataFrame, model_config: dict[str, Any], grid: dict[str, Any]
+) -> None:
+    pipe, used = build_pipeline(model_config)
+    X, y = sample.drop(columns=[TARGET]).assign(energy=np.nan), sample[TARGET]
+    with pytest.raises(DataContractError, match="'energy' fails not_all_missing"):
+        search_parameters(pipe, used, X, y, grid)

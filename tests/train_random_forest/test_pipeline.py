@@ -9,8 +9,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.exceptions import NotFittedError
 from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import Pipeline
+from sklearn.utils.validation import check_is_fitted
 
 from train_random_forest.pipeline import (
     build_pipeline,
@@ -18,6 +20,8 @@ from train_random_forest.pipeline import (
     split_train_val,
     train_and_validate,
 )
+from train_random_forest.plots import feature_importances
+from util_lib.data_schema import DataContractError
 
 
 def _fit(model_config: dict[str, Any], df: pd.DataFrame) -> tuple[Pipeline, float, pd.DataFrame]:
@@ -123,6 +127,53 @@ def test_missing_configured_column_is_named(
         train_and_validate(
             pipe, columns, X_train, y_train, X_val.drop(columns="text_feature"), y_val
         )
+
+
+@pytest.mark.parametrize("column", ["loudness", "tempo"])
+def test_a_feature_without_values_stops_training_naming_it(
+    model_config: dict[str, Any], sample: pd.DataFrame, column: str
+) -> None:
+    # The step's functions in run.py's order. Without the data contract the imputer dropped the
+    # column with a warning and the step crashed in the plot: "zip() argument 2 is shorter
+    # than argument 1".
+    pipe, columns = build_pipeline(model_config)
+    X_train, X_val, y_train, y_val = split_train_val(sample, "genre", 0.3, 42, "genre")
+    X_train[column] = np.nan
+    expected = f"the training data break the data contract.*'{column}' fails not_all_missing"
+    with pytest.raises(DataContractError, match=expected):
+        fitted, _ = train_and_validate(pipe, columns, X_train, y_train, X_val, y_val)
+        feature_importances(fitted)
+    with pytest.raises(NotFittedError):
+        check_is_fitted(pipe)  # stopped before fitting
+
+
+def test_validation_data_outside_the_contract_stops_training_naming_it(
+    model_config: dict[str, Any], sample: pd.DataFrame
+) -> None:
+    pipe, columns = build_pipeline(model_config)
+    X_train, X_val, y_train, y_val = split_train_val(sample, "genre", 0.3, 42, "genre")
+    X_val = X_val.assign(danceability=X_val["danceability"] - 50, key=X_val["key"].astype(float))
+    with pytest.raises(DataContractError) as error:
+        train_and_validate(pipe, columns, X_train, y_train, X_val, y_val)
+    message = str(error.value)
+    assert message.startswith("the validation data break the data contract")
+    assert "column 'danceability' fails in_range(0.0, 1.0) in" in message
+    assert "column 'key' fails dtype('int64'): got float64" in message
+    with pytest.raises(NotFittedError):
+        check_is_fitted(pipe)
+
+
+def test_the_guard_reads_only_the_models_columns(
+    model_config: dict[str, Any], sample: pd.DataFrame
+) -> None:
+    # Columns the model does not read (mode, genre, title...) are check_data's business.
+    df = sample.assign(mode=7, title=None, popularity=np.nan)
+    model_config["features"]["numerical"].append("popularity")  # not in the table's contract
+    pipe, columns = build_pipeline(model_config)
+    X_train, X_val, y_train, y_val = split_train_val(df, "genre", 0.3, 42, "genre")
+    with pytest.raises(DataContractError, match="'popularity' fails not_all_missing") as error:
+        train_and_validate(pipe, columns, X_train, y_train, X_val, y_val)
+    assert "'mode'" not in str(error.value) and "'title'" not in str(error.value)
 
 
 def test_same_seed_same_predictions(model_config: dict[str, Any], sample: pd.DataFrame) -> None:

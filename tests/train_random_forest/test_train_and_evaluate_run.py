@@ -14,6 +14,7 @@ from sklearn.model_selection import train_test_split
 
 from evaluate import run as evaluate_run
 from train_random_forest import run as train_run
+from util_lib.data_schema import DataContractError
 from util_lib.store import ArtifactNotFoundError, MlflowArtifactStore
 from util_lib.tracking import start_run
 
@@ -105,3 +106,23 @@ def test_missing_model_config_is_named(tracking: Path, inputs: dict[str, str]) -
     with pytest.raises(FileNotFoundError, match="nowhere.yaml"):
         train_run.main(args)
     assert _run_of("train_random_forest").info.status == "FAILED"
+
+
+def test_a_feature_without_values_fails_the_run_naming_it(
+    tracking: Path, inputs: dict[str, str]
+) -> None:
+    store = MlflowArtifactStore()
+    train = pd.read_parquet(store.download(store.resolve(inputs["data_train"]), tracking / "dl"))
+    path = tracking / "no_loudness.parquet"
+    train.assign(loudness=float("nan")).to_parquet(path, index=False)
+    with start_run(step="segregate", job_type="split_data") as run:
+        spec = run.log_artifact(path, "data_train", "segregated_data", "loudness all missing")
+
+    with pytest.raises(DataContractError, match="'loudness' fails not_all_missing"):
+        train_run.main(_train_args({**inputs, "data_train": spec}, "model_export"))
+    assert _run_of("train_random_forest").info.status == "FAILED"
+    log = (tracking / "ml_pipeline.log").read_text()
+    assert "train_random_forest failed: DataContractError: the training data break" in log
+    assert "fitting on" not in log  # stopped before fitting
+    with pytest.raises(ArtifactNotFoundError):
+        store.resolve("model_export:latest")

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from util_lib.tracking import start_run
 
 REPO = Path(__file__).resolve().parents[2]
@@ -56,3 +58,47 @@ def test_unknown_names_exit_non_zero_with_what_exists(tracking: Path) -> None:
     bad_version = _cli("alias", "known:v4", "prod")
     assert bad_version.returncode == 1
     assert "v4" in bad_version.stderr and "v0 [latest]" in bad_version.stderr
+
+
+def test_project_option_lists_gets_and_aliases_in_that_project(
+    tracking: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for project, text in (("dev", "dev data"), ("prod", "prod data")):
+        monkeypatch.setenv("WANDB_PROJECT", project)
+        (tracking / "f.txt").write_text(text)
+        with start_run("producer", "test") as run:
+            run.log_artifact(tracking / "f.txt", f"{project}_only", "raw_data", "d")
+            run.log_artifact(tracking / "f.txt", "both", "raw_data", "d")
+    monkeypatch.setenv("WANDB_PROJECT", "dev")
+
+    listed = _cli("list")
+    assert listed.returncode == 0, listed.stderr
+    assert "project: dev" in listed.stdout.splitlines()[0]
+    assert "dev_only:v0" in listed.stdout and "prod_only" not in listed.stdout
+    for args in (("list", "--project", "prod"), ("--project", "prod", "list")):
+        listed = _cli(*args)
+        assert listed.returncode == 0, listed.stderr
+        assert "project: prod" in listed.stdout.splitlines()[0]
+        assert "prod_only:v0" in listed.stdout and "dev_only" not in listed.stdout
+
+    got = _cli("get", "both:v0", "--root", str(tracking / "p"), "--project", "prod")
+    assert got.returncode == 0, got.stderr
+    assert (tracking / "p" / "f.txt").read_text() == "prod data"
+    got = _cli("get", "prod/both:latest", "--root", str(tracking / "q"))
+    assert got.returncode == 0, got.stderr
+    assert (tracking / "q" / "f.txt").read_text() == "prod data"
+
+    aliased = _cli("alias", "both:v0", "reference", "--project", "prod")
+    assert aliased.returncode == 0, aliased.stderr
+    assert "reference -> prod/both:v0" in aliased.stdout
+    both_in_dev = next(line for line in _cli("list").stdout.splitlines() if "both:v0" in line)
+    assert "reference" not in both_in_dev
+
+    missing = _cli("list", "dev_only", "--project", "prod")
+    assert missing.returncode == 1
+    assert "project 'prod'" in missing.stderr and "prod_only" in missing.stderr
+    unknown = _cli("list", "--project", "nowhere")
+    assert unknown.returncode == 0, unknown.stderr
+    assert "no artifacts (other projects: dev, prod)" in unknown.stdout
+    bad = _cli("list", "--project", "a/b")
+    assert bad.returncode == 2 and "not a valid project name" in bad.stderr

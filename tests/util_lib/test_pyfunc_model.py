@@ -1,7 +1,14 @@
-"""The exported model's pyfunc flavor: genres by default, probabilities on request, n_jobs."""
+"""The exported model's pyfunc flavor: genres by default, probabilities on request, n_jobs,
+and the input domain from the data contract."""
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -124,3 +131,163 @@ def test_n_jobs_from_the_flavor_config_and_its_override(exported: Path) -> None:
     assert wider.get_params()["classifier__n_jobs"] == 2
     # The sklearn flavor gives the pipeline as trained.
     assert mlflow.sklearn.load_model(str(exported)).get_params()["classifier__n_jobs"] == -1
+
+
+# ----------------------------------------------------------------------------- input domain
+
+
+@pytest.fixture(scope="module")
+def served(exported: Path):
+    import mlflow.pyfunc
+
+    return mlflow.pyfunc.load_model(str(exported))
+
+
+def _refused(model, rows: pd.DataFrame, params: dict | None = None) -> str:
+    from mlflow.exceptions import MlflowException
+
+    with pytest.raises(MlflowException) as info:
+        model.predict(rows, params=params)
+    assert info.value.error_code == "INVALID_PARAMETER_VALUE"  # HTTP 400
+    return info.value.message
+
+
+def test_the_export_writes_the_domain_from_the_data_contract(
+    exported: Path, fitted: tuple[Pipeline, pd.DataFrame]
+) -> None:
+    from util_lib.data_schema import VALUE_RANGES
+
+    pipe, _ = fitted
+    domain = json.loads((exported / "input_domain.json").read_text())
+    model_columns = set(pipe.feature_names_in_)
+    assert domain["ranges"] == {
+        c: list(bounds) for c, bounds in VALUE_RANGES.items() if c in model_columns
+    }
+    assert domain["ranges"]["danceability"] == [0.0, 1.0]
+    assert "mode" not in domain["ranges"]  # not a feature of the model
+    encoder = pipe["processor"].named_transformers_["categorical"][-1]
+    assert domain["categories"] == {
+        "time_signature": encoder.categories_[0].tolist(),
+        "key": encoder.categories_[1].tolist(),
+    }
+    assert domain["categories"]["time_signature"] == [1, 3, 4, 5]
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "bound"),
+    [
+        ("danceability", -50.0, "outside [0.0, 1.0]"),
+        ("key", 99, "outside [-1, 11]"),
+        ("time_signature", 7, "not one the model was trained on [1, 3, 4, 5]"),
+        ("duration_ms", 250, "outside [1000, 7200000]"),
+        ("tempo", 1e9, "outside [0.0, 300.0]"),
+    ],
+)
+def test_a_value_outside_the_domain_is_refused_naming_column_value_and_bound(
+    served, fitted: tuple[Pipeline, pd.DataFrame], column: str, value: float, bound: str
+) -> None:
+    _, rows = fitted
+    bad = rows.iloc[:4].copy()
+    bad.loc[2, column] = value
+    expected = f"column '{column}': value {value!r} (row 2) is {bound}"
+    for params in (None, {"predict_method": "predict_proba"}):
+        message = _refused(served, bad, params)
+        assert message == f"input outside the model's domain: {expected}"
+
+
+def test_every_column_outside_the_domain_is_named_once(served, fitted) -> None:
+    _, rows = fitted
+    bad = rows.iloc[:6].copy()
+    bad.loc[[1, 3, 4, 5], "danceability"] = [-50.0, 2.0, 3.0, 4.0]
+    bad.loc[0, ["key", "time_signature"]] = [99, 7]
+    message = _refused(served, bad)
+    assert "column 'danceability': value -50.0 (row 1; 4 rows in all, e.g. rows [1, 3, 4])" in (
+        message
+    )
+    assert "column 'key': value 99 (row 0)" in message
+    assert "column 'time_signature': value 7 (row 0)" in message
+    assert message.count("column '") == 3
+
+
+def test_the_bounds_themselves_and_missing_values_are_allowed(
+    served, fitted: tuple[Pipeline, pd.DataFrame]
+) -> None:
+    pipe, rows = fitted
+    edge = rows.iloc[:6].copy()
+    edge.loc[0, ["danceability", "energy"]] = [0.0, 1.0]
+    edge.loc[1, ["loudness", "tempo", "valence"]] = np.nan  # imputed by the pipeline
+    edge.loc[2, "loudness"] = -60.0
+    edge["text_feature"] = edge["text_feature"].astype(object)
+    edge.loc[3, "text_feature"] = None
+    np.testing.assert_array_equal(served.predict(edge), pipe.predict(edge))
+
+
+def test_text_in_a_numerical_column_is_a_bad_request(fitted) -> None:
+    from util_lib.pyfunc_model import GenreClassifier, InputDomain
+
+    pipe, rows = fitted
+    model = GenreClassifier(pipe, domain=InputDomain({"tempo": (0.0, 300.0)}))
+    bad = rows.iloc[:2].astype({"tempo": object})
+    bad.loc[0, "tempo"] = "fast"
+    message = _refused(model, bad)
+    assert message.startswith("the model cannot use this input") and "fast" in message
+
+
+@pytest.fixture
+def without_domain(exported: Path, tmp_path: Path) -> Path:
+    """A copy of the exported model as exported before the input domain existed."""
+    old = tmp_path / "old_model"
+    shutil.copytree(exported, old)
+    (old / "input_domain.json").unlink()
+    return old
+
+
+def test_a_model_exported_before_the_domain_loads_and_predicts_unchecked(
+    without_domain: Path, fitted: tuple[Pipeline, pd.DataFrame], caplog: pytest.LogCaptureFixture
+) -> None:
+    import mlflow.pyfunc
+
+    pipe, rows = fitted
+    with caplog.at_level(logging.WARNING, logger="util_lib.pyfunc_model"):
+        model = mlflow.pyfunc.load_model(str(without_domain))
+    assert "has no input_domain.json" in caplog.text
+    assert "not checked" in caplog.text
+    bad = rows.iloc[:3].assign(danceability=-50.0)
+    np.testing.assert_array_equal(model.predict(bad), pipe.predict(bad))
+
+
+def test_a_malformed_domain_file_fails_loading_naming_it(without_domain: Path) -> None:
+    import mlflow.pyfunc
+
+    (without_domain / "input_domain.json").write_text('{"ranges": {"tempo": [0.0]}}')
+    with pytest.raises(ValueError, match="input_domain.json: not a valid input domain"):
+        mlflow.pyfunc.load_model(str(without_domain))
+
+
+def test_loading_and_predicting_do_not_import_pandera(
+    exported: Path, fitted, tmp_path: Path
+) -> None:
+    # As served: from outside the repository, util_lib only from the model's own code/.
+    _, rows = fitted
+    rows.iloc[:3].assign(danceability=-50.0).to_parquet(tmp_path / "rows.parquet")
+    script = (
+        "import sys, mlflow.pyfunc, pandas as pd\n"
+        "from mlflow.exceptions import MlflowException\n"
+        f"model = mlflow.pyfunc.load_model({str(exported)!r})\n"
+        "rows = pd.read_parquet('rows.parquet')\n"
+        "try:\n"
+        "    model.predict(rows)\n"
+        "except MlflowException as exc:\n"
+        "    print(exc.message)\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in {'pandera', 'util_lib'}))\n"
+        "print(sys.modules['util_lib'].__file__)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    refused, modules, util_lib_file = done.stdout.strip().splitlines()[-3:]
+    assert refused.startswith("input outside the model's domain: column 'danceability'")
+    assert "pandera" not in modules and "util_lib.pyfunc_model" in modules
+    assert util_lib_file.startswith(str(exported / "code"))

@@ -11,6 +11,7 @@ import pytest
 from mlflow import MlflowClient
 
 from util_lib.registry import (
+    ARTIFACT_PROJECT_TAG,
     ARTIFACT_SOURCE_TAG,
     ARTIFACT_STORE_TAG,
     ARTIFACT_TAG,
@@ -71,8 +72,10 @@ def test_registering_the_same_artifact_version_twice_makes_one_version(tracking:
 
 
 def test_a_name_taken_by_an_artifact_fails_the_run_and_leaves_nothing(tracking: Path) -> None:
-    with pytest.raises(ValueError, match="'model_export' is taken by an artifact"):
-        _train(tracking, "a", name="model_export")
+    # The artifact `model_export` of the project is the registered model `<project>.model_export`.
+    taken = f"{MlflowArtifactStore().project}.model_export"
+    with pytest.raises(ValueError, match=f"'{taken}' is taken by an artifact"):
+        _train(tracking, "a", name=taken)
     with pytest.raises(ArtifactNotFoundError):
         MlflowArtifactStore().resolve("model_export:v0")
 
@@ -135,3 +138,39 @@ def test_the_artifacts_command_line_promotes_both(tracking: Path) -> None:
         f"prod -> models:/{MODEL}/2 (serve models:/{MODEL}@prod)",
     ]
     assert _alias(MlflowClient(), "prod") == "2"
+
+
+def _train_in(project: str, tmp: Path, text: str) -> str:
+    """A training run of W&B project ``project`` (the pipeline sets WANDB_PROJECT)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("WANDB_PROJECT", project)
+        return _train(tmp, text)
+
+
+def test_each_project_promotes_and_scores_only_its_own_versions(
+    tracking: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Both projects register their model_export:v0 into the same registered model.
+    assert _train_in("dev", tracking, "a") == "model_export:v0"  # registry version 1
+    assert _train_in("prod", tracking, "b") == "model_export:v0"  # registry version 2
+    client = MlflowClient()
+    assert client.get_model_version(MODEL, "2").tags[ARTIFACT_PROJECT_TAG] == "prod"
+
+    monkeypatch.setenv("WANDB_PROJECT", "dev")
+    assert promote("model_export:v0", "prod").registry_versions == [(MODEL, "1")]
+    assert _alias(client, "prod") == "1"
+    # From dev, the other project's version is named with its project.
+    promotion = promote("prod/model_export:v0", "prod")
+    assert promotion.lines()[0] == "prod -> prod/model_export:v0"
+    assert promotion.registry_versions == [(MODEL, "2")]
+    assert MlflowArtifactStore(project="prod").resolve("model_export:prod").digest != (
+        MlflowArtifactStore(project="dev").resolve("model_export:prod").digest
+    )
+    assert promote("model_export:v0", "staging", project="prod").registry_versions == [(MODEL, "2")]
+    with pytest.raises(ArtifactNotFoundError, match="staging"):
+        MlflowArtifactStore(project="dev").resolve("model_export:staging")
+
+    with start_run("evaluate", "test_model") as run:
+        tagged = record_evaluation(run, "model_export:v0", {"test_auc": 0.9})
+    assert [str(mv.version) for mv in tagged] == ["1"]
+    assert "test_auc" not in client.get_model_version(MODEL, "2").tags

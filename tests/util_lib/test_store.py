@@ -11,6 +11,8 @@ import pytest
 from util_lib.store import ArtifactNotFoundError, MlflowArtifactStore, parse_spec
 from util_lib.tracking import start_run
 
+REPO = Path(__file__).resolve().parents[2]
+
 
 def _write(path: Path, text: str) -> Path:
     path.write_text(text)
@@ -144,3 +146,104 @@ def test_two_concurrent_writers_get_distinct_versions(
     versions = MlflowArtifactStore().versions("shared")
     assert sorted(v.spec for v in versions) == specs
     assert len({v.digest for v in versions}) == 2
+
+
+# ------------------------------------------------------------------------------- projects
+def _log_in(project: str, tmp: Path, name: str, text: str) -> str:
+    """Log as a step of W&B project ``project`` does (the pipeline sets WANDB_PROJECT)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("WANDB_PROJECT", project)
+        return _log(tmp, name, text)
+
+
+def test_two_projects_neither_see_nor_move_each_others_versions(tracking: Path) -> None:
+    assert _log_in("dev", tracking, "shared", "a") == "shared:v0"
+    assert _log_in("dev", tracking, "shared", "b") == "shared:v1"
+    # The same name in another project starts at v0, and the same content is not deduplicated
+    # against the other project's version.
+    assert _log_in("prod", tracking, "shared", "a") == "shared:v0"
+    dev, prod = MlflowArtifactStore(project="dev"), MlflowArtifactStore(project="prod")
+    assert [v.spec for v in dev.versions("shared")] == ["shared:v0", "shared:v1"]
+    assert [v.spec for v in prod.versions("shared")] == ["shared:v0"]
+    assert dev.resolve("shared:latest").digest != prod.resolve("shared:latest").digest
+    assert prod.resolve("shared:v0").project == "prod"
+    assert prod.download(prod.resolve("shared:latest")).read_text() == "a"
+
+    assert dev.set_alias_if_unset("shared:v0", "reference") is True
+    # prod has no `reference` yet: dev's does not count.
+    assert prod.set_alias_if_unset("shared:v0", "reference") is True
+    dev.set_alias("shared:v1", "prod")
+    with pytest.raises(ArtifactNotFoundError, match=r"alias 'prod'.*project 'prod'"):
+        prod.resolve("shared:prod")
+    prod.set_alias("shared:v0", "prod")
+    assert dev.resolve("shared:prod").spec == "shared:v1"  # not moved by prod's alias
+    assert dev.resolve("shared:reference").spec == "shared:v0"
+    assert prod.versions("shared")[0].aliases == ["latest", "prod", "reference"]
+    assert dev.names() == prod.names() == ["shared"]
+    assert dev.projects() == ["dev", "prod"]
+
+
+def test_a_spec_naming_a_project_resolves_there_and_records_the_use(tracking: Path) -> None:
+    _log_in("dev", tracking, "data", "dev data")
+    _log_in("prod_project", tracking, "data", "prod one")
+    _log_in("prod_project", tracking, "data", "prod two")
+    dev = MlflowArtifactStore(project="dev")
+    version = dev.resolve("prod_project/data:latest")
+    assert (version.project, version.spec) == ("prod_project", "data:v1")
+    assert version.qualified_spec == "prod_project/data:v1"
+    assert dev.resolve("data:latest").spec == "data:v0"  # the store's own project is untouched
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("WANDB_PROJECT", "dev")
+        with start_run("consumer", "test") as run:
+            path = run.use_artifact("prod_project/data:latest")
+            run.use_artifact("data:latest")
+    assert path.read_text() == "prod two"
+    # The use is recorded with the project when it is another project's version.
+    assert run.used == ["prod_project/data:v1", "data:v0"]
+    consumer = MlflowArtifactStore(project="prod_project").resolve("data:v1").used_by
+    assert consumer == {run.run_id: "consumer"}
+
+
+def test_an_unknown_project_or_artifact_names_what_exists(tracking: Path) -> None:
+    _log_in("dev", tracking, "only_in_dev", "x")
+    _log_in("prod", tracking, "only_in_prod", "y")
+    dev = MlflowArtifactStore(project="dev")
+    with pytest.raises(
+        ArtifactNotFoundError, match=r"project 'nowhere'.*projects there: dev, prod"
+    ):
+        dev.resolve("nowhere/only_in_dev:latest")
+    # The listing names the project's artifacts, not the other project's.
+    with pytest.raises(ArtifactNotFoundError, match=r"project 'dev'.*: only_in_dev\)") as error:
+        dev.resolve("only_in_prod:latest")
+    assert "only_in_prod" not in str(error.value).split("artifacts of")[1]
+    with pytest.raises(ArtifactNotFoundError, match="nowhere"):
+        MlflowArtifactStore(project="nowhere").resolve("only_in_dev")
+
+
+def test_default_project_is_wandb_project_else_config_yaml(
+    tracking: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import yaml
+
+    configured = yaml.safe_load((REPO / "config.yaml").read_text())["main"]["project_name"]
+    monkeypatch.delenv("WANDB_PROJECT", raising=False)
+    assert MlflowArtifactStore().project == configured
+    monkeypatch.setenv("WANDB_PROJECT", "from_env")
+    assert MlflowArtifactStore().project == "from_env"
+    assert MlflowArtifactStore(project="given").project == "given"
+    with pytest.raises(ValueError, match=r"project 'a/b' is not a valid project name"):
+        MlflowArtifactStore(project="a/b")
+
+
+def test_registry_names_the_project_and_the_tags_tell_them_apart(tracking: Path) -> None:
+    from mlflow import MlflowClient
+
+    _log_in("a", tracking, "b.c", "x")
+    model = MlflowClient().get_registered_model("a.b.c")
+    assert (model.tags["util_lib.project"], model.tags["util_lib.name"]) == ("a", "b.c")
+    # Project "a.b" and artifact "c" would share the registered model's name: refused, clearly.
+    with pytest.raises(ValueError, match=r"'a\.b\.c' holds artifact 'a/b\.c', not a\.b/c"):
+        _log_in("a.b", tracking, "c", "y")
+    assert MlflowArtifactStore(project="a.b").names() == []
+    with pytest.raises(ValueError, match="must be a bare name"):
+        _log_in("a", tracking, "other/thing", "z")

@@ -123,5 +123,24 @@ def test_promote_command_names_the_store_unless_it_is_the_default(tmp_path: Path
         "MLFLOW_TRACKING_URI=http://127.0.0.1:5000 "
         "python -m util_lib.artifacts alias model_export:v4 prod"
     )
+    # A password in the tracking URI never reaches the report.
+    assert promote_command(row, "http://alice:hunter2@h:5000", tmp_path).startswith(
+        "MLFLOW_TRACKING_URI=http://alice:***@h:5000 python -m util_lib.artifacts"
+    )
     row.artifact_store = "wandb"
     assert "wandb.Api().artifact('model_export:v4')" in promote_command(row, default, tmp_path)
+
+
+def test_promote_command_names_the_project_unless_it_is_config_yaml_s(tmp_path: Path) -> None:
+    from util_lib.store import configured_project
+
+    row = _row(1, 10, 10, 0.95)
+    default = f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
+    row.project = configured_project()
+    assert promote_command(row, default, tmp_path).endswith("alias model_export:v4 prod")
+    row.project = "genres_prod"
+    assert promote_command(row, default, tmp_path) == (
+        "python -m util_lib.artifacts alias genres_prod/model_export:v4 prod"
+    )
+    row.artifact_store = "wandb"
+    assert "artifact('genres_prod/model_export:v4')" in promote_command(row, default, tmp_path)

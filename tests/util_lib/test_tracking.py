@@ -97,3 +97,26 @@ def test_log_figure_renders_one_png_for_mlflow_and_offline_wandb(
     images = list((wandb_dir / "files" / "media" / "images").glob("line_*.png"))
     assert len(images) == 1
     assert images[0].read_bytes() == Path(logged).read_bytes()
+
+
+def test_the_offline_wandb_run_keeps_the_step_s_console_output(
+    tracking: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import logging
+    import uuid
+
+    from mlflow import MlflowClient
+
+    from util_lib.tracking import open_run
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    printed, logged = f"printed {uuid.uuid4().hex}", f"logged {uuid.uuid4().hex}"
+    run = open_run("talking", "test")
+    print(printed)
+    logging.getLogger("talking").info(logged)  # util_lib's handler writes it to stderr
+    run.close()
+
+    wandb_dir = Path(MlflowClient().get_run(run.run_id).data.tags["wandb.dir"])
+    output = (wandb_dir / "files" / "output.log").read_text()
+    assert printed in output
+    assert f"[talking] talking: {logged}" in output
