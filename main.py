@@ -157,6 +157,7 @@ def step_parameters(
             "test_size": data.test_size,
             "random_seed": config.main.random_seed,
             "stratify": null_or(data.stratify),
+            "allow_unchecked": str(bool(data.allow_unchecked)).lower(),
         }
     if step == "train_random_forest":
         return {
@@ -315,13 +316,16 @@ def run_pipeline(config: DictConfig, output_dir: Path) -> float | None:
     from util_lib.arguments import hide_secrets
     from util_lib.backends import choose_backends
     from util_lib.logs import setup_logging
+    from util_lib.redact import git_credentials
 
     base = Path.cwd()
     steps = selected_steps(config.main.execute_steps)
-    uris = {
-        s: step_uri(s, config.main.components_repository, config.main.components_version)
-        for s in steps
-    }
+    repository = config.main.components_repository
+    if repository:
+        # MLflow records and prints the URI of each step: git alone gets the credentials.
+        repository, git_env = git_credentials(str(repository))
+        os.environ.update(git_env)
+    uris = {s: step_uri(s, repository, config.main.components_version) for s in steps}
     log_file = _configure_environment(config, base)
     setup_logging("main")
     backends = choose_backends(config.main.artifact_store)
@@ -338,10 +342,10 @@ def run_pipeline(config: DictConfig, output_dir: Path) -> float | None:
         logger.info(
             "pipeline run %s; steps %s; env manager %s", parent.info.run_id, steps, env_manager
         )
-        if config.main.components_repository:
+        if repository:
             logger.info(
                 "steps from %s at %s",
-                config.main.components_repository,
+                repository,
                 config.main.components_version or "its default branch",
             )
         client = mlflow.MlflowClient()

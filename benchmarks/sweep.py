@@ -2,10 +2,10 @@
 
     python benchmarks/sweep.py [--data dataset/genres_mod.parquet]
 
-On a fresh tracking store, one run prepares the data (get_data, preprocess, segregate; not
-timed). Then the same 8-job sweep of `train_random_forest,evaluate` (max_depth 10, 15, 20, 25
-x tfidf.max_features 10, 20; config.yaml's number of trees) runs three times through
-`mlflow run . -m`:
+On a fresh tracking store, one run prepares the data (get_data, preprocess, check_data,
+segregate; not timed). Then the same 8-job sweep of `train_random_forest,evaluate` (max_depth
+10, 15, 20, 25 x tfidf.max_features 10, 20; config.yaml's number of trees) runs three times
+through `mlflow run . -m`:
 
 (a) hydra/launcher=basic, forest n_jobs=-1: the baseline, jobs in turn, each fit on all cores;
 (b) hydra/launcher=joblib (one worker per core), forest n_jobs=1: a core per job;
@@ -66,7 +66,7 @@ def main() -> None:
         store = Path(tmp)
         prepare = (
             f"data.file_url={args.data.resolve()} "
-            "main.execute_steps='get_data,preprocess,segregate' "
+            "main.execute_steps='get_data,preprocess,check_data,segregate' "
             f"hydra.run.dir={store / 'outputs'}"
         )
         print(f"preparing the data: {mlflow_run(store, prepare)[0]:.1f} s (not counted)")

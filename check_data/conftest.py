@@ -1,8 +1,14 @@
 """pytest set-up of the data-check suite: its options, the tracked run and the two datasets.
 
 The suite runs as one tracked step run (``check_data``, job type ``data_check``): the first
-test that needs data opens it and resolves both artifacts; ``pytest_sessionfinish`` logs the
-results as metrics and ends it, failed when any test failed.
+test that needs data opens it and resolves both artifacts; ``pytest_sessionfinish`` records the
+verdict on the sample's version (``passed`` or ``failed``, with this run's id), logs the results
+as metrics and ends the run, failed when any test failed.
+
+The reference is trusted data, so only checked data becomes it: while the alias that
+``--reference_artifact`` names (``preprocessed_data:reference``) is on no version of the
+sample's artifact, the drift tests are skipped with a notice, and a sample that passes every
+other check gets the alias. Any other reference that does not resolve stops the suite.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import pandas as pd
 import pytest
 
 from check_data.checks import KL_THRESHOLD, NUMERICAL_COLUMNS, KSResult, ks_drift
+from util_lib.store import parse_spec
 
 if TYPE_CHECKING:
     from util_lib.tracking import Run
@@ -25,6 +32,10 @@ _OPTIONS = ("reference_artifact", "sample_artifact", "ks_alpha")
 _RUN = pytest.StashKey["Run"]()
 _METRICS = pytest.StashKey[dict[str, float]]()
 _PASSED = pytest.StashKey[bool]()
+# The sample's resolved version (name:vN), once resolved: the version the verdict is recorded on.
+_SAMPLE = pytest.StashKey[str]()
+# The reference spec whose alias is on no version yet (the sample gets it if it passes).
+_NO_REFERENCE = pytest.StashKey[str]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -83,24 +94,58 @@ def run(pytestconfig: pytest.Config) -> Run:
     return tracked
 
 
+def _same_artifact(run: Run, first: str, second: str) -> bool:
+    """Whether two specs name the same artifact (of the same project)."""
+    (p1, n1, _), (p2, n2, _) = parse_spec(first), parse_spec(second)
+    return (p1 or run.project, n1) == (p2 or run.project, n2)
+
+
+def _no_reference_notice(spec: str) -> str:
+    project, name, alias = parse_spec(spec)
+    artifact = f"{project}/{name}" if project else name
+    return f"no reference yet: no version of {artifact} has the alias {alias!r}"
+
+
+def _no_reference_yet(run: Run, reference: str, sample: str) -> bool:
+    """Whether ``reference`` is an alias of the sample's artifact that no version has yet."""
+    try:
+        return _same_artifact(run, reference, sample) and run.alias_unset(reference)
+    except Exception:  # a spec that does not parse: the resolution's own error names it
+        return False
+
+
 @pytest.fixture(scope="session")
-def artifact_paths(run: Run, pytestconfig: pytest.Config) -> dict[str, Path]:
-    """Resolve both artifacts to local files; warn when they are the same version."""
-    paths, versions = {}, {}
+def artifact_paths(run: Run, pytestconfig: pytest.Config) -> dict[str, Path | None]:
+    """Resolve both artifacts to local files (the reference to None while there is none yet);
+    warn when they are the same version."""
+    paths: dict[str, Path | None] = {}
+    versions: dict[str, str | None] = {}
+    sample = pytestconfig.getoption("sample_artifact")
     for role in ("reference_artifact", "sample_artifact"):
         spec = pytestconfig.getoption(role)
         try:
             paths[role] = run.use_artifact(spec)
         except Exception as exc:
+            if role == "reference_artifact" and _no_reference_yet(run, spec, sample):
+                logger.warning(
+                    "%s (--reference_artifact %s): the drift tests are skipped; the sample gets "
+                    "the alias if it passes every other check",
+                    _no_reference_notice(spec),
+                    spec,
+                )
+                pytestconfig.stash[_NO_REFERENCE] = spec
+                paths[role] = versions[role] = None
+                continue
             # Without the data no check can run: stop once here rather than error every test.
             logger.error("cannot resolve --%s %s: %s: %s", role, spec, type(exc).__name__, exc)
             pytest.exit(f"check_data cannot resolve --{role} {spec}: {exc}", returncode=1)
         # Run.used lists the resolved `name:vN` of every artifact used, in order.
         versions[role] = run.used[-1]
+    pytestconfig.stash[_SAMPLE] = versions["sample_artifact"]
     if versions["reference_artifact"] == versions["sample_artifact"]:
         logger.warning(
             "reference %r and sample %r are the same version %s: the drift tests compare the "
-            "data with itself (expected on the first run of a fresh store)",
+            "data with itself",
             pytestconfig.getoption("reference_artifact"),
             pytestconfig.getoption("sample_artifact"),
             versions["sample_artifact"],
@@ -109,7 +154,7 @@ def artifact_paths(run: Run, pytestconfig: pytest.Config) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
-def data(artifact_paths: dict[str, Path]) -> pd.DataFrame:
+def data(artifact_paths: dict[str, Path | None]) -> pd.DataFrame:
     """The data to check (``--sample_artifact``), read once per session."""
     df = pd.read_parquet(artifact_paths["sample_artifact"])
     logger.info("sample data: %d rows, %d columns", *df.shape)
@@ -117,8 +162,14 @@ def data(artifact_paths: dict[str, Path]) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="session")
-def ref_data(artifact_paths: dict[str, Path]) -> pd.DataFrame:
-    """The trusted data (``--reference_artifact``), read once per session."""
+def ref_data(artifact_paths: dict[str, Path | None], pytestconfig: pytest.Config) -> pd.DataFrame:
+    """The trusted data (``--reference_artifact``), read once per session; the tests that need
+    it are skipped while there is no reference yet."""
+    if artifact_paths["reference_artifact"] is None:
+        pytest.skip(
+            f"{_no_reference_notice(pytestconfig.stash[_NO_REFERENCE])} (check_data sets it on "
+            "the first sample that passes every other check)"
+        )
     df = pd.read_parquet(artifact_paths["reference_artifact"])
     logger.info("reference data: %d rows, %d columns", *df.shape)
     return df
@@ -156,8 +207,29 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         logger.info("%s skipped", report.nodeid)
 
 
+def _record_verdict(tracked: Run, config: pytest.Config, exitstatus: int) -> bool:
+    """Record on the sample's version whether it passed, and give a passing sample the
+    reference alias that is on no version yet. Returns False when recording failed."""
+    sample = config.stash.get(_SAMPLE, None)
+    # Only a suite that ran to its end has a verdict (not one interrupted or stopped early).
+    if sample is None or exitstatus not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
+        return True
+    passed = exitstatus == pytest.ExitCode.OK
+    try:
+        tracked.record_check(sample, passed)
+        reference = config.stash.get(_NO_REFERENCE, None)
+        if passed and reference is not None:
+            # Drift was skipped, so "passed" means every other check passed.
+            tracked.set_alias_if_unset(sample, parse_spec(reference)[2])
+    except Exception as exc:
+        logger.error("cannot record the data check on %s: %s: %s", sample, type(exc).__name__, exc)
+        return False
+    return True
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Log the results as metrics and end the run, failed when any check failed."""
+    """Record the verdict on the sample, log the results as metrics and end the run, failed
+    when any check failed (or the verdict could not be recorded)."""
     tracked = session.config.stash.get(_RUN, None)
     if tracked is None:
         return  # no test opened the run (usage error, nothing collected)
@@ -165,6 +237,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     values["checks_failed"] = session.testsfailed
     values["checks_run"] = session.testscollected
     failed = exitstatus != 0
+    if not _record_verdict(tracked, session.config, exitstatus) and not failed:
+        failed = True
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
     try:
         tracked.log_metrics(values)
     finally:

@@ -39,13 +39,14 @@ def main(argv: list[str] | None = None) -> None:
     """Load the model and the test data, log the test scores and confusion matrix."""
     args = parse_args(argv)
     with start_run(step="evaluate", job_type="test_model", config=vars(args)) as run:
-        import mlflow.sklearn
+        from util_lib.pyfunc_model import load_pipeline
 
-        model_dir = run.use_artifact(args.model_export)
+        model_dir = run.use_artifact(args.model_export)  # its files checked against their digests
         model_spec = run.used[-1]  # the exact version (model_export:v3), even if args say latest
-        # The model's MLmodel lists the types skops may load (see train_random_forest/export.py)
-        # and its code/ folder brings util_lib.transformers along.
-        model = mlflow.sklearn.load_model(str(model_dir))
+        # The MLflow logged model that train made of it (none for models exported before).
+        model_id = run.used_versions[-1].metadata.get("model_id")
+        # skops loads only the types util_lib.pyfunc_model trusts, whatever MLmodel says.
+        model = load_pipeline(model_dir)
         # One thread: a forest's threads add up tree probabilities in a varying order, so the
         # predictions behind the accuracy and the confusion matrix could differ between runs
         # (score_auc already scores on one thread).
@@ -57,7 +58,8 @@ def main(argv: list[str] | None = None) -> None:
         scores = score_model(model, df, target=TARGET)
         logger.info("test AUC %.4f, test accuracy %.4f", scores["auc"], scores["accuracy"])
         test_scores = {f"test_{name}": value for name, value in scores.items()}
-        run.log_summary(test_scores)
+        # The test scores are also the logged model's, beside its validation AUC.
+        run.log_summary(test_scores, model_id=model_id)
         # The registry version of this model (if the training run registered it) keeps them too.
         record_evaluation(run, model_spec, {**test_scores, "test_data": test_spec})
         run.log_figure(

@@ -17,7 +17,7 @@ def score_model(model: Any, df: pd.DataFrame, target: str = "genre") -> dict[str
     ----------
     model : classifier
         Fitted, with ``predict``, ``predict_proba`` and ``classes_`` (e.g. the exported
-        pipeline loaded with ``mlflow.sklearn.load_model``).
+        pipeline loaded with ``util_lib.pyfunc_model.load_pipeline``).
     df : pandas.DataFrame
         Features and target; columns the model does not read are ignored.
     target : str, default="genre"

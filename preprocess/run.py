@@ -16,7 +16,6 @@ from util_lib.tracking import start_run
 logger = logging.getLogger("preprocess.run")
 
 OUTPUT_FILE = "preprocessed_data.parquet"
-REFERENCE_ALIAS = "reference"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -57,12 +56,8 @@ def main(argv: list[str] | None = None) -> None:
             metadata=counts,
         )
         run.log_summary(counts)
+        # No alias here: the drift reference is data check_data has passed (it sets the alias).
         logger.info("Logged %s: %s", spec, counts)
-
-        # The first preprocessed version becomes the trusted drift reference of check_data
-        # (util_lib logs whether the alias was set or left on an earlier version).
-        reference_set = run.set_alias_if_unset(spec, REFERENCE_ALIAS)
-        run.log_summary({"reference_alias_set": reference_set})
 
 
 if __name__ == "__main__":

@@ -9,12 +9,24 @@ from pathlib import Path
 
 import pandas as pd
 
+from segregate.gate import require_checked
 from segregate.split import split_data
 from util_lib.arguments import optional
 from util_lib.process_exit import exit_quickly
 from util_lib.tracking import start_run
 
 logger = logging.getLogger("segregate.run")
+_TRUE = frozenset({"true", "1", "yes"})
+_FALSE = frozenset({"false", "0", "no"})
+
+
+def flag(value: str) -> bool:
+    """Read a true/false parameter (MLflow hands ``true``, ``True``, ``1``...) as a bool."""
+    text = value.strip().lower()
+    if text in _TRUE | _FALSE:
+        return text in _TRUE
+    raise argparse.ArgumentTypeError(f"{value!r} is not true or false")
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse the step's command line."""
@@ -34,6 +46,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--stratify", type=str, required=True, help='column to stratify by; "" or null: none'
     )
+    parser.add_argument(
+        "--allow_unchecked",
+        type=flag,
+        default=False,
+        help="split data that failed its check or was never checked (a warning is logged)",
+    )
     return parser.parse_args(argv)
 
 
@@ -45,7 +63,10 @@ def main(argv: list[str] | None = None) -> None:
         start_run(step="segregate", job_type="split_data", config=vars(args)) as run,
         tempfile.TemporaryDirectory() as tmp_dir,
     ):
-        path = run.use_artifact(args.input_artifact)
+        version = run.resolve(args.input_artifact)
+        require_checked(version, args.allow_unchecked)
+        # The version just checked, even if `latest` moved meanwhile.
+        path = run.use_artifact(version.qualified_spec)
         train, test = split_data(pd.read_parquet(path), args.test_size, args.random_seed, stratify)
 
         for part, frame in (("train", train), ("test", test)):

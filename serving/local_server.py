@@ -1,7 +1,9 @@
-"""Start `mlflow models serve` on 127.0.0.1 for as long as a ``with`` block lasts.
+"""Start a model server on 127.0.0.1 for as long as a ``with`` block lasts: the verified one
+(``python -m serving serve``) or MLflow's plain ``mlflow models serve``.
 
 Used by the serving tests and benchmarks/serving.py; by hand, run the command itself:
 
+    python -m serving serve -m "models:/music_genre_classification@prod"
     mlflow models serve -m "models:/music_genre_classification@prod" --env-manager local
 """
 
@@ -20,12 +22,20 @@ from pathlib import Path
 
 import requests
 
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port on ``host`` that nothing listens on now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def verified_serve_command(model_uri: str, host: str, port: int) -> list[str]:
+    """The ``python -m serving serve`` command line: files checked, then MLflow's server."""
+    return [sys.executable, "-m", "serving", "serve", "-m", model_uri, "--host", host,
+            "--port", str(port)]  # fmt: skip
 
 
 def serve_command(model_uri: str, host: str, port: int) -> list[str]:
@@ -55,6 +65,7 @@ def serve(
     env: dict[str, str] | None = None,
     host: str = "127.0.0.1",
     timeout: float = 180.0,
+    verified: bool = False,
 ) -> Iterator[str]:
     """Serve ``model_uri`` on a free port; yield its ``/invocations`` URL; stop it afterwards.
 
@@ -72,6 +83,9 @@ def serve(
         Interface to listen on.
     timeout : float
         Seconds to wait for ``/ping`` to answer.
+    verified : bool
+        ``python -m serving serve`` (every file checked against the store's digests first,
+        errors without stack traces) instead of ``mlflow models serve``.
 
     Raises
     ------
@@ -80,11 +94,17 @@ def serve(
     """
     port = free_port(host)
     base = f"http://{host}:{port}"
+    if verified:
+        command = verified_serve_command(model_uri, host, port)
+        # The command is this project's: it imports serving and util_lib (not the model).
+        env = {**(env if env is not None else os.environ), "PYTHONPATH": str(PROJECT_ROOT)}
+    else:
+        command = serve_command(model_uri, host, port)
     with open(log_path, "ab") as log:
         # A session of its own: the server runs uvicorn in a child process, and stopping the
         # whole group leaves nothing behind.
         process = subprocess.Popen(
-            serve_command(model_uri, host, port),
+            command,
             cwd=cwd,
             env=env,
             stdout=log,
@@ -103,7 +123,7 @@ def _wait_until_up(process: subprocess.Popen, ping: str, timeout: float, log_pat
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(
-                f"mlflow models serve exited with code {process.returncode}:\n{_tail(log_path)}"
+                f"the model server exited with code {process.returncode}:\n{_tail(log_path)}"
             )
         try:
             if requests.get(ping, timeout=2).status_code == 200:
@@ -112,7 +132,7 @@ def _wait_until_up(process: subprocess.Popen, ping: str, timeout: float, log_pat
             pass
         time.sleep(0.25)
     raise RuntimeError(
-        f"mlflow models serve did not answer {ping} in {timeout:.0f} s:\n{_tail(log_path)}"
+        f"the model server did not answer {ping} in {timeout:.0f} s:\n{_tail(log_path)}"
     )
 
 

@@ -112,3 +112,13 @@ def test_steps_inherit_the_env_manager_and_docker_means_the_image(tracking: Path
     assert _env_manager(config, launcher({})) == "local"
     config.main.env_manager = "virtualenv"
     assert _env_manager(config, launcher({"mlflow.project.env": "uv"})) == "virtualenv"
+
+
+def test_the_summary_never_prints_a_tracking_password(capsys, tmp_path: Path) -> None:
+    from main import _print_where_to_look
+
+    results = [StepResult("evaluate", "FINISHED", 1.0, "r", [], {"test_auc": 0.95})]
+    _print_where_to_look(results, tmp_path / "log", "http://alice:hunter2@h:5000", "disabled")
+    out = capsys.readouterr().out
+    assert "hunter2" not in out
+    assert "mlflow ui --backend-store-uri http://alice:***@h:5000" in out

@@ -116,8 +116,17 @@ def test_every_artifact_has_a_version_and_the_summary_says_so(workdir: Path, fir
         assert f"{name}:v0" in first_run.stdout
     assert "Pipeline summary" in first_run.stdout
     assert "mlflow ui --backend-store-uri sqlite:///" in first_run.stdout
+    # check_data, not preprocess, gave the alias to the version it passed, and recorded that.
     reference = _store(workdir).resolve("preprocessed_data:reference")
     assert reference.spec == "preprocessed_data:v0"
+    runs = {r.data.tags.get("util_lib.step"): r for r in _step_runs(workdir)}
+    assert (reference.check, reference.check_run_id) == (
+        "passed",
+        runs["check_data"].info.run_id,
+    )
+    log = (workdir / "ml_pipeline.log").read_text()
+    assert "[check_data] util_lib.tracking: alias 'reference' set on preprocessed_data:v0" in log
+    assert "[segregate] segregate.gate: preprocessed_data:v0 passed its data check" in log
 
 
 def test_test_auc_and_validation_auc(workdir: Path, first_run) -> None:
@@ -174,8 +183,10 @@ def test_wandb_offline_runs_keep_each_step_s_console_output(workdir: Path, first
     logs = [p.read_text() for p in (workdir / "wandb").glob("offline-run-*/files/output.log")]
     for step in STEPS:
         assert any(f" [{step}] " in log for log in logs), step
-    # check_data's console is pytest's: its report lines are kept too.
-    assert any("test_data.py::test_ks_drift[tempo] PASSED" in log for log in logs)
+    # check_data's console is pytest's: its report lines are kept too (on a fresh store there is
+    # no reference yet, so the drift tests are skipped).
+    assert any("test_data.py::test_genre_classes PASSED" in log for log in logs)
+    assert any("test_data.py::test_ks_drift[tempo] SKIPPED" in log for log in logs)
 
 
 def test_rerun_of_training_reuses_upstream_artifacts(workdir: Path, first_run) -> None:

@@ -122,3 +122,59 @@ def test_a_secret_data_url_is_found_nowhere(tmp_path: Path, secret_url: str) -> 
     assert (tmp_path / "wandb").is_dir() and (tmp_path / "ml_pipeline.log").is_file()
     # The redacted URL is what the records show.
     assert f"{USER}:***@127.0.0.1" in (tmp_path / "ml_pipeline.log").read_text()
+
+
+class _GitAuthHandler(BaseHTTPRequestHandler):
+    """Answers git's smart-HTTP discovery: 401 without the credentials, 404 with them."""
+
+    authorized: list[str] = []
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        expected = "Basic " + base64.b64encode(f"{USER}:{SECRET}".encode()).decode()
+        if self.headers.get("Authorization") != expected:
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="git"')
+            self.end_headers()
+            return
+        type(self).authorized.append(self.path)
+        self.send_error(404)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_git_gets_the_credentials_mlflow_only_the_plain_url(tmp_path: Path) -> None:
+    """main.components_repository with a token: MLflow is given the URL without it, and git
+    (whose clone MLflow runs) still authenticates, through GIT_CONFIG_* in the environment."""
+    import os
+    import subprocess
+
+    from util_lib.redact import git_credentials
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _GitAuthHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        url = f"http://{USER}:{SECRET}@127.0.0.1:{port}/ml/project.git"
+        plain, env = git_credentials(url, environ={})
+        assert plain == f"http://127.0.0.1:{port}/ml/project.git" and SECRET not in plain
+        assert env["GIT_CONFIG_COUNT"] == "1"
+        base = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+        git = subprocess.run(
+            ["git", "ls-remote", plain],
+            env={**base, **env, "GIT_TERMINAL_PROMPT": "0", "HOME": str(tmp_path)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert git.returncode != 0  # the server has no repository: 404 after authenticating
+        assert _GitAuthHandler.authorized, git.stderr
+        assert SECRET not in git.stderr
+    finally:
+        server.shutdown()
+        server.server_close()
+    # Without credentials nothing changes; existing GIT_CONFIG_* entries are kept.
+    assert git_credentials("https://github.com/o/r.git") == ("https://github.com/o/r.git", {})
+    _, more = git_credentials(url, environ={"GIT_CONFIG_COUNT": "2"})
+    assert more["GIT_CONFIG_COUNT"] == "3" and "GIT_CONFIG_KEY_2" in more

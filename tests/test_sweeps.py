@@ -1,8 +1,9 @@
 """Sweeps through `mlflow run . -m`: sequential and parallel grids, Optuna, grid search, Ray.
 
-One data-preparing run (get_data, preprocess, segregate) on a fresh SQLite store is shared by
-the module; every sweep then trains (and evaluates) small forests on that data, as users tune
-after a first full run. Each sweep writes into its own folder of the module's work folder.
+One data-preparing run (get_data, preprocess, check_data, segregate) on a fresh SQLite store is
+shared by the module; every sweep then trains (and evaluates) small forests on that data, as
+users tune after a first full run. Each sweep writes into its own folder of the module's work
+folder.
 """
 
 from __future__ import annotations
@@ -80,7 +81,8 @@ def prepared(workdir: Path, dataset_path: Path) -> Path:
     _ok(
         mlflow_run(
             workdir,
-            f"data.file_url={dataset_path} main.execute_steps='get_data,preprocess,segregate' "
+            f"data.file_url={dataset_path} "
+            "main.execute_steps='get_data,preprocess,check_data,segregate' "
             f"hydra.run.dir={workdir / 'outputs'}",
         )
     )
@@ -274,7 +276,12 @@ def test_parallel_joblib_sweep_keeps_jobs_apart(prepared: Path) -> None:
     records = [p.read_bytes() for p in (wandb_dir / "wandb").glob("offline-run-*/*.wandb")]
     assert len(records) == len(step_runs) == 8
     assert all(b"sweep_joblib" in record for record in records)
-    owners = [{r for r in step_runs if r.encode() in record} for record in records]
+    # Each W&B run names its own MLflow step run in its config (the console output it keeps
+    # may mention other runs, e.g. in a path).
+    owners = [
+        {m.decode() for m in re.findall(rb"mlflow_run_id.{1,12}?([0-9a-f]{32})", r, re.S)}
+        for r in records
+    ]
     assert all(len(o) == 1 for o in owners) and set.union(*owners) == step_runs
 
 
@@ -302,7 +309,7 @@ def test_optuna_sweep_is_repeatable_with_its_seed(prepared: Path) -> None:
 
 
 def test_grid_search_exports_the_best_estimator(prepared: Path) -> None:
-    import mlflow.sklearn
+    from util_lib.pyfunc_model import load_pipeline
 
     grid = "{param_grid:{classifier__max_depth:[2,12]},cv:2,scoring:roc_auc_ovo}"
     result = _ok(
@@ -330,7 +337,7 @@ def test_grid_search_exports_the_best_estimator(prepared: Path) -> None:
     assert version.metadata["model_config"]["grid_search_best_params"] == {
         "classifier__max_depth": 12
     }
-    model = mlflow.sklearn.load_model(str(store.download(version, prepared / "grid_model")))
+    model = load_pipeline(str(store.download(version, prepared / "grid_model")))
     assert model.named_steps["classifier"].max_depth == 12
 
 

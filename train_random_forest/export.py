@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import tempfile
 import warnings
 from importlib.metadata import version
 from pathlib import Path
@@ -13,21 +14,12 @@ from sklearn.pipeline import Pipeline
 
 logger = logging.getLogger(__name__)
 
-# Types in the fitted pipeline that skops does not trust by default, found with
-# `skops.io.get_untrusted_types(data=skops.io.dumps(pipe))` on the pipeline that
-# build_pipeline() makes (scikit-learn 1.9.1, skops 0.16.0). Listing them explicitly (rather
-# than trusting whatever the file holds) keeps loading safe: a model file naming any other
-# type is refused. Extend it only when the pipeline gains a type, after checking the new type.
-SKOPS_TRUSTED_TYPES = [
-    "numpy.dtype",
-    "sklearn.tree._tree.Tree",
-    "util_lib.transformers.ModeImputer",
-    "util_lib.transformers.fill_missing_text",
-]
-
-# util_lib travels inside the model (under code/) so that util_lib.transformers imports
-# wherever the model is loaded, with this repository nowhere on sys.path.
+# What of util_lib travels inside the model (code/util_lib/): what loading and predicting need,
+# the transformers skops refers to (by their module path, util_lib.transformers) and the pyfunc
+# wrapper; not the tracking, store or sweep code. The model then loads wherever it goes, with
+# this repository nowhere on sys.path.
 UTIL_LIB_DIR = Path(__file__).resolve().parent.parent / "util_lib"
+MODEL_CODE = ("__init__.py", "transformers.py", "pyfunc_model.py")
 
 # What loading and predicting needs, pinned to the versions that trained the model. Given
 # explicitly, MLflow need not load the model in a subprocess to guess them (which also picks up
@@ -47,7 +39,8 @@ def export_model(
 ) -> Path:
     """Save a fitted pipeline as an MLflow model folder.
 
-    The model is serialized with skops, trusting only :data:`SKOPS_TRUSTED_TYPES`; its
+    The model is serialized with skops, trusting only
+    :data:`util_lib.pyfunc_model.SKOPS_TRUSTED_TYPES`; its
     signature names the columns the pipeline was fitted on (with their types) and the
     predicted class, and the first rows of ``X_example`` are stored as input example.
 
@@ -87,16 +80,22 @@ def export_model(
         signature = infer_signature(
             X, pd.Series(pipe.predict(X)), params=pyfunc_model.DEFAULT_PARAMS
         )
-    mlflow.sklearn.save_model(
-        pipe,
-        str(path),
-        serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
-        skops_trusted_types=SKOPS_TRUSTED_TYPES,
-        signature=signature,
-        input_example=X.iloc[:_N_EXAMPLE_ROWS],
-        code_paths=[str(UTIL_LIB_DIR)],
-        pip_requirements=[f"{name}=={version(name)}" for name in _REQUIREMENTS],
-    )
+    with tempfile.TemporaryDirectory(prefix="model-code-") as code:
+        package = Path(code) / UTIL_LIB_DIR.name
+        package.mkdir()
+        for module in MODEL_CODE:
+            shutil.copyfile(UTIL_LIB_DIR / module, package / module)
+        mlflow.sklearn.save_model(
+            pipe,
+            str(path),
+            serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
+            # Recorded in MLmodel by MLflow; the model's own loader trusts its code's list only.
+            skops_trusted_types=list(pyfunc_model.SKOPS_TRUSTED_TYPES),
+            signature=signature,
+            input_example=X.iloc[:_N_EXAMPLE_ROWS],
+            code_paths=[str(package)],
+            pip_requirements=[f"{name}=={version(name)}" for name in _REQUIREMENTS],
+        )
     # The served model checks requests against the data contract's ranges (and the categories
     # it was trained on), written as plain JSON: serving needs no pandera.
     domain = serving_domain(pipe.feature_names_in_, trained_categories(pipe))

@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
             _apply_grid_search(run, pipe, used_columns, X_train, y_train, model_config)
         start = time.perf_counter()
         pipe, val_auc = train_and_validate(pipe, used_columns, X_train, y_train, X_val, y_val)
-        run.log_summary({"val_auc": val_auc, "fit_seconds": time.perf_counter() - start})
+        run.log_summary({"fit_seconds": time.perf_counter() - start})
 
         logger.info("plotting feature importance and the validation confusion matrix")
         run.log_figure(plot_feature_importance(pipe), "feature_importance")
@@ -164,15 +164,15 @@ def main(argv: list[str] | None = None) -> None:
 
         if export_artifact is None:
             logger.info("export_artifact is null: the model is not exported")
+            run.log_summary({"val_auc": val_auc})
             return
         with tempfile.TemporaryDirectory() as tmp_dir:
             model_dir = export_model(
                 pipe, X_val, Path(tmp_dir) / "model_export", model_config.get("predict_n_jobs")
             )
-            written = run.log_artifact(
+            written, model_id = run.log_model(
                 model_dir,
                 name=export_artifact,
-                type="model_export",
                 description=(
                     "Random Forest inference pipeline (preprocessing + model), "
                     "MLflow sklearn format"
@@ -183,12 +183,14 @@ def main(argv: list[str] | None = None) -> None:
                     "train_data": args.train_data,
                 },
             )
-            logger.info("exported the model as %s", written)
+            # The validation score is also the logged model's (MLflow links the two).
+            run.log_summary({"val_auc": val_auc}, model_id=model_id)
+            logger.info("exported the model as %s (logged model %s)", written, model_id)
             if registered_model_name is not None:
                 register_export(
                     run,
                     written,
-                    model_dir,
+                    model_id,
                     registered_model_name,
                     tags={"val_auc": val_auc, "train_data": args.train_data},
                 )

@@ -2,6 +2,7 @@
 
     python -m util_lib.artifacts list [NAME] [--project PROJECT]
     python -m util_lib.artifacts get [PROJECT/]NAME:VERSION --root DIR [--project PROJECT]
+    python -m util_lib.artifacts verify [PROJECT/]NAME:VERSION [--project PROJECT]
     python -m util_lib.artifacts alias [PROJECT/]NAME:VERSION ALIAS [--project PROJECT]
 
 The store is the one on MLflow's tracking backend at ``MLFLOW_TRACKING_URI`` (default: the
@@ -14,6 +15,10 @@ model_export:v3``).
 version (``alias model_export:v3 prod`` makes ``models:/<name>@prod`` serve it), and with
 ``--store wandb`` (or ``auto`` while W&B is online, as the pipeline decides) it sets the alias
 on the W&B artifact instead of the embedded store's; see :mod:`util_lib.registry`.
+
+``get`` writes only into a new or empty ``--root`` and removes what it wrote when a file does
+not match its digest; ``verify`` checks a version's files in a temporary copy. Both name each
+changed, added or missing file and exit 1.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import sys
 from datetime import UTC, datetime
 
 from util_lib.backends import STORE_CHOICES, choose_backends
+from util_lib.redact import redact_text, redact_url
 from util_lib.registry import promote
 from util_lib.store import (
     ArtifactNotFoundError,
@@ -53,7 +59,8 @@ def format_table(rows: list[list[str]], header: list[str]) -> str:
 
 
 def list_artifacts(store: MlflowArtifactStore, name: str | None = None) -> str:
-    """Table of every version of the store's project: aliases, type, digest, producer, users.
+    """Table of every version of the store's project: aliases, type, data check, digest,
+    producer, users.
 
     Raises
     ------
@@ -68,14 +75,22 @@ def list_artifacts(store: MlflowArtifactStore, name: str | None = None) -> str:
     for artifact in [name] if name else known:
         for v in store.versions(artifact):
             rows.append(_row(store, v, runs))
-    where = f"store: {store.tracking_uri}  project: {store.project}"
+    where = f"store: {redact_url(store.tracking_uri)}  project: {store.project}"
     if not rows:
         others = [p for p in store.projects() if p != store.project]
         return f"{where}\nno artifacts" + (
             f" (other projects: {', '.join(others)})" if others else ""
         )
-    header = ["artifact", "aliases", "type", "sha256", "created", "produced by", "used by"]
+    header = ["artifact", "aliases", "type", "check", "sha256", "created", "produced by", "used by"]
     return f"{where}\n" + format_table(rows, header)
+
+
+def _check_label(store: MlflowArtifactStore, v: ArtifactVersion, runs: dict[str, str]) -> str:
+    """``passed (check_data 1a2b3c4d)``: the version's last data check and its run; ``-``: none."""
+    if not v.check:
+        return "-"
+    name, _, short = _run_label(store, v.check_run_id, runs).partition(" (")
+    return f"{v.check} ({name} {short.rstrip(')')})" if short else f"{v.check} ({name})"
 
 
 def _row(store: MlflowArtifactStore, v: ArtifactVersion, runs: dict[str, str]) -> list[str]:
@@ -85,6 +100,7 @@ def _row(store: MlflowArtifactStore, v: ArtifactVersion, runs: dict[str, str]) -
         v.spec,
         ", ".join(v.aliases) or "-",
         v.type,
+        _check_label(store, v, runs),
         v.digest[:12],
         created,
         _run_label(store, v.producer_run_id, runs),
@@ -112,11 +128,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--project", type=_project, help=project_help)
     commands = parser.add_subparsers(dest="command", required=True)
-    listing = commands.add_parser("list", help="versions, aliases, digests, producer and users")
+    listing = commands.add_parser(
+        "list", help="versions, aliases, data checks, digests, producer and users"
+    )
     listing.add_argument("name", nargs="?", help="only this artifact")
-    get = commands.add_parser("get", help="download a version's files")
+    get = commands.add_parser("get", help="download a version's files, checked")
     get.add_argument("spec", help="[PROJECT/]NAME:VERSION or [PROJECT/]NAME:ALIAS")
-    get.add_argument("--root", required=True, help="folder to put the files in")
+    get.add_argument(
+        "--root", required=True, help="a new or empty folder to put the files in (never others')"
+    )
+    verify = commands.add_parser(
+        "verify", help="check every file of a version against its recorded sha256"
+    )
+    verify.add_argument("spec", help="[PROJECT/]NAME:VERSION or [PROJECT/]NAME:ALIAS")
     alias = commands.add_parser("alias", help="point an alias (e.g. prod) at a version")
     alias.add_argument("spec", help="[PROJECT/]NAME:VERSION")
     alias.add_argument("alias", help="alias to set, e.g. prod or reference")
@@ -126,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         help="artifact store holding NAME (default: $UTIL_LIB_ARTIFACT_STORE, else auto: "
         "W&B when online, the embedded store otherwise)",
     )
-    for command in (listing, get, alias):
+    for command in (listing, get, verify, alias):
         command.add_argument(
             "--project", type=_project, default=argparse.SUPPRESS, help=project_help
         )
@@ -140,12 +164,18 @@ def main(argv: list[str] | None = None) -> int:
             version = store.resolve(args.spec)
             path = store.download(version, args.root)
             print(f"{version.spec} -> {path}")
+        elif args.command == "verify":
+            version = store.verify(args.spec)
+            print(
+                f"{version.qualified_spec}: all {len(version.files)} files match their sha256 "
+                f"digests (manifest {version.digest})"
+            )
         else:
             kind = choose_backends(args.store).artifact_store
             promotion = promote(args.spec, args.alias, kind, args.tracking_uri, args.project)
             print("\n".join(promotion.lines()))
     except (ArtifactNotFoundError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact_text(str(exc))}", file=sys.stderr)
         return 1
     return 0
 

@@ -63,6 +63,7 @@ class DataConfig:
     sha256: str | None = MISSING
     reference_dataset: str = MISSING
     ks_alpha: float = MISSING
+    allow_unchecked: bool = MISSING
     test_size: float = MISSING
     val_size: float = MISSING
     stratify: str | None = MISSING

@@ -58,3 +58,41 @@ def redact_text(text: str) -> str:
 def has_secret(url: str) -> bool:
     """Tell whether :func:`redact_url` would mask something in ``url``."""
     return redact_url(url) != url
+
+
+def git_credentials(url: str, environ: dict[str, str] | None = None) -> tuple[str, dict[str, str]]:
+    """Split an http(s) git URL into one without credentials and the git settings that put
+    them back for git alone.
+
+    MLflow records and prints a project URI (``mlflow.source.name``, the "Running command"
+    line), so a repository is handed to it without its user-info; git gets the credentials
+    through the environment (``GIT_CONFIG_COUNT``/``GIT_CONFIG_KEY_n``/``GIT_CONFIG_VALUE_n``,
+    git 2.31+): ``url.<url with credentials>.insteadOf <url without>``.
+
+    Parameters
+    ----------
+    url : str
+        The repository URL, e.g. ``https://oauth2:token@git.example.com/ml/project.git``.
+    environ : dict, optional
+        The environment to extend (default: this process's); its own ``GIT_CONFIG_*`` entries
+        are kept.
+
+    Returns
+    -------
+    (str, dict)
+        The URL without user-info, and the variables to add to the environment (empty when
+        the URL holds no credentials).
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or "@" not in parts.netloc:
+        return url, {}
+    host = parts.netloc.rsplit("@", 1)[1]
+    plain = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    import os
+
+    count = int((environ if environ is not None else os.environ).get("GIT_CONFIG_COUNT") or 0)
+    return plain, {
+        "GIT_CONFIG_COUNT": str(count + 1),
+        f"GIT_CONFIG_KEY_{count}": f"url.{url}.insteadOf",
+        f"GIT_CONFIG_VALUE_{count}": plain,
+    }

@@ -2,9 +2,11 @@
 
 Each training run registers its export as a new version of a registered model (default name:
 the project's, ``main.registered_model_name``), so that ``models:/<name>@prod`` serves it. The
-registry version's files are a copy of the artifact's, logged to the training run under
-``registered_model/``: MLflow writes a ``registered_model_meta`` file into a local model it
-serves, which must not land among the artifact's own (digest-checked) files. It carries tags:
+registry version is made from the training run's MLflow logged model, whose files are also the
+artifact version's (one copy, covered by the artifact's sha256 digests; MLflow's own
+``registered_model_meta``, which ``mlflow models serve`` writes into a local model it uses in
+place, is not counted among them). ``python -m serving serve`` checks every file against those
+digests before it serves. A registry version carries tags:
 
 - ``util_lib.artifact``: the artifact version it serves, e.g. ``model_export:v3``;
 - ``util_lib.artifact_project``: the project of that artifact (``main.project_name``): two
@@ -22,7 +24,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from util_lib.store import (
@@ -49,8 +50,6 @@ ARTIFACT_STORE_TAG = "util_lib.artifact_store"
 ARTIFACT_SOURCE_TAG = "util_lib.artifact_source"
 EVALUATE_RUN_TAG = "util_lib.evaluate_run"
 REGISTERED_TAG = "util_lib.registered_model"  # on the training run: name/version
-# The registry version's files: this copy of the model in the training run's artifacts.
-REGISTRY_COPY_PATH = "registered_model"
 
 
 @dataclass(frozen=True)
@@ -147,21 +146,25 @@ def versions_of_artifact(
 
 
 def register_export(
-    run: Run, spec: str, model_dir: Path, name: str, tags: dict[str, Any] | None = None
+    run: Run, spec: str, model_id: str, name: str, tags: dict[str, Any] | None = None
 ) -> ModelVersion:
-    """Register the artifact version ``spec`` that ``run`` just logged from ``model_dir``.
+    """Register the model that ``run`` just logged as ``spec`` and MLflow logged model
+    ``model_id`` (:meth:`util_lib.tracking.Run.log_model`).
 
-    A version that already serves ``spec`` under ``name`` is returned as is (the store logs
-    identical content once). Call it right after ``run.log_artifact``, as the run's last act.
+    The registry version is made from the logged model (source ``models:/<model_id>``), so the
+    logged model, the artifact version and the registry version share one copy of the files,
+    the one the artifact's digests cover (``python -m serving serve`` checks them before it
+    serves). A version that already serves ``spec`` under ``name`` is returned as is. Call it
+    right after ``run.log_model``, as the run's last act.
 
     Parameters
     ----------
     run : util_lib.tracking.Run
         The training run that logged ``spec``.
     spec : str
-        What ``run.log_artifact`` returned, e.g. ``model_export:v3``.
-    model_dir : pathlib.Path
-        The exported MLflow model folder (copied to the run's ``registered_model/``).
+        What ``run.log_model`` returned, e.g. ``model_export:v3``.
+    model_id : str
+        The logged model's id, also from ``run.log_model``.
     name : str
         The registered model.
     tags : dict, optional
@@ -170,7 +173,7 @@ def register_export(
     Returns
     -------
     ModelVersion
-        The registry version; its source is the model folder.
+        The registry version.
 
     Raises
     ------
@@ -193,8 +196,6 @@ def register_export(
     else:
         wandb_run = run.wandb_run
         artifact_source = f"{wandb_run.entity}/{wandb_run.project}/{spec}"
-    client.log_artifacts(run.run_id, str(model_dir), REGISTRY_COPY_PATH)
-    source = f"{client.get_run(run.run_id).info.artifact_uri}/{REGISTRY_COPY_PATH}"
     version_tags = {
         ARTIFACT_TAG: spec,
         ARTIFACT_PROJECT_TAG: run.store.project,
@@ -203,7 +204,12 @@ def register_export(
         **{k: str(v) for k, v in (tags or {}).items()},
     }
     mv = client.create_model_version(
-        name, source, run_id=run.run_id, tags=version_tags, description=f"artifact {spec}"
+        name,
+        f"models:/{model_id}",
+        run_id=run.run_id,
+        tags=version_tags,
+        description=f"artifact {spec}",
+        model_id=model_id,
     )
     client.set_tag(run.run_id, REGISTERED_TAG, f"{name}/{mv.version}")
     logger.info("registered %s as version %s of model %s", spec, mv.version, name)

@@ -19,6 +19,9 @@ It gives W&B's artifact semantics to anyone with no W&B account, wherever
 - the version's tags hold its type, metadata, per-file sha256 digests, state and the runs that
   used it; ``run_id`` is the run that produced it; aliases are registry aliases, and ``latest``
   is always the newest committed version;
+- notes made later go to tags of the version too: check_data records the result of its last
+  check there (``util_lib.check`` = passed | failed, ``util_lib.check_run`` = the check's run)
+  through :meth:`MlflowArtifactStore.set_version_tags`;
 - a version is created ``pending`` and becomes visible only when its run commits, so a step
   that fails (or is killed) leaves no new version; ``discard`` deletes the pending versions;
 - content identical to a committed version (same digest) makes no new version.
@@ -32,6 +35,7 @@ import logging
 import os
 import re
 import shutil
+import tempfile
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -53,15 +57,24 @@ FILES_TAG = "util_lib.files"
 METADATA_TAG = "util_lib.metadata"
 PROJECT_TAG = "util_lib.project"
 NAME_TAG = "util_lib.name"
+# The last data check of a version (check_data records it): passed | failed, and its run.
+CHECK_TAG = "util_lib.check"
+CHECK_RUN_TAG = "util_lib.check_run"
 PROJECT_ENV = "WANDB_PROJECT"
 USED_BY_PREFIX = "util_lib.used_by."
 FILES_PREFIX = "util_lib_artifacts"
+# Written by MLflow into a model folder it loads from a models:/ URI in place; not ours.
+MLFLOW_BOOKKEEPING_FILE = "registered_model_meta"
 
 _SPEC = re.compile(r"^(?:(?P<project>[^/:]+)/)?(?P<name>[^/:]+)(?::(?P<ref>[^/:]+))?$")
 _VERSION = re.compile(r"^v(\d+)$")
 # '/' and ':' would break the specs; quotes and backslashes the registry's filter strings.
 _PROJECT = re.compile(r"^[^/:'\"\\]+$")
 _CHUNK = 1 << 20
+
+
+class ArtifactIntegrityError(OSError):
+    """An artifact's files differ from the sha256 digests recorded when it was logged."""
 
 
 class ArtifactNotFoundError(LookupError):
@@ -86,6 +99,8 @@ class ArtifactVersion:
     state: str = "committed"
     created_ms: int = 0
     project: str = ""
+    check: str = ""  # its last data check: passed | failed; "" when never checked
+    check_run_id: str = ""  # the run of that check
 
     @property
     def spec(self) -> str:
@@ -206,10 +221,50 @@ def file_digests(path: Path) -> dict[str, str]:
     return digests
 
 
+def verify_files(version: ArtifactVersion, local: Path) -> None:
+    """Check that ``local`` holds exactly the files of ``version``, each with its sha256.
+
+    MLflow's own ``registered_model_meta`` (the registry name and version that ``mlflow models
+    serve/predict -m models:/...`` write into a model folder they use in place) is not one of
+    the artifact's files and is left out.
+
+    Raises
+    ------
+    ArtifactIntegrityError
+        Naming every changed, added and missing file.
+    """
+    found = file_digests(local)
+    found.pop(MLFLOW_BOOKKEEPING_FILE, None)
+    expected = version.files
+    changed = sorted(k for k in expected if k in found and found[k] != expected[k])
+    missing = sorted(set(expected) - set(found))
+    added = sorted(set(found) - set(expected))
+    if changed or missing or added:
+        problems = "; ".join(
+            f"{what}: {', '.join(names)}"
+            for what, names in (("changed", changed), ("added", added), ("missing", missing))
+            if names
+        )
+        raise ArtifactIntegrityError(
+            f"{version.qualified_spec}: the files at {local} differ from their recorded sha256 "
+            f"digests ({problems}); refusing to use them"
+        )
+
+
+def _is_local_uri(uri: str) -> bool:
+    """Tell whether ``uri`` is a path on this machine (MLflow then uses the files in place)."""
+    return uri.startswith("file:") or "://" not in uri and ":/" not in uri
+
+
 def manifest_digest(files: dict[str, str]) -> str:
     """Digest of a whole artifact: sha256 over its sorted ``path:sha256`` lines."""
     lines = "".join(f"{name}:{files[name]}\n" for name in sorted(files))
     return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def is_alias(ref: str) -> bool:
+    """Tell whether the ref of a spec is an alias (``latest`` and ``vN`` are not)."""
+    return ref != "latest" and not _VERSION.match(ref)
 
 
 def _check_alias(alias: str) -> None:
@@ -308,32 +363,76 @@ class MlflowArtifactStore:
     def download(self, version: ArtifactVersion, root: str | Path | None = None) -> Path:
         """Make the files of ``version`` local and return the file (one-file artifact) or folder.
 
+        Every copy is checked against the recorded sha256 digests: a changed, added or missing
+        file raises :class:`ArtifactIntegrityError` naming it.
+
         With no ``root``, a store on the local disk hands back its own copy (read-only by
-        convention) and a remote one is downloaded to a temporary folder; with ``root``, the
-        files are copied there. Every copy is checked against the recorded sha256 digests.
+        convention) and a remote one is downloaded to a temporary folder, removed again when
+        the check fails. With ``root``, the files go there: ``root`` must be a new or empty
+        folder (nothing the user keeps there is touched), and when the check fails everything
+        written there is removed again.
+
+        Raises
+        ------
+        FileExistsError
+            When ``root`` holds anything already.
+        ArtifactIntegrityError
+            When the files differ from their recorded digests.
         """
         import mlflow.artifacts
 
         if root is None:
             local = Path(mlflow.artifacts.download_artifacts(artifact_uri=version.source))
+            try:
+                verify_files(version, local)
+            except ArtifactIntegrityError:
+                if not _is_local_uri(version.source):  # our own temporary copy
+                    shutil.rmtree(local, ignore_errors=True)
+                raise
         else:
-            root = Path(root)
-            root.mkdir(parents=True, exist_ok=True)
-            local = Path(
-                mlflow.artifacts.download_artifacts(artifact_uri=version.source, dst_path=root)
-            )
-            if local != root:  # the source folder's own name: move its content up into root
+            local = Path(root)
+            if local.exists() and (not local.is_dir() or any(local.iterdir())):
+                raise FileExistsError(
+                    f"{local} is not an empty folder: {version.spec} is written only into a new "
+                    "or empty folder, never beside files it did not write"
+                )
+            created = not local.exists()
+            local.mkdir(parents=True, exist_ok=True)
+            try:
+                # Downloaded beside, checked, then moved in: MLflow names the copy after the
+                # source folder.
+                with tempfile.TemporaryDirectory(prefix=".download-", dir=local) as staging:
+                    copy = Path(
+                        mlflow.artifacts.download_artifacts(
+                            artifact_uri=version.source, dst_path=staging
+                        )
+                    )
+                    verify_files(version, copy)
+                    for item in copy.iterdir():
+                        shutil.move(str(item), local / item.name)
+            except BaseException:
+                # ``local`` was empty: whatever is in it now, this call wrote.
                 for item in local.iterdir():
-                    target = root / item.name
-                    if target.exists():
-                        shutil.rmtree(target) if target.is_dir() else target.unlink()
-                    shutil.move(str(item), target)
-                local.rmdir()
-                local = root
-        self._verify(version, local)
+                    shutil.rmtree(item) if item.is_dir() else item.unlink()
+                if created:
+                    local.rmdir()
+                raise
         if len(version.files) == 1:
             return local / next(iter(version.files))
         return local
+
+    def verify(self, spec: str) -> ArtifactVersion:
+        """Download ``spec`` to a temporary folder and check every file against its digest.
+
+        Raises
+        ------
+        ArtifactIntegrityError
+            Naming each changed, added or missing file.
+        """
+        version = self.resolve(spec)
+        with tempfile.TemporaryDirectory(prefix="verify-") as tmp:
+            self.download(version, Path(tmp) / "files")
+        return version
 
     # ----------------------------------------------------------------- writing
     def log(
@@ -344,12 +443,17 @@ class MlflowArtifactStore:
         description: str,
         metadata: dict[str, Any] | None,
         run_id: str,
+        uploaded_to: str | None = None,
     ) -> ArtifactVersion:
         """Add ``path`` (a file or folder) as a pending version of ``name`` produced by ``run_id``.
 
         The version belongs to the store's project (a run logs into its own project, as in
         W&B). Content identical to a committed version of ``name`` (or to one this store logged
         already) returns that version and creates nothing.
+
+        ``uploaded_to``: the URI where these very files already are (e.g. an MLflow logged
+        model's artifact location). Nothing is uploaded: the version's source is that one copy,
+        and its digests, computed from ``path``, cover it.
         """
         if name != name.strip() or not _PROJECT.match(name):
             raise ValueError(
@@ -363,13 +467,16 @@ class MlflowArtifactStore:
             if existing.name == name and existing.digest == digest:
                 logger.info("%s: content identical to %s, no new version", name, existing.spec)
                 return existing
-        artifact_path = f"{FILES_PREFIX}/{self.project}/{name}/{digest[:16]}"
-        path = Path(path)
-        if path.is_file():
-            self.client.log_artifact(run_id, str(path), artifact_path=artifact_path)
+        if uploaded_to:
+            source = uploaded_to
         else:
-            self.client.log_artifacts(run_id, str(path), artifact_path=artifact_path)
-        source = f"{self.client.get_run(run_id).info.artifact_uri}/{artifact_path}"
+            artifact_path = f"{FILES_PREFIX}/{self.project}/{name}/{digest[:16]}"
+            path = Path(path)
+            if path.is_file():
+                self.client.log_artifact(run_id, str(path), artifact_path=artifact_path)
+            else:
+                self.client.log_artifacts(run_id, str(path), artifact_path=artifact_path)
+            source = f"{self.client.get_run(run_id).info.artifact_uri}/{artifact_path}"
         tags = {
             STATE_TAG: "pending",
             TYPE_TAG: type,
@@ -439,6 +546,36 @@ class MlflowArtifactStore:
             return False
         self.set_alias(spec, alias)
         return True
+
+    def set_version_tags(self, version: ArtifactVersion, tags: dict[str, str]) -> None:
+        """Set ``tags`` on a committed version, overwriting earlier values of the same keys.
+
+        For notes made about a version after it was logged (check_data's result). The keys the
+        store keeps itself (type, state, digests, files, metadata, project, name, users) are
+        refused.
+        """
+        own = {KIND_TAG, TYPE_TAG, STATE_TAG, DIGEST_TAG, FILES_TAG, METADATA_TAG, PROJECT_TAG}
+        refused = [k for k in tags if k in own | {NAME_TAG} or k.startswith(USED_BY_PREFIX)]
+        if refused:
+            raise ValueError(f"tags {refused} are the artifact store's own and cannot be set")
+        if version.state != "committed":
+            raise ValueError(f"{version.qualified_spec} is not committed: cannot tag it")
+        for key, value in tags.items():
+            self.client.set_model_version_tag(
+                version.registry_name, version.registry_version, key, str(value)
+            )
+
+    def alias_unset(self, spec: str) -> bool:
+        """Tell whether ``spec`` names an alias that no version of its artifact has yet.
+
+        False for ``latest``, ``vN``, and an artifact with no committed version (a typo'd name
+        is not an alias waiting to be set).
+        """
+        project, name, ref = parse_spec(spec)
+        if not is_alias(ref):
+            return False
+        versions = self.versions(name, project=check_project(project) if project else None)
+        return bool(versions) and not any(ref in v.aliases for v in versions)
 
     # ----------------------------------------------------------------- helpers
     def not_found_message(self, project: str, name: str) -> str:
@@ -518,15 +655,6 @@ class MlflowArtifactStore:
             )
         return model_name
 
-    def _verify(self, version: ArtifactVersion, local: Path) -> None:
-        found = file_digests(local)
-        if len(version.files) == 1 and local.is_dir():
-            found = {k: v for k, v in found.items() if k in version.files}
-        if found != version.files:
-            raise OSError(
-                f"{version.spec}: the files at {local} do not match their recorded sha256 digests"
-            )
-
     @staticmethod
     def _to_version(mv: ModelVersion, project: str, name: str) -> ArtifactVersion:
         tags = mv.tags or {}
@@ -547,4 +675,6 @@ class MlflowArtifactStore:
             state=tags.get(STATE_TAG, "pending"),
             created_ms=mv.creation_timestamp or 0,
             project=project,
+            check=tags.get(CHECK_TAG, ""),
+            check_run_id=tags.get(CHECK_RUN_TAG, ""),
         )

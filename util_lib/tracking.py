@@ -155,6 +155,8 @@ class Run:
             self.store = MlflowArtifactStore(project=self.project)
         self.written: list[str] = []
         self.used: list[str] = []
+        self.used_versions: list[Any] = []  # what each use_artifact resolved, in order
+        self._logged_models: list[str] = []  # ids of the MLflow logged models this run made
         self.closed = False
         if config:
             self.log_params(config)
@@ -178,6 +180,7 @@ class Run:
             self.store.record_use(version, self.run_id, self.step)
         used = version.spec if version.project == self.project else version.qualified_spec
         self.used.append(used)
+        self.used_versions.append(version)
         self._mlflow.set_tag(USED_TAG, ",".join(self.used))
         logger.info("using %s (from %s) at %s", used, spec, path)
         return path
@@ -189,12 +192,17 @@ class Run:
         type: str,
         description: str,
         metadata: dict[str, Any] | None = None,
+        uploaded_to: str | None = None,
     ) -> str:
         """Log a file or folder as a new version of artifact ``name``; return ``name:vN``.
 
         The version becomes visible when the run ends successfully; a failed run removes it.
+        ``uploaded_to``: where these files already are in MLflow (the embedded store then
+        records that copy instead of uploading another; see :meth:`log_model`).
         """
-        version = self.store.log(path, name, type, description, metadata, self.run_id)
+        version = self.store.log(
+            path, name, type, description, metadata, self.run_id, uploaded_to=uploaded_to
+        )
         if self.backends.artifact_store == "mlflow" and self.backends.wandb_mode == "offline":
             self._log_wandb_offline_artifact(path, name, type, description, metadata)
         if version.spec not in self.written:
@@ -202,11 +210,83 @@ class Run:
         self._mlflow.set_tag(WRITTEN_TAG, ",".join(self.written))
         return version.spec
 
+    def log_model(
+        self,
+        model_dir: str | Path,
+        name: str,
+        description: str,
+        metadata: dict[str, Any] | None = None,
+    ) -> tuple[str, str]:
+        """Log an exported MLflow model folder once, as two things that share its files.
+
+        It becomes an MLflow logged model of this run (named ``name``; the experiment's Models
+        tab lists it, and metrics logged with its id attach to it), and a version of artifact
+        ``name`` (type ``model_export``) whose source, in the embedded store, is the logged
+        model's own copy, covered by the version's digests. The logged model's id goes into
+        the folder's ``MLmodel`` first (as MLflow's ``log_model`` does) and into the version's
+        metadata (``model_id``). A failed run deletes the logged model with the version.
+
+        Returns
+        -------
+        (str, str)
+            The artifact version (``model_export:v3``) and the logged model's id.
+        """
+        from mlflow.models import Model
+
+        client = self._mlflow.MlflowClient()
+        model = client.create_logged_model(
+            self.mlflow_run.info.experiment_id,
+            name=name,
+            source_run_id=self.run_id,
+            model_type="model_export",
+            tags={"util_lib.step": self.step},
+        )
+        self._logged_models.append(model.model_id)
+        mlmodel = Model.load(str(Path(model_dir) / "MLmodel"))
+        mlmodel.model_id = model.model_id
+        mlmodel.save(str(Path(model_dir) / "MLmodel"))
+        client.log_model_artifacts(model.model_id, str(model_dir))
+        model = client.finalize_logged_model(model.model_id, "READY")
+        # With W&B as the store, W&B keeps a copy of its own (its artifacts hold their files).
+        shared = model.artifact_location if self.backends.artifact_store == "mlflow" else None
+        spec = self.log_artifact(
+            model_dir,
+            name=name,
+            type="model_export",
+            description=description,
+            metadata={**(metadata or {}), "model_id": model.model_id},
+            uploaded_to=shared,
+        )
+        logger.info("model %s is logged model %s (one copy of its files)", spec, model.model_id)
+        return spec, model.model_id
+
     def set_alias_if_unset(self, spec: str, alias: str) -> bool:
         """Point ``alias`` at ``spec`` when no version of that artifact has it; tell if it did."""
         done = self.store.set_alias_if_unset(spec, alias)
         logger.info("alias %r %s", alias, f"set on {spec}" if done else "already set, left alone")
         return done
+
+    def resolve(self, spec: str) -> Any:
+        """The version (:class:`util_lib.store.ArtifactVersion`) ``spec`` names, not downloaded."""
+        return self.store.resolve(spec)
+
+    def alias_unset(self, spec: str) -> bool:
+        """Tell whether ``spec`` names an alias that no version of its artifact has yet."""
+        return self.store.alias_unset(spec)
+
+    def record_check(self, spec: str, passed: bool) -> Any:
+        """Record on the version ``spec`` names that this run checked it, and the verdict.
+
+        The version's ``check`` becomes ``passed`` or ``failed`` and its ``check_run_id`` this
+        run's id, replacing an earlier check's. Returns the version.
+        """
+        from util_lib.store import CHECK_RUN_TAG, CHECK_TAG
+
+        version = self.store.resolve(spec)
+        verdict = "passed" if passed else "failed"
+        self.store.set_version_tags(version, {CHECK_TAG: verdict, CHECK_RUN_TAG: self.run_id})
+        logger.info("recorded on %s: data check %s (run %s)", spec, verdict, self.run_id)
+        return version
 
     # ------------------------------------------------------------------ values and figures
     def log_params(self, params: dict[str, Any]) -> None:
@@ -226,11 +306,14 @@ class Run:
         if self.wandb_run is not None:
             self.wandb_run.log(dict(metrics), step=step)
 
-    def log_summary(self, values: dict[str, Any]) -> None:
-        """Log the run's headline values: MLflow metrics (numbers) and the W&B summary."""
+    def log_summary(self, values: dict[str, Any], model_id: str | None = None) -> None:
+        """Log the run's headline values: MLflow metrics (numbers) and the W&B summary.
+
+        With ``model_id``, the metrics are also the scores of that MLflow logged model.
+        """
         numbers = {k: float(v) for k, v in values.items() if isinstance(v, int | float)}
         if numbers:
-            self._mlflow.log_metrics(numbers)
+            self._mlflow.log_metrics(numbers, model_id=model_id)
         if self.wandb_run is not None:
             self.wandb_run.summary.update(values)
 
@@ -267,6 +350,12 @@ class Run:
                 failed = True
         if failed:
             discarded = self.store.discard()
+            for model_id in self._logged_models:
+                try:
+                    self._mlflow.MlflowClient().delete_logged_model(model_id)
+                    discarded.append(f"logged model {model_id}")
+                except Exception:  # keep ending the run; the version is gone already
+                    logger.exception("could not delete logged model %s", model_id)
             if discarded:
                 logger.error("%s failed: discarded %s", self.step, ", ".join(discarded))
         # The step's peak memory, for the scale benchmark and for sizing machines.

@@ -6,6 +6,13 @@ versions a failed run logged so that a failed step leaves no new version behind.
 W&B's own: a spec with no project is in the run's project (which :class:`util_lib.tracking.Run`
 opens as :func:`util_lib.store.default_project`, as the embedded store does), and
 ``project/name:ref`` is passed to W&B as ``entity/project/name:ref``.
+
+W&B has no tags on an artifact version: notes made after logging (check_data's result,
+:meth:`WandbArtifactStore.set_version_tags`) go into the version's metadata through W&B's public
+API, best effort (a failure is logged as a warning, and segregate then finds the version
+unchecked). This store is used only while W&B is online; the offline copies that an offline W&B
+run keeps beside the embedded store carry no check result (``wandb sync`` uploads them as they
+were logged).
 """
 
 from __future__ import annotations
@@ -14,12 +21,21 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from util_lib.store import ArtifactNotFoundError, ArtifactVersion, file_digests, parse_spec
+from util_lib.store import (
+    CHECK_RUN_TAG,
+    CHECK_TAG,
+    ArtifactNotFoundError,
+    ArtifactVersion,
+    file_digests,
+    is_alias,
+    parse_spec,
+)
 
 logger = logging.getLogger(__name__)
 
 
 def _to_version(artifact: Any) -> ArtifactVersion:
+    metadata = dict(artifact.metadata or {})
     return ArtifactVersion(
         name=artifact.name.split(":")[0],
         version=int(artifact.version.lstrip("v")),
@@ -27,12 +43,14 @@ def _to_version(artifact: Any) -> ArtifactVersion:
         description=artifact.description or "",
         digest=artifact.digest,
         files={},
-        metadata=dict(artifact.metadata or {}),
+        metadata=metadata,
         producer_run_id="",
         used_by={},
         aliases=list(artifact.aliases),
         source=artifact.qualified_name,
         project=artifact.project or "",
+        check=str(metadata.get(CHECK_TAG, "")),
+        check_run_id=str(metadata.get(CHECK_RUN_TAG, "")),
     )
 
 
@@ -80,8 +98,12 @@ class WandbArtifactStore:
         description: str,
         metadata: dict[str, Any] | None,
         run_id: str,
+        uploaded_to: str | None = None,
     ) -> ArtifactVersion:
-        """Log ``path`` as a version of ``name`` and wait until W&B has committed it."""
+        """Log ``path`` as a version of ``name`` and wait until W&B has committed it.
+
+        ``uploaded_to`` (a copy in MLflow) is ignored: a W&B artifact holds its own files.
+        """
         import wandb
 
         path = Path(path)
@@ -139,3 +161,32 @@ class WandbArtifactStore:
         except wandb.errors.CommError:
             self.set_alias(spec, alias)
             return True
+
+    def set_version_tags(self, version: ArtifactVersion, tags: dict[str, str]) -> None:
+        """Best effort: write ``tags`` into the version's metadata (W&B has no version tags)."""
+        import wandb
+
+        try:
+            artifact = wandb.Api().artifact(version.source)
+            artifact.metadata = {**(artifact.metadata or {}), **tags}
+            artifact.save()
+        except Exception as exc:  # a note left out reads as "never checked": safe
+            logger.warning("could not record %s on W&B artifact %s: %s", tags, version.source, exc)
+
+    def alias_unset(self, spec: str) -> bool:
+        """Tell whether ``spec`` names an alias that no version of its (existing) artifact has."""
+        import wandb
+
+        project, name, ref = parse_spec(spec)
+        if not is_alias(ref):
+            return False
+        api = wandb.Api()
+        try:
+            api.artifact(self._qualified(f"{project or self.project}/{name}:latest"))
+        except wandb.errors.CommError:
+            return False  # no such artifact
+        try:
+            api.artifact(self._qualified(spec))
+        except wandb.errors.CommError:
+            return True
+        return False

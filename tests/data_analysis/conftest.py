@@ -20,11 +20,11 @@ from tests.data_analysis.notebook_runs import NOTEBOOKS, REPO, SANDBOX, notebook
 def store(tmp_path_factory: pytest.TempPathFactory, dataset_path: Path) -> Path:
     """A folder whose SQLite store holds raw_data.parquet, data_train and data_test (all v0).
 
-    Filled as a user fills it: get_data, preprocess and segregate through `mlflow run`, from
-    the dataset the project ships.
+    Filled as a user fills it: get_data, preprocess, check_data and segregate through
+    `mlflow run`, from the dataset the project ships.
     """
     workdir = tmp_path_factory.mktemp("data_analysis")
-    steps = "main.execute_steps='get_data,preprocess,segregate'"
+    steps = "main.execute_steps='get_data,preprocess,check_data,segregate'"
     options = f"{steps} data.file_url={dataset_path} hydra.run.dir={workdir / 'outputs'}"
     result = subprocess.run(
         ["mlflow", "run", str(REPO), "--env-manager", "local", "-P", f"hydra_options={options}"],

@@ -1,7 +1,8 @@
 """data_analysis: the notebooks run headless, and `mlflow run data_analysis` serves Jupyter.
 
 The store is filled as a user fills it: the pipeline's first steps (get_data, preprocess,
-segregate) through `mlflow run`, from the dataset the project ships, into a fresh SQLite store.
+check_data, segregate) through `mlflow run`, from the dataset the project ships, into a fresh
+SQLite store.
 The notebooks then run top to bottom in a real kernel (nbclient, kernel `python3`) started in
 data_analysis/ as Jupyter starts it, with W&B offline; the tests read what they tracked. The
 fixtures (`store`, `executed`) are in conftest.py; the clustering notebook's own tests in

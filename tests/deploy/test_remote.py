@@ -76,7 +76,8 @@ def test_release_runs_from_a_fresh_clone_into_an_empty_folder(release_run: Pipel
     # The artifacts are in that folder too, not in MLflow's temporary clone.
     experiment = MlflowClient(tracking_uri).get_experiment_by_name(PROJECT)
     assert Path(experiment.artifact_location).is_relative_to(workdir / "mlruns")
-    assert any((workdir / "mlruns").rglob("util_lib_artifacts/data_train"))
+    assert any((workdir / "mlruns").rglob("util_lib_artifacts/*/data_train"))
+    assert any((workdir / "mlruns").rglob("models/*/artifacts/MLmodel"))  # the logged model
 
 
 def test_every_step_run_records_the_tags_commit(release_run: PipelineRun, git_server) -> None:

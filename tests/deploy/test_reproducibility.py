@@ -44,7 +44,7 @@ def test_data_artifacts_have_identical_digests(
 def test_test_predictions_are_identical(
     local_run: PipelineRun, second_run: PipelineRun, tmp_path: Path
 ) -> None:
-    import mlflow.sklearn
+    from util_lib.pyfunc_model import load_pipeline
 
     test_file = _store(local_run).download(
         _store(local_run).resolve("data_test:latest"), tmp_path / "test"
@@ -54,7 +54,7 @@ def test_test_predictions_are_identical(
     for i, run in enumerate((local_run, second_run)):
         store = _store(run)
         model_dir = store.download(store.resolve("model_export:latest"), tmp_path / f"model{i}")
-        model = mlflow.sklearn.load_model(str(model_dir))
+        model = load_pipeline(str(model_dir))
         # One thread: with several, the forest sums its trees' votes in whatever order the
         # threads finish, and the last bit of a probability varies from call to call.
         model.set_params(classifier__n_jobs=1)

@@ -229,5 +229,7 @@ def test_files_live_on_the_server_not_in_the_members_folders(
     for member in (alice, bob):
         assert not (member.workdir / "mlruns").exists()
         assert not (member.workdir / "mlflow.db").exists()
-    stored = {p.name for p in server_artifacts.rglob("util_lib_artifacts/*")}
-    assert {*DATA_ARTIFACTS, "model_export"} <= stored
+    # util_lib_artifacts/<project>/<name>/ for data; the model is a logged model's files.
+    stored = {p.name for p in server_artifacts.rglob("util_lib_artifacts/*/*")}
+    assert set(DATA_ARTIFACTS) <= stored
+    assert any(server_artifacts.rglob("models/*/artifacts/MLmodel"))

@@ -1,10 +1,12 @@
-"""Serving the registered model: promote by alias, `mlflow models serve` / `predict`, Docker.
+"""Serving the registered model: promote by alias, verified serving, `mlflow models serve` /
+`predict`, Docker.
 
 The module runs the pipeline once (`mlflow run`, a 20-tree forest, W&B off) into a fresh store,
 then trains and evaluates a second version; the model is promoted with the documented command
 and served by `models:/<name>@prod` from a process whose working directory is outside the
-repository and whose PYTHONPATH is empty. One server answers the request tests; the promotion
-test restarts it on the other version.
+repository. One verified server (`python -m serving serve`) answers the request tests; the
+promotion test restarts MLflow's plain `mlflow models serve` on the other version; the last
+tests tamper with the stored model files (restoring them after) and see them refused.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import requests
 import yaml
 from omegaconf import OmegaConf
 
-from serving.local_server import serve
+from serving.local_server import free_port, serve
 from serving.serving_example import to_payload
 
 pytestmark = pytest.mark.e2e
@@ -151,9 +153,23 @@ def reference(registry, tracking_env, songs: pd.DataFrame):
 
 @pytest.fixture(scope="module")
 def server(promoted, env: dict[str, str], outside: Path, workdir: Path) -> Iterator[str]:
-    """`mlflow models serve -m models:/<name>@prod` from outside the repo; yields its URL."""
-    with serve(PROD, workdir / "serve-prod.log", cwd=outside, env=env) as url:
+    """`python -m serving serve -m models:/<name>@prod` from outside the repo; yields its URL."""
+    with serve(PROD, workdir / "serve-prod.log", cwd=outside, env=env, verified=True) as url:
         yield url
+
+
+def _refusal(answer: requests.Response, sent: str = "") -> str:
+    """A clean 400: only error_code and a short message, no stack trace, no server path, no
+    more than a short excerpt of the request; returns the message."""
+    assert answer.status_code == 400, answer.text[:2000]
+    body = answer.json()
+    assert set(body) == {"error_code", "message"}, body
+    for leak in ("Traceback", "stack_trace", 'File "', str(REPO), "/tmp/", "site-packages"):
+        assert leak not in answer.text, (leak, answer.text)
+    assert len(body["message"]) <= 300
+    if sent:
+        assert sent[:120] not in answer.text  # the request is not echoed back
+    return body["message"]
 
 
 def _post(url: str, rows: pd.DataFrame, params: dict | None = None) -> requests.Response:
@@ -238,26 +254,20 @@ def test_a_null_in_an_integer_column_is_a_400_naming_it(server: str, reference, 
     _, columns = reference
     rows = songs.iloc[:2][columns].astype(object)
     rows.loc[1, "key"] = None
-    answer = _post(server, rows)
-    assert answer.status_code == 400
-    assert "column key" in answer.json()["message"]
+    assert "column key" in _refusal(_post(server, rows))
 
 
 def test_a_missing_column_is_a_400_naming_it(server: str, reference, songs) -> None:
     _, columns = reference
     answer = _post(server, songs.iloc[:3][columns].drop(columns="energy"))
-    assert answer.status_code == 400
-    assert "missing inputs ['energy']" in answer.json()["message"]
-    assert "Traceback" not in answer.text
+    assert "missing inputs ['energy']" in _refusal(answer)
 
 
 def test_a_wrong_type_is_a_400(server: str, reference, songs) -> None:
     _, columns = reference
     rows = songs.iloc[:2][columns].astype(object)
     rows.loc[0, "danceability"] = "very danceable"
-    answer = _post(server, rows)
-    assert answer.status_code == 400
-    assert "column danceability" in answer.json()["message"]
+    assert "column danceability" in _refusal(_post(server, rows))
 
 
 @pytest.mark.parametrize(
@@ -277,8 +287,7 @@ def test_a_value_outside_the_domain_is_a_400_naming_column_value_and_bound(
     rows = songs.iloc[:3][columns].copy()
     rows.loc[1, column] = value
     answer = _post(server, rows)
-    assert answer.status_code == 400, answer.text[:2000]
-    message = answer.json()["message"]
+    message = _refusal(answer, to_payload(rows))
     expected = f"column '{column}': value {value!r} (row 1) is {bound}"
     assert f"input outside the model's domain: {expected}" in message
     assert answer.json()["error_code"] == "INVALID_PARAMETER_VALUE"
@@ -292,8 +301,25 @@ def test_malformed_json_is_a_400(server: str) -> None:
     answer = requests.post(
         server, data='{"dataframe_split": {"columns": [', headers=JSON, timeout=60
     )
-    assert answer.status_code == 400
-    assert "valid JSON" in answer.json()["message"]
+    assert "Expecting value" in _refusal(answer)
+
+
+def test_a_bad_csv_or_parquet_body_is_a_clean_400(server: str, reference, songs) -> None:
+    """MLflow's own answer to these carries a full stack trace with the server's paths."""
+    _, columns = reference
+    csv = songs.iloc[:50][columns].to_csv(index=False)
+    broken = csv.replace("\n", '\n"', 3)  # an unterminated quote on line 2
+    answer = requests.post(
+        server, data=broken, headers={"Content-Type": "text/csv"}, timeout=60
+    )
+    assert "Failed to parse input as a Pandas DataFrame" in _refusal(answer, broken)
+    answer = requests.post(
+        server,
+        data=b"PAR1 not parquet at all " * 40,
+        headers={"Content-Type": "application/vnd.apache.parquet"},
+        timeout=60,
+    )
+    assert "Failed to parse input as a Pandas DataFrame" in _refusal(answer)
 
 
 def test_serving_example_against_the_live_server(
@@ -392,9 +418,8 @@ def test_generated_dockerfile_copies_the_promoted_model(
     assert copy, dockerfile
     copied = outside / "docker" / copy[1]
     assert (copied / "code" / "util_lib" / "pyfunc_model.py").is_file()
-    served_source = Path(client.get_model_version(NAME, "1").source)
     uuid = yaml.safe_load((copied / "MLmodel").read_text())["model_uuid"]
-    assert uuid == yaml.safe_load((served_source / "MLmodel").read_text())["model_uuid"]
+    assert uuid == yaml.safe_load((_stored_model(env) / "MLmodel").read_text())["model_uuid"]
 
 
 # ----------------------------------------------------------------------------- promotion
@@ -421,3 +446,86 @@ def test_promotion_moves_prod_and_a_restarted_server_serves_that_version(
     # The server started before the promotion still serves what it loaded.
     before = pd.DataFrame(_predictions(_post(server, rows, proba))).to_numpy()
     np.testing.assert_allclose(before, v1)
+
+
+# ----------------------------------------------------------------------------- verified files
+
+
+def _stored_model(env: dict[str, str], spec: str = "model_export:v0") -> Path:
+    """The one stored copy of a model's files (the logged model's, which the registry version
+    and the artifact version share)."""
+    from util_lib.store import MlflowArtifactStore
+
+    version = MlflowArtifactStore(env["MLFLOW_TRACKING_URI"]).resolve(spec)
+    return Path(version.source.removeprefix("file://"))
+
+
+def test_registry_logged_model_and_artifact_share_one_copy(registry, client, env) -> None:
+    from util_lib.store import MlflowArtifactStore
+
+    artifact = MlflowArtifactStore(env["MLFLOW_TRACKING_URI"]).resolve("model_export:v0")
+    model_id = artifact.metadata["model_id"]
+    assert client.get_model_version(NAME, "1").source == f"models:/{model_id}"
+    assert client.get_logged_model(model_id).artifact_location == artifact.source
+    assert set(artifact.files) >= {"MLmodel", "model.skops", "code/util_lib/pyfunc_model.py"}
+    verified = _cli(env, "verify", "model_export:v0")
+    assert verified.returncode == 0, verified.stderr
+    assert f"all {len(artifact.files)} files match their sha256 digests" in verified.stdout
+
+
+def _append(path: Path, text: str) -> None:
+    path.write_text(path.read_text() + text)
+
+
+# Each way of changing the stored files, and the file the refusal must name.
+TAMPERING = {
+    "bundled code changed": "code/util_lib/pyfunc_model.py",
+    "MLmodel trusts posix.system": "MLmodel",
+    "a file added": "code/util_lib/sitecustomize.py",
+    "a file removed": "input_domain.json",
+}
+
+
+@pytest.mark.parametrize("tampering", TAMPERING)
+def test_a_tampered_model_is_refused_before_any_of_its_code_runs(
+    registry, env: dict[str, str], outside: Path, workdir: Path, tampering: str
+) -> None:
+    files = _stored_model(env)
+    ran = workdir / f"hostile code ran ({tampering})"
+    hostile = f"\nopen({str(ran)!r}, 'w').close()\n"
+    backup = {p: p.read_bytes() for p in files.rglob("*") if p.is_file()}
+    try:
+        if tampering == "bundled code changed":
+            _append(files / "code/util_lib/pyfunc_model.py", hostile)
+        elif tampering == "MLmodel trusts posix.system":
+            mlmodel = (files / "MLmodel").read_text()
+            (files / "MLmodel").write_text(
+                mlmodel.replace("- numpy.dtype", "- numpy.dtype\n    - posix.system", 1)
+            )
+            assert "posix.system" in (files / "MLmodel").read_text()
+        elif tampering == "a file added":
+            (files / "code/util_lib/sitecustomize.py").write_text(hostile)
+        else:
+            (files / "input_domain.json").unlink()
+        named = TAMPERING[tampering]
+
+        verified = _cli(env, "verify", "model_export:v0")
+        assert verified.returncode == 1
+        assert named in verified.stderr and "differ from their recorded sha256" in verified.stderr
+
+        served = _run(
+            [sys.executable, "-m", "serving", "serve", "-m", f"models:/{NAME}/1",
+             "--port", str(free_port())],
+            {**env, "PYTHONPATH": str(REPO)},
+            outside,
+            timeout=300,
+        )  # fmt: skip
+        assert served.returncode == 1, served.stdout + served.stderr
+        assert named in served.stderr and "refusing to use them" in served.stderr
+        assert not ran.exists()
+    finally:
+        for path in [p for p in files.rglob("*") if p.is_file() and p not in backup]:
+            path.unlink()
+        for path, content in backup.items():
+            path.write_bytes(content)
+    assert _cli(env, "verify", "model_export:v0").returncode == 0

@@ -17,8 +17,9 @@ import skops.io
 import yaml
 from sklearn.pipeline import Pipeline
 
-from train_random_forest.export import SKOPS_TRUSTED_TYPES, export_model
+from train_random_forest.export import export_model
 from train_random_forest.pipeline import build_pipeline
+from util_lib.pyfunc_model import SKOPS_TRUSTED_TYPES
 
 # Run in a fresh interpreter whose working directory is a copy of the model's parent:
 # util_lib must come from the model's own code/ folder.
@@ -63,7 +64,7 @@ def test_mlmodel_says_skops_and_lists_the_trusted_types(exported: Path) -> None:
     mlmodel = yaml.safe_load((exported / "MLmodel").read_text())
     flavor = mlmodel["flavors"]["sklearn"]
     assert flavor["serialization_format"] == "skops"
-    assert flavor["skops_trusted_types"] == SKOPS_TRUSTED_TYPES
+    assert flavor["skops_trusted_types"] == list(SKOPS_TRUSTED_TYPES)
     assert flavor["code"] == "code"
     assert (exported / "code" / "util_lib" / "transformers.py").is_file()
     assert (exported / "model.skops").is_file()

@@ -102,3 +102,70 @@ def test_project_option_lists_gets_and_aliases_in_that_project(
     assert "no artifacts (other projects: dev, prod)" in unknown.stdout
     bad = _cli("list", "--project", "a/b")
     assert bad.returncode == 2 and "not a valid project name" in bad.stderr
+
+
+def _model_like(tracking: Path) -> Path:
+    """A folder artifact shaped like an exported model, logged as model_export:v0; returns
+    its stored copy."""
+    from util_lib.store import MlflowArtifactStore
+
+    folder = tracking / "export"
+    (folder / "code").mkdir(parents=True)
+    (folder / "MLmodel").write_text("flavors: {}\n")
+    (folder / "code" / "pyfunc_model.py").write_text("LOADER = 1\n")
+    with start_run("train_random_forest", "train") as run:
+        run.log_artifact(folder, "model_export", "model_export", "a model")
+    source = MlflowArtifactStore().resolve("model_export:v0").source
+    return Path(source.removeprefix("file://"))
+
+
+def test_get_never_touches_files_it_did_not_write(tracking: Path) -> None:
+    _model_like(tracking)
+    root = tracking / "mine"
+    (root / "code").mkdir(parents=True)
+    (root / "code" / "mine.py").write_text("my work\n")
+    (root / "keep.txt").write_text("keep\n")
+    refused = _cli("get", "model_export:v0", "--root", str(root))
+    assert refused.returncode == 1
+    assert "is not an empty folder" in refused.stderr and str(root) in refused.stderr
+    assert (root / "code" / "mine.py").read_text() == "my work\n"
+    assert sorted(p.name for p in root.rglob("*")) == ["code", "keep.txt", "mine.py"]
+    # A new or empty folder is where it writes, and its check looks at the artifact's files.
+    empty = tracking / "empty"
+    empty.mkdir()
+    got = _cli("get", "model_export:v0", "--root", str(empty))
+    assert got.returncode == 0, got.stderr
+    assert sorted(p.relative_to(empty).as_posix() for p in empty.rglob("*") if p.is_file()) == [
+        "MLmodel",
+        "code/pyfunc_model.py",
+    ]
+
+
+def test_a_mismatch_is_named_and_leaves_no_copy(tracking: Path) -> None:
+    stored = _model_like(tracking)
+    (stored / "code" / "pyfunc_model.py").write_text("LOADER = 1\nimport os\n")
+    (stored / "extra.py").write_text("x")
+    root = tracking / "out"
+    refused = _cli("get", "model_export:v0", "--root", str(root))
+    assert refused.returncode == 1
+    assert "changed: code/pyfunc_model.py" in refused.stderr
+    assert "added: extra.py" in refused.stderr
+    assert not root.exists()  # the copy it made is gone with the folder it created
+    verified = _cli("verify", "model_export:v0")
+    assert verified.returncode == 1 and "changed: code/pyfunc_model.py" in verified.stderr
+    (stored / "code" / "pyfunc_model.py").write_text("LOADER = 1\n")
+    (stored / "extra.py").unlink()
+    (stored / "MLmodel").unlink()
+    verified = _cli("verify", "model_export:v0")
+    assert verified.returncode == 1 and "missing: MLmodel" in verified.stderr
+
+
+def test_verify_passes_on_untouched_files_and_ignores_mlflows_own_meta_file(
+    tracking: Path,
+) -> None:
+    stored = _model_like(tracking)
+    # What `mlflow models serve -m models:/...` writes into a local model it uses in place.
+    (stored / "registered_model_meta").write_text("model_name: m\nmodel_version: '1'\n")
+    verified = _cli("verify", "model_export:v0")
+    assert verified.returncode == 0, verified.stderr
+    assert "model_export:v0: all 2 files match their sha256 digests" in verified.stdout

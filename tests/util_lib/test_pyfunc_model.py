@@ -291,3 +291,58 @@ def test_loading_and_predicting_do_not_import_pandera(
     assert refused.startswith("input outside the model's domain: column 'danceability'")
     assert "pandera" not in modules and "util_lib.pyfunc_model" in modules
     assert util_lib_file.startswith(str(exported / "code"))
+
+
+# ------------------------------------------------------------------- what the model carries
+
+
+def test_the_model_bundles_only_the_code_loading_needs(exported: Path) -> None:
+    bundled = sorted(p.name for p in (exported / "code" / "util_lib").glob("*.py"))
+    assert bundled == ["__init__.py", "pyfunc_model.py", "transformers.py"]
+
+
+@pytest.fixture
+def hostile(exported: Path, tmp_path: Path) -> Path:
+    """A copy of the export whose model file asks skops for ``posix.system`` and whose MLmodel
+    lists that type as trusted: what someone with write access to the folder could make."""
+    import os as os_module
+
+    import skops.io
+    from mlflow.models import Model
+
+    folder = tmp_path / "hostile"
+    shutil.copytree(exported, folder)
+    flavor = Model.load(str(folder / "MLmodel")).flavors["sklearn"]
+    (folder / flavor["pickled_model"]).write_bytes(skops.io.dumps(os_module.system))
+    mlmodel = yaml.safe_load((folder / "MLmodel").read_text())
+    mlmodel["flavors"]["sklearn"]["skops_trusted_types"].append("posix.system")
+    (folder / "MLmodel").write_text(yaml.safe_dump(mlmodel))
+    return folder
+
+
+def test_the_skops_allow_list_comes_from_the_code_not_the_model_folder(hostile: Path) -> None:
+    import mlflow.pyfunc
+    import mlflow.sklearn
+    from skops.io.exceptions import UntrustedTypesFoundException
+
+    from util_lib.pyfunc_model import SKOPS_TRUSTED_TYPES, load_pipeline
+
+    # MLflow's own loader trusts the folder's list: the hostile file loads.
+    assert mlflow.sklearn.load_model(str(hostile)) is os.system
+    assert "posix.system" not in SKOPS_TRUSTED_TYPES
+    with pytest.raises(UntrustedTypesFoundException, match="posix.system"):
+        load_pipeline(hostile)
+    with pytest.raises(UntrustedTypesFoundException, match="posix.system"):
+        mlflow.pyfunc.load_model(str(hostile))
+
+
+def test_a_pickled_model_is_refused(exported: Path, tmp_path: Path) -> None:
+    from util_lib.pyfunc_model import load_pipeline
+
+    folder = tmp_path / "pickled"
+    shutil.copytree(exported, folder)
+    mlmodel = yaml.safe_load((folder / "MLmodel").read_text())
+    mlmodel["flavors"]["sklearn"]["serialization_format"] = "cloudpickle"
+    (folder / "MLmodel").write_text(yaml.safe_dump(mlmodel))
+    with pytest.raises(ValueError, match="not a skops file"):
+        load_pipeline(folder)

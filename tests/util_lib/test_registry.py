@@ -30,10 +30,10 @@ def _train(tmp: Path, text: str, name: str = MODEL) -> str:
     """What a training run does: log a model folder as model_export, register it."""
     folder = tmp / f"model_{text}"
     folder.mkdir()
-    (folder / "MLmodel").write_text(f"model {text}\n")
+    (folder / "MLmodel").write_text(f"flavors: {{}}\nnote: model {text}\n")
     with start_run("train_random_forest", "train") as run:
-        spec = run.log_artifact(folder, "model_export", "model_export", "a model")
-        register_export(run, spec, folder, name, tags={"val_auc": 0.9})
+        spec, model_id = run.log_model(folder, "model_export", "a model")
+        register_export(run, spec, model_id, name, tags={"val_auc": 0.9})
     return spec
 
 
@@ -50,11 +50,19 @@ def test_a_training_run_registers_its_export_linked_to_the_artifact(tracking: Pa
     assert version.tags[ARTIFACT_STORE_TAG] == "mlflow"
     assert version.tags[ARTIFACT_SOURCE_TAG] == artifact.source
     assert version.tags["val_auc"] == "0.9"
-    # The registry version serves a copy of the artifact's files, in the training run.
+    # One copy: the registry version is made from the training run's logged model, whose
+    # files are the artifact version's source.
+    model_id = artifact.metadata["model_id"]
     assert version.run_id == artifact.producer_run_id
-    assert version.source.endswith("/registered_model") and version.source != artifact.source
-    copy = Path(version.source.removeprefix("file://"))
-    assert (copy / "MLmodel").read_text() == "model a\n"
+    assert version.source == f"models:/{model_id}"
+    logged = client.get_logged_model(model_id)
+    assert logged.source_run_id == artifact.producer_run_id and logged.status == "READY"
+    assert artifact.source == logged.artifact_location
+    copy = Path(artifact.source.removeprefix("file://"))
+    assert "note: model a" in (copy / "MLmodel").read_text()
+    assert f"model_id: {model_id}" in (copy / "MLmodel").read_text()
+    # Nothing else was uploaded: the training run's own artifacts hold no model files.
+    assert client.list_artifacts(version.run_id) == []
     assert client.get_run(version.run_id).data.tags["util_lib.registered_model"] == f"{MODEL}/1"
     # The registered model is not one of the store's artifacts.
     assert MODEL not in MlflowArtifactStore().names()
@@ -63,11 +71,11 @@ def test_a_training_run_registers_its_export_linked_to_the_artifact(tracking: Pa
 def test_registering_the_same_artifact_version_twice_makes_one_version(tracking: Path) -> None:
     folder = tracking / "m"
     folder.mkdir()
-    (folder / "MLmodel").write_text("x")
+    (folder / "MLmodel").write_text("flavors: {}\n")
     with start_run("train_random_forest", "train") as run:
-        spec = run.log_artifact(folder, "model_export", "model_export", "a model")
-        first = register_export(run, spec, folder, MODEL)
-        again = register_export(run, spec, folder, MODEL)
+        spec, model_id = run.log_model(folder, "model_export", "a model")
+        first = register_export(run, spec, model_id, MODEL)
+        again = register_export(run, spec, model_id, MODEL)
     assert str(first.version) == str(again.version) == "1"
 
 

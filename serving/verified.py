@@ -1,0 +1,169 @@
+"""Serve only what was verified: a registered model's files, checked against the sha256 digests
+the artifact store recorded when the training run logged them, before any model code runs.
+
+    python -m serving serve -m models:/music_genre_classification@prod [--host H] [--port P]
+
+The registry version names the artifact version it serves (tags ``util_lib.artifact``,
+``util_lib.artifact_project``); its files are copied into a fresh folder and every one is
+checked (:func:`util_lib.store.verify_files`): a changed, added or missing file (model,
+``MLmodel``, bundled code) stops here, naming it. Then MLflow's own scoring app serves that
+folder (``serving/scoring_app.py``); the model's loader trusts only the skops types its
+checked code lists (:mod:`util_lib.pyfunc_model`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from util_lib.registry import ARTIFACT_PROJECT_TAG, ARTIFACT_STORE_TAG, ARTIFACT_TAG
+from util_lib.store import ArtifactVersion, MlflowArtifactStore
+
+logger = logging.getLogger(__name__)
+
+SERVING_DIR = Path(__file__).resolve().parent
+_MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>\d+))$")
+
+
+class VerificationError(RuntimeError):
+    """The model cannot be served as verified (unknown, not from the store, or tampered)."""
+
+
+@dataclass(frozen=True)
+class VerifiedModel:
+    """A model folder whose every file matched its recorded digest."""
+
+    folder: Path
+    artifact: ArtifactVersion
+    registry: str  # e.g. models:/music_genre_classification/4, or "" for an artifact spec
+
+
+def resolve(model: str, store: MlflowArtifactStore) -> tuple[ArtifactVersion, str]:
+    """The artifact version that ``model`` serves, and its registry version (if any).
+
+    Parameters
+    ----------
+    model : str
+        ``models:/<name>@<alias>``, ``models:/<name>/<version>``, or an artifact spec
+        (``model_export:prod``, ``project/model_export:v3``).
+    store : util_lib.store.MlflowArtifactStore
+        The embedded store on the tracking backend.
+
+    Raises
+    ------
+    VerificationError
+        When the registry version names no artifact of the embedded store.
+    util_lib.store.ArtifactNotFoundError
+        When the artifact version does not exist.
+    """
+    from mlflow.exceptions import MlflowException
+
+    match = _MODELS_URI.match(model)
+    if not match:
+        return store.resolve(model), ""
+    client = store.client
+    try:
+        if match["alias"]:
+            mv = client.get_model_version_by_alias(match["name"], match["alias"])
+        else:
+            mv = client.get_model_version(match["name"], match["version"])
+    except MlflowException as exc:
+        raise VerificationError(f"{model}: no such registry version ({exc.message})") from exc
+    tags = mv.tags or {}
+    registry = f"models:/{mv.name}/{mv.version}"
+    if ARTIFACT_TAG not in tags:
+        raise VerificationError(
+            f"{model} ({registry}) was not registered from an artifact version, so no digests "
+            "cover its files: refusing to serve it unverified"
+        )
+    if tags.get(ARTIFACT_STORE_TAG, "mlflow") != "mlflow":
+        raise VerificationError(
+            f"{model} ({registry}) serves {tags[ARTIFACT_TAG]} of the W&B store: get it with "
+            "`wandb artifact get`, whose download W&B verifies, and serve that folder"
+        )
+    project = tags.get(ARTIFACT_PROJECT_TAG)
+    spec = f"{project}/{tags[ARTIFACT_TAG]}" if project else tags[ARTIFACT_TAG]
+    return store.resolve(spec), registry
+
+
+def fetch_verified(
+    model: str, folder: Path, tracking_uri: str | None = None
+) -> VerifiedModel:
+    """Copy the files of ``model`` into the new folder ``folder``, each checked.
+
+    Raises
+    ------
+    util_lib.store.ArtifactIntegrityError
+        Naming every changed, added or missing file; nothing is left in ``folder``.
+    VerificationError, util_lib.store.ArtifactNotFoundError
+        See :func:`resolve`.
+    """
+    store = MlflowArtifactStore(tracking_uri)
+    version, registry = resolve(model, store)
+    path = store.download(version, folder)
+    return VerifiedModel(Path(path), version, registry)
+
+
+def serve(
+    model: str,
+    host: str = "127.0.0.1",
+    port: int = 5000,
+    workers: int = 1,
+    tracking_uri: str | None = None,
+) -> int:
+    """Verify ``model``, then run MLflow's scoring app on the verified copy until stopped.
+
+    Returns the server's exit status (0 after Ctrl-C or SIGTERM).
+    """
+    from mlflow.pyfunc import scoring_server
+
+    with tempfile.TemporaryDirectory(prefix="verified-model-") as tmp:
+        verified = fetch_verified(model, Path(tmp) / "model", tracking_uri)
+        artifact = verified.artifact
+        print(
+            f"verified {len(artifact.files)} files of {artifact.qualified_spec}"
+            f"{' (' + verified.registry + ')' if verified.registry else ''} against their "
+            f"sha256 digests (manifest {artifact.digest[:12]})",
+            flush=True,
+        )
+        command = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--app-dir",
+            str(SERVING_DIR),
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "scoring_app:app",
+        ]
+        env = {**os.environ, scoring_server._SERVER_MODEL_PATH: str(verified.folder)}
+        env.pop("PYTHONPATH", None)  # the model's own (checked) code is what must load
+        print(f"serving on http://{host}:{port}/invocations", flush=True)
+        server = subprocess.Popen(command, env=env, cwd=tmp)
+
+        def stop(signum: int, frame: object) -> None:
+            server.send_signal(signal.SIGTERM)
+
+        previous = signal.signal(signal.SIGTERM, stop)
+        try:
+            return server.wait()
+        except KeyboardInterrupt:
+            server.send_signal(signal.SIGINT)
+            server.wait()
+            return 0
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            if server.poll() is None:
+                server.kill()
+                server.wait()
