@@ -4,20 +4,28 @@
     mlflow run . --env-manager local \
         -P hydra_options="main.execute_steps='train_random_forest,evaluate'"
 
-Each step's concrete output (``name:vN``) is handed to the next step, so a step never reads a
-version another pipeline wrote meanwhile; a step left out reads ``name:latest`` instead.
-The pipeline run returns the validation AUC (the objective of Hydra sweepers). In a sweep
-(`-m`), each job is a pipeline run of its own nested under the sweep's "multirun" run, which
-util_lib/sweep_report.py (a Hydra callback of config.yaml) opens and reports on.
+The steps, what they read and write and where their parameters come from are declared once,
+in ``pipeline.yaml`` (util_lib/graph.py); one loop runs them. Each step's concrete output
+(``name:vN``) is handed to the next step, so a step never reads a version another pipeline
+wrote meanwhile; a step left out reads ``name:latest`` instead. A step whose code, parameters,
+inputs and environment match a finished run of it is not run again (``main.cache``,
+util_lib/step_cache.py): that run's outputs are handed on, so the same command after a
+failure resumes at the failed step. The pipeline run returns the validation AUC (the objective
+of Hydra sweepers). In a sweep (`-m`), each job is a pipeline run of its own nested under the
+sweep's "multirun" run, which util_lib/sweep_report.py (a Hydra callback of config.yaml) opens
+and reports on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,17 +35,16 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 # Importing it registers the schema that config.yaml's defaults name (before @hydra.main runs).
 from util_lib.config_schema import ConfigError, check_config
+from util_lib.graph import get_step, headline_metrics, step_names
 
 logger = logging.getLogger("main")
 
 ROOT = Path(__file__).resolve().parent
-STEPS = ("get_data", "preprocess", "check_data", "segregate", "train_random_forest", "evaluate")
-# Artifact names of the pipeline (the seed's); the model's name is configurable.
-RAW = "raw_data.parquet"
-PREPROCESSED = "preprocessed_data"
-TRAIN = "data_train"
-TEST = "data_test"
-HEADLINE_METRICS = ("val_auc", "test_auc")
+STEPS = step_names()  # pipeline.yaml's, in order
+# The pipeline run records, per step, the run that did its work (its own, or a cached one).
+STEP_RUN_TAG = "util_lib.step_run."
+STEP_STATUS_TAG = "util_lib.step_status."
+PROGRESS_ENV = "UTIL_LIB_PROGRESS_SECONDS"
 
 
 @dataclass
@@ -54,19 +61,22 @@ class StepResult:
 
 
 def selected_steps(execute_steps: Any) -> list[str]:
-    """Return the steps to run, in pipeline order, from a list or a comma-separated string.
+    """Return the steps to run, in pipeline order, from ``all``, a list or a comma string.
 
     Raises
     ------
     ValueError
         When a name is not one of the pipeline's steps.
     """
-    if isinstance(execute_steps, str):
-        names = [s.strip() for s in execute_steps.split(",") if s.strip()]
-    elif isinstance(execute_steps, list | tuple | ListConfig):
-        names = [str(s).strip() for s in execute_steps]
-    else:
-        raise ValueError(f"main.execute_steps must be a list or a comma string: {execute_steps!r}")
+    from util_lib.config_schema import parse_steps
+
+    if isinstance(execute_steps, ListConfig):
+        execute_steps = list(execute_steps)
+    names = parse_steps(execute_steps)
+    if names is None:
+        raise ValueError(
+            f"main.execute_steps must be all, a list or a comma string: {execute_steps!r}"
+        )
     unknown = [s for s in names if s not in STEPS]
     if unknown:
         raise ValueError(f"unknown step(s) {unknown} in main.execute_steps; steps: {list(STEPS)}")
@@ -116,72 +126,25 @@ def step_uri(step: str, repository: str | None, version: str | None) -> tuple[st
 
 
 def step_parameters(
-    step: str, config: DictConfig, written: dict[str, str], model_config: Path
+    step: str, config: DictConfig, written: dict[str, str], output_dir: Path
 ) -> dict[str, Any]:
-    """The MLproject parameters of ``step``, from the config and what earlier steps wrote."""
-    from util_lib.arguments import null_or, project_path
+    """The MLproject parameters of ``step`` as pipeline.yaml declares them, from the config and
+    what earlier steps wrote (a config section goes to a file in ``output_dir``)."""
+    from util_lib.graph import step_parameters as declared_parameters
 
-    data = config.data
-    export = config.random_forest_pipeline.export_artifact
-
-    def latest(name: str) -> str:
-        return written.get(name, f"{name}:latest")
-
-    if step == "get_data":
-        return {
-            # A relative path is under the project root, wherever the pipeline runs from.
-            "file_url": project_path(data.file_url),
-            "sha256": null_or(data.sha256),
-            "artifact_name": RAW,
-            "artifact_type": "raw_data",
-            "artifact_description": "Raw dataset as downloaded",
-        }
-    if step == "preprocess":
-        return {
-            "input_artifact": latest(RAW),
-            "artifact_name": PREPROCESSED,
-            "artifact_type": "preprocessed_data",
-            "artifact_description": "Deduplicated data with the text feature",
-        }
-    if step == "check_data":
-        return {
-            "reference_artifact": data.reference_dataset,
-            "sample_artifact": latest(PREPROCESSED),
-            "ks_alpha": data.ks_alpha,
-        }
-    if step == "segregate":
-        return {
-            "input_artifact": latest(PREPROCESSED),
-            "artifact_root": "data",
-            "artifact_type": "segregated_data",
-            "test_size": data.test_size,
-            "random_seed": config.main.random_seed,
-            "stratify": null_or(data.stratify),
-            "allow_unchecked": str(bool(data.allow_unchecked)).lower(),
-        }
-    if step == "train_random_forest":
-        return {
-            "train_data": latest(TRAIN),
-            "model_config": str(model_config),
-            "export_artifact": null_or(export),
-            "registered_model_name": null_or(config.main.registered_model_name),
-            "random_seed": config.main.random_seed,
-            "val_size": data.val_size,
-            "stratify": null_or(data.stratify),
-        }
-    if step == "evaluate":
-        return {"model_export": latest(str(export)), "test_data": latest(TEST)}
-    raise ValueError(f"unknown step {step!r}; steps: {list(STEPS)}")
+    return declared_parameters(
+        get_step(step), config, written, lambda key: write_config_section(config, key, output_dir)
+    )
 
 
-def save_model_config(config: DictConfig, output_dir: Path) -> Path:
-    """Write the resolved ``random_forest_pipeline`` section for the train step; return the file.
+def write_config_section(config: DictConfig, key: str, output_dir: Path) -> Path:
+    """Write config.yaml's section ``key``, resolved, to ``output_dir/<key>.yaml``; return it.
 
-    (A file, not parameters: MLflow logs and prints every parameter, and the section is nested.)
+    (A file, not parameters: MLflow logs and prints every parameter, and a section is nested.)
     """
-    path = output_dir / "random_forest_pipeline.yaml"
+    path = output_dir / f"{key}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(config.random_forest_pipeline, path, resolve=True)
+    OmegaConf.save(OmegaConf.select(config, key), path, resolve=True)
     return path
 
 
@@ -281,7 +244,7 @@ def _record(result: StepResult, run: Any) -> None:
     result.status = run.info.status
     written = run.data.tags.get("util_lib.artifacts_written", "")
     result.written = [s for s in written.split(",") if s]
-    result.metrics = {k: v for k, v in run.data.metrics.items() if k in HEADLINE_METRICS}
+    result.metrics = {k: v for k, v in run.data.metrics.items() if k in headline_metrics()}
     result.wandb_url = run.data.tags.get("wandb.url", "")
 
 
@@ -311,9 +274,7 @@ def run_pipeline(config: DictConfig, output_dir: Path) -> float | None:
         With code 1 when a step fails, after naming the step, its run and the log file.
     """
     import mlflow
-    from mlflow.exceptions import ExecutionException
 
-    from util_lib.arguments import hide_secrets
     from util_lib.backends import choose_backends
     from util_lib.logs import setup_logging
     from util_lib.redact import git_credentials
@@ -332,8 +293,6 @@ def run_pipeline(config: DictConfig, output_dir: Path) -> float | None:
     logger.info("artifact store: %s (%s)", backends.artifact_store, backends.reason)
     logger.info("W&B: %s; MLflow tracking: %s", backends.wandb_mode, mlflow.get_tracking_uri())
 
-    model_config = save_model_config(config, output_dir)
-
     results = [StepResult(step) for step in steps]
     written: dict[str, str] = {}
     with _open_pipeline_run(mlflow, config.main.project_name) as parent:
@@ -349,76 +308,198 @@ def run_pipeline(config: DictConfig, output_dir: Path) -> float | None:
                 config.main.components_version or "its default branch",
             )
         client = mlflow.MlflowClient()
-        for result in results:
-            # A URL with a password or token reaches the step through the environment only:
-            # MLflow logs every parameter and prints the command line.
-            params, secrets = hide_secrets(
-                step_parameters(result.step, config, written, model_config)
-            )
-            logger.info("%s: starting with %s", result.step, params)
+        cache = _step_cache(config, client, parent.info.experiment_id)
+        for index, result in enumerate(results, 1):
+            step = get_step(result.step)
+            params = step_parameters(result.step, config, written, output_dir)
+            if cache:
+                params = cache.pin_inputs(step, params)
+            key = cache.key(step, params, env_manager, uris[result.step]) if cache else None
+            position = f"[{index}/{len(results)}] {result.step}"
+            hit = cache.lookup(step, key) if cache and key else None
             start = time.monotonic()
-            uri, version = uris[result.step]
-            os.environ.update(secrets)
-            try:
-                submitted = mlflow.run(
-                    uri,
-                    version=version,
-                    entry_point="main",
-                    parameters=params,
-                    experiment_name=config.main.project_name,
-                    run_name=result.step,
-                    env_manager=env_manager,
-                    synchronous=True,
-                )
+            if hit is not None:
+                _record(result, hit.run)
+                result.status = "CACHED"
                 result.seconds = time.monotonic() - start
-                _record(result, client.get_run(submitted.run_id))
-            except ExecutionException as exc:
-                result.seconds = time.monotonic() - start
-                match = re.search(r"ID '([0-9a-f]+)'", str(exc))
-                result.status, result.run_id = "FAILED", match[1] if match else "?"
-                print(format_summary(results))
-                logger.error(
-                    "step %s failed (MLflow run %s); see %s and `mlflow ui --backend-store-uri %s`",
-                    result.step,
-                    result.run_id,
-                    log_file,
-                    mlflow.get_tracking_uri(),
-                )
-                mlflow.set_tag("util_lib.failed_step", result.step)
-                mlflow.end_run(status="FAILED")
-                if _multirun_job() is not None:
-                    # SystemExit would end the whole sweep (and kill joblib's workers).
-                    raise StepFailedError(
-                        f"step {result.step} failed (MLflow run {result.run_id}); see {log_file}"
-                    ) from exc
-                sys.exit(1)
-            finally:
-                for name in secrets:
-                    os.environ.pop(name, None)
+            else:
+                _progress(f"{position} …")
+                with _heartbeat(position, start):
+                    _run_step(result, params, uris[result.step], config, env_manager, start)
+                if result.status == "FAILED":
+                    _progress(f"{position} FAILED {result.seconds:.1f} s (run {result.run_id})")
+                    _fail(result, results, log_file, cache is not None, mlflow)
+                if cache and key:
+                    # As of the step's end: it may have moved what it depends on (check_data
+                    # sets the reference that its key reads).
+                    after = cache.key(step, params, env_manager, uris[result.step])
+                    if after:
+                        cache.remember(result.run_id, after)
+            _progress(f"{position} {result.status} {result.seconds:.1f} s (run {result.run_id})")
+            mlflow.set_tags(
+                {
+                    STEP_RUN_TAG + result.step: result.run_id,
+                    STEP_STATUS_TAG + result.step: result.status,
+                }
+            )
             written.update({spec.split(":")[0]: spec for spec in result.written})
             mlflow.log_metrics({k: v for k, v in result.metrics.items()})
             logger.info(
-                "%s: %s in %.1f s, wrote %s",
+                "%s: %s in %.1f s (run %s), wrote %s",
                 result.step,
                 result.status,
                 result.seconds,
+                result.run_id,
                 result.written or "nothing",
             )
-    _print_where_to_look(results, log_file, mlflow.get_tracking_uri(), backends.wandb_mode)
+        from util_lib.lineage import log_pipeline_lineage  # a failure to draw only warns
+
+        log_pipeline_lineage(parent.info.run_id, written.values(), [r.run_id for r in results])
+    _print_where_to_look(
+        results,
+        log_file,
+        mlflow.get_tracking_uri(),
+        backends.wandb_mode,
+        (parent.info.experiment_id, parent.info.run_id),
+    )
     metrics = {k: v for r in results for k, v in r.metrics.items()}
     return metrics.get("val_auc")
 
 
+def _step_cache(config: DictConfig, client: Any, experiment_id: str) -> Any:
+    """The step cache of this pipeline's experiment, or None with ``main.cache=false``."""
+    if not config.main.cache:
+        logger.info("main.cache=false: every step runs")
+        return None
+    from util_lib.artifact_store import open_store
+    from util_lib.backends import choose_backends
+    from util_lib.step_cache import StepCache
+
+    kind = choose_backends(config.main.artifact_store).artifact_store
+    return StepCache(
+        client, experiment_id, open_store(kind, project=config.main.project_name), config
+    )
+
+
+def _progress(line: str) -> None:
+    """A line on the terminal (not only in the log) as a step starts and ends."""
+    print(line, flush=True)
+
+
+@contextlib.contextmanager
+def _heartbeat(position: str, start: float) -> Iterator[None]:
+    """While a step works, a line every ``$UTIL_LIB_PROGRESS_SECONDS`` (30) seconds: a long
+    step (train on 100 x the data) says it is still at it."""
+    every = float(os.environ.get(PROGRESS_ENV) or 30)
+    done = threading.Event()
+
+    def beat() -> None:
+        while not done.wait(every):
+            _progress(f"{position} … still running ({time.monotonic() - start:.0f} s)")
+
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
+def _run_step(
+    result: StepResult,
+    params: dict[str, Any],
+    source: tuple[str, str | None],
+    config: DictConfig,
+    env_manager: str,
+    start: float,
+) -> None:
+    """Run one step through ``mlflow.run``; record its run (FAILED when it failed) in ``result``."""
+    import mlflow
+    from mlflow.exceptions import ExecutionException
+
+    from util_lib.arguments import hide_secrets
+
+    # A URL with a password or token reaches the step through the environment only: MLflow
+    # logs every parameter and prints the command line.
+    params, secrets = hide_secrets(params)
+    logger.info("%s: starting with %s", result.step, params)
+    uri, version = source
+    os.environ.update(secrets)
+    try:
+        submitted = mlflow.run(
+            uri,
+            version=version,
+            entry_point="main",
+            parameters=params,
+            experiment_name=config.main.project_name,
+            run_name=result.step,
+            env_manager=env_manager,
+            synchronous=True,
+        )
+        _record(result, mlflow.MlflowClient().get_run(submitted.run_id))
+    except ExecutionException as exc:
+        match = re.search(r"ID '([0-9a-f]+)'", str(exc))
+        result.status, result.run_id = "FAILED", match[1] if match else "?"
+    finally:
+        result.seconds = time.monotonic() - start
+        for name in secrets:
+            os.environ.pop(name, None)
+
+
+def _fail(
+    result: StepResult, results: list[StepResult], log_file: Path, cache: bool, mlflow: Any
+) -> None:
+    """End the pipeline after ``result``'s step failed: say where to look and how to resume."""
+    before = results.index(result)
+    resume = (
+        f"fix the cause and run the same command again: it resumes at {result.step} (the "
+        f"{before} step(s) before it come from the step cache)"
+        if cache
+        else "main.cache=false: the same command runs every step again"
+    )
+    _progress(format_summary(results))
+    logger.error(
+        "step %s failed (MLflow run %s); see %s and `mlflow ui --backend-store-uri %s`; %s",
+        result.step,
+        result.run_id,
+        log_file,
+        mlflow.get_tracking_uri(),
+        resume,
+    )
+    mlflow.set_tag("util_lib.failed_step", result.step)
+    mlflow.end_run(status="FAILED")
+    if _multirun_job() is not None:
+        # SystemExit would end the whole sweep (and kill joblib's workers).
+        raise StepFailedError(
+            f"step {result.step} failed (MLflow run {result.run_id}); see {log_file}"
+        )
+    sys.exit(1)
+
+
 def _print_where_to_look(
-    results: list[StepResult], log_file: Path, tracking_uri: str, wandb_mode: str
+    results: list[StepResult],
+    log_file: Path,
+    tracking_uri: str,
+    wandb_mode: str,
+    pipeline_run: tuple[str, str] | None = None,
 ) -> None:
     from util_lib.redact import redact_url
+    from util_lib.ui_links import run_page
 
     summary = format_summary(results)
     print(f"\nPipeline summary\n{summary}\n")
     logger.info("pipeline summary:\n%s", summary)
     print(f"Log file:    {log_file}")
-    print(f"MLflow UI:   mlflow ui --backend-store-uri {redact_url(tracking_uri)}")
+    if pipeline_run is None:
+        print(f"MLflow UI:   mlflow ui --backend-store-uri {redact_url(tracking_uri)}")
+    else:
+        url, command = run_page(tracking_uri, *pipeline_run)
+        if command:
+            print(f"MLflow UI:   {command}")
+            print(f"             then open {url}")
+        else:
+            print(f"MLflow UI:   {url}")
     urls = [r.wandb_url for r in results if r.wandb_url]
     if urls:
         print(f"W&B:         {urls[0].split('/runs/')[0]}")

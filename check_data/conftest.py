@@ -124,7 +124,7 @@ def artifact_paths(run: Run, pytestconfig: pytest.Config) -> dict[str, Path | No
     for role in ("reference_artifact", "sample_artifact"):
         spec = pytestconfig.getoption(role)
         try:
-            paths[role] = run.use_artifact(spec)
+            used = run.use_artifact(spec)
         except Exception as exc:
             if role == "reference_artifact" and _no_reference_yet(run, spec, sample):
                 logger.warning(
@@ -139,8 +139,8 @@ def artifact_paths(run: Run, pytestconfig: pytest.Config) -> dict[str, Path | No
             # Without the data no check can run: stop once here rather than error every test.
             logger.error("cannot resolve --%s %s: %s: %s", role, spec, type(exc).__name__, exc)
             pytest.exit(f"check_data cannot resolve --{role} {spec}: {exc}", returncode=1)
-        # Run.used lists the resolved `name:vN` of every artifact used, in order.
-        versions[role] = run.used[-1]
+        paths[role] = used.path
+        versions[role] = used.spec  # the exact `name:vN` resolved
     pytestconfig.stash[_SAMPLE] = versions["sample_artifact"]
     if versions["reference_artifact"] == versions["sample_artifact"]:
         logger.warning(

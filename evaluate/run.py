@@ -41,18 +41,19 @@ def main(argv: list[str] | None = None) -> None:
     with start_run(step="evaluate", job_type="test_model", config=vars(args)) as run:
         from util_lib.pyfunc_model import load_pipeline
 
-        model_dir = run.use_artifact(args.model_export)  # its files checked against their digests
-        model_spec = run.used[-1]  # the exact version (model_export:v3), even if args say latest
+        # Its files checked against their digests; .spec is the exact version (model_export:v3)
+        # even if the argument says latest.
+        exported = run.use_artifact(args.model_export)
         # The MLflow logged model that train made of it (none for models exported before).
-        model_id = run.used_versions[-1].metadata.get("model_id")
+        model_id = exported.version.metadata.get("model_id")
         # skops loads only the types util_lib.pyfunc_model trusts, whatever MLmodel says.
-        model = load_pipeline(model_dir)
+        model = load_pipeline(exported.path)
         # One thread: a forest's threads add up tree probabilities in a varying order, so the
         # predictions behind the accuracy and the confusion matrix could differ between runs
         # (score_auc already scores on one thread).
         model.set_params(classifier__n_jobs=1)
-        df = pd.read_parquet(run.use_artifact(args.test_data))
-        test_spec = run.used[-1]
+        test_data = run.use_artifact(args.test_data)
+        df = pd.read_parquet(test_data.path)
         logger.info("scoring %s on %d rows of %s", args.model_export, len(df), args.test_data)
 
         scores = score_model(model, df, target=TARGET)
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
         # The test scores are also the logged model's, beside its validation AUC.
         run.log_summary(test_scores, model_id=model_id)
         # The registry version of this model (if the training run registered it) keeps them too.
-        record_evaluation(run, model_spec, {**test_scores, "test_data": test_spec})
+        record_evaluation(run, exported.spec, {**test_scores, "test_data": test_data.spec})
         run.log_figure(
             plot_confusion_matrix(
                 model,

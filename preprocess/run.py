@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
         start_run(step="preprocess", job_type="preprocess_data", config=vars(args)) as run,
         tempfile.TemporaryDirectory() as tmp_dir,
     ):
-        raw_path = run.use_artifact(args.input_artifact)
+        raw_path = run.use_artifact(args.input_artifact).path
         raw = pd.read_parquet(raw_path)
         clean = preprocess(raw)
 

@@ -66,8 +66,8 @@ def main(argv: list[str] | None = None) -> None:
         version = run.resolve(args.input_artifact)
         require_checked(version, args.allow_unchecked)
         # The version just checked, even if `latest` moved meanwhile.
-        path = run.use_artifact(version.qualified_spec)
-        train, test = split_data(pd.read_parquet(path), args.test_size, args.random_seed, stratify)
+        data = run.use_artifact(version.qualified_spec).path
+        train, test = split_data(pd.read_parquet(data), args.test_size, args.random_seed, stratify)
 
         for part, frame in (("train", train), ("test", test)):
             name = f"{args.artifact_root}_{part}"

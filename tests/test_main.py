@@ -37,18 +37,19 @@ def test_unknown_step_is_named() -> None:
 
 def test_each_step_gets_the_exact_version_written_upstream(config, tmp_path: Path) -> None:
     written = {"raw_data.parquet": "raw_data.parquet:v3", "data_train": "data_train:v1"}
-    yaml_path = tmp_path / "rf.yaml"
-    params = {s: step_parameters(s, config, written, yaml_path) for s in STEPS}
+    params = {s: step_parameters(s, config, written, tmp_path) for s in STEPS}
     assert params["preprocess"]["input_artifact"] == "raw_data.parquet:v3"
     assert params["check_data"]["sample_artifact"] == "preprocessed_data:latest"
     assert params["check_data"]["reference_artifact"] == "preprocessed_data:reference"
     assert params["train_random_forest"]["train_data"] == "data_train:v1"
-    assert params["train_random_forest"]["model_config"] == str(yaml_path)
+    model_config = tmp_path / "random_forest_pipeline.yaml"
+    assert params["train_random_forest"]["model_config"] == str(model_config)
+    assert OmegaConf.load(model_config).random_forest.n_estimators == 50
     assert params["evaluate"] == {
         "model_export": "model_export:latest",
         "test_data": "data_test:latest",
     }
-    assert params["segregate"]["random_seed"] == config.main.random_seed
+    assert params["segregate"]["random_seed"] == str(config.main.random_seed)
     assert params["get_data"]["sha256"] == config.data.sha256
     # The shipped dataset, under the project root wherever the pipeline runs from.
     assert params["get_data"]["file_url"] == str(REPO / "dataset" / "genres_mod.parquet")
@@ -60,7 +61,7 @@ def test_every_step_parameter_is_declared_in_its_mlproject(config, tmp_path: Pat
     for step in STEPS:
         mlproject = yaml.safe_load((REPO / step / "MLproject").read_text())
         declared = set(mlproject["entry_points"]["main"]["parameters"])
-        given = set(step_parameters(step, config, {}, tmp_path / "rf.yaml"))
+        given = set(step_parameters(step, config, {}, tmp_path))
         assert given == declared, step
 
 
@@ -122,3 +123,23 @@ def test_the_summary_never_prints_a_tracking_password(capsys, tmp_path: Path) ->
     out = capsys.readouterr().out
     assert "hunter2" not in out
     assert "mlflow ui --backend-store-uri http://alice:***@h:5000" in out
+
+
+def test_the_summary_links_the_pipeline_run_in_the_model_training_view(
+    capsys, tmp_path: Path
+) -> None:
+    from main import _print_where_to_look
+
+    results = [StepResult("evaluate", "CACHED", 0.1, "r", [], {"test_auc": 0.95})]
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    _print_where_to_look(results, tmp_path / "log", store, "disabled", ("3", "abc123"))
+    out = capsys.readouterr().out
+    assert f"MLflow UI:   mlflow ui --backend-store-uri {store}" in out
+    assert (
+        "then open http://127.0.0.1:5000/#/experiments/3/runs/abc123"
+        "?workflowType=machine_learning"
+    ) in out
+    server = "https://u:pw@mlflow.team:5000"
+    _print_where_to_look(results, tmp_path / "log", server, "off", ("3", "a"))
+    out = capsys.readouterr().out
+    assert "MLflow UI:   https://u:***@mlflow.team:5000/#/experiments/3/runs/a?workflowType" in out

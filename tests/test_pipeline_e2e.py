@@ -248,3 +248,40 @@ def test_each_step_runs_on_its_own_with_its_defaults(workdir: Path, first_run) -
     (evaluate,) = client.search_runs(["0"], filter_string="tags.`util_lib.step` = 'evaluate'")
     assert after["model_export"][-1] in evaluate.data.tags["util_lib.artifacts_used"]
     assert evaluate.data.metrics["test_auc"] >= 0.95
+
+
+def test_pipeline_run_logs_its_lineage_and_the_cli_traces_the_model_to_raw(
+    workdir: Path, first_run
+) -> None:
+    import mlflow.artifacts
+
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    pipeline = next(r for r in _step_runs(workdir) if r.info.run_name == "pipeline")
+    local = Path(
+        mlflow.artifacts.download_artifacts(
+            run_id=pipeline.info.run_id, artifact_path="lineage", tracking_uri=uri
+        )
+    )
+    assert (local / "lineage.png").read_bytes().startswith(b"\x89PNG")
+    graph = json.loads((local / "lineage.json").read_text())
+    assert graph["raw"] == ["music_genre_classification/raw_data.parquet:v0"]
+    assert {r["step"] for r in graph["runs"]} == set(STEPS)
+    assert all(r["code_digest"] and r["config_digest"] for r in graph["runs"])
+    pictures = list((workdir / "wandb").glob("offline-run-*/files/media/**/lineage_*.png"))
+    assert pictures, "no lineage picture in a W&B offline run"
+
+    result = subprocess.run(
+        [sys.executable, "-m", "util_lib.artifacts", "lineage", "model_export:v0"],
+        cwd=REPO,
+        env=_env(workdir),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in (*DATA_ARTIFACTS[:3], "model_export"):
+        assert f"\n{name}:v0  sha256 " in result.stdout, name
+    # Each step ran in its own folder (`mlflow run`): its code digest covers that folder.
+    for step in ("get_data", "preprocess", "segregate", "train_random_forest"):
+        assert f"({step} + util_lib)" in result.stdout, step
+    assert result.stdout.rstrip().endswith("raw data: raw_data.parquet:v0")

@@ -182,7 +182,8 @@ def test_sequential_sweep_groups_reports_and_names_the_best(prepared: Path) -> N
     best = max(rows, key=lambda r: float(r["val_auc"]))
     assert f"Best job: #{best['job']} (random_forest.max_depth={best[DEPTH]})" in result.stdout
     (command,) = re.findall(r"Promote it:\s+(.+)", result.stdout)
-    assert command.endswith(f"python -m util_lib.artifacts alias {best['model_export']} prod")
+    model = best["model_export"]
+    assert command.endswith(f"python -m util_lib.artifacts alias {model} prod --store mlflow")
     # `mlflow run .` made its own run in the Default experiment; it points at the multirun run.
     multirun = found[0][0].data.tags["util_lib.multirun"]
     client = _client(prepared)

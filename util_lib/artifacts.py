@@ -4,6 +4,7 @@
     python -m util_lib.artifacts get [PROJECT/]NAME:VERSION --root DIR [--project PROJECT]
     python -m util_lib.artifacts verify [PROJECT/]NAME:VERSION [--project PROJECT]
     python -m util_lib.artifacts alias [PROJECT/]NAME:VERSION ALIAS [--project PROJECT]
+    python -m util_lib.artifacts lineage [PROJECT/]NAME:VERSION [--out FILE] [--project PROJECT]
 
 The store is the one on MLflow's tracking backend at ``MLFLOW_TRACKING_URI`` (default: the
 ``mlflow.db`` of the current folder); ``--tracking-uri`` points elsewhere. Artifacts belong to
@@ -19,6 +20,10 @@ on the W&B artifact instead of the embedded store's; see :mod:`util_lib.registry
 ``get`` writes only into a new or empty ``--root`` and removes what it wrote when a file does
 not match its digest; ``verify`` checks a version's files in a temporary copy. Both name each
 changed, added or missing file and exit 1.
+
+``lineage`` prints the chain from a version back to the raw data: each version's digest, the
+run that produced it with its code and config digests, and what that run used; ``--out`` draws
+it (``.png``, ``.svg``, ``.html``) or writes it as data (``.json``); see :mod:`util_lib.lineage`.
 """
 
 from __future__ import annotations
@@ -108,6 +113,17 @@ def _row(store: MlflowArtifactStore, v: ArtifactVersion, runs: dict[str, str]) -
     ]
 
 
+def _lineage(store: MlflowArtifactStore, spec: str, out: str | None) -> None:
+    from util_lib.lineage import FORMATS, draw_lineage, format_lineage, trace_lineage
+
+    if out and not out.lower().endswith(FORMATS):  # before any tracing
+        raise ValueError(f"--out {out}: the suffix must be one of {', '.join(FORMATS)}")
+    lineage = trace_lineage(store, [spec])
+    print(format_lineage(lineage))
+    if out:
+        print(f"\ndrawn to {draw_lineage(lineage, out)}")
+
+
 def _project(value: str) -> str:
     try:
         return check_project(value)
@@ -150,7 +166,14 @@ def main(argv: list[str] | None = None) -> int:
         help="artifact store holding NAME (default: $UTIL_LIB_ARTIFACT_STORE, else auto: "
         "W&B when online, the embedded store otherwise)",
     )
-    for command in (listing, get, verify, alias):
+    lineage = commands.add_parser(
+        "lineage", help="the chain of versions and runs back to the raw data, with digests"
+    )
+    lineage.add_argument("spec", help="[PROJECT/]NAME:VERSION or [PROJECT/]NAME:ALIAS")
+    lineage.add_argument(
+        "--out", help="also draw it to this file: .png, .svg, .html (or .json: the graph)"
+    )
+    for command in (listing, get, verify, alias, lineage):
         command.add_argument(
             "--project", type=_project, default=argparse.SUPPRESS, help=project_help
         )
@@ -170,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{version.qualified_spec}: all {len(version.files)} files match their sha256 "
                 f"digests (manifest {version.digest})"
             )
+        elif args.command == "lineage":
+            _lineage(store, args.spec, args.out)
         else:
             kind = choose_backends(args.store).artifact_store
             promotion = promote(args.spec, args.alias, kind, args.tracking_uri, args.project)

@@ -27,11 +27,11 @@ from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from util_lib.arguments import PROJECT_ROOT, is_url, optional, project_path
 from util_lib.backends import STORE_CHOICES
+from util_lib.graph import step_names
 from util_lib.redact import redact_text
 
 SCHEMA_NAME = "config_schema"
-# main.py's STEPS (a test keeps the two equal; main.py imports this module, not the reverse).
-STEPS = ("get_data", "preprocess", "check_data", "segregate", "train_random_forest", "evaluate")
+STEPS = step_names()  # pipeline.yaml's
 # mlflow.utils.env_manager's values (importing it would import MLflow).
 ENV_MANAGERS = ("local", "virtualenv", "uv", "conda")
 # train_random_forest.pipeline.GRID_SEARCH_KEYS (a test keeps the two equal).
@@ -47,7 +47,8 @@ _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 class MainConfig:
     project_name: str = MISSING
     experiment_name: str = MISSING
-    execute_steps: Any = MISSING  # a list of steps or a comma string
+    execute_steps: Any = MISSING  # all, a list of steps or a comma string
+    cache: bool = MISSING
     random_seed: int = MISSING
     env_manager: str | None = MISSING
     components_repository: str | None = MISSING
@@ -197,7 +198,10 @@ class _Checker:
 
 # ------------------------------------------------------------------------------------ rules
 def parse_steps(execute_steps: Any) -> list[str] | None:
-    """The step names of ``main.execute_steps`` (a list or a comma string); None if neither."""
+    """The step names of ``main.execute_steps`` (``all``, a list or a comma string); None if
+    neither."""
+    if isinstance(execute_steps, str) and execute_steps.strip() == "all":
+        return list(STEPS)
     if isinstance(execute_steps, str):
         return [s.strip() for s in execute_steps.split(",") if s.strip()]
     if isinstance(execute_steps, list | tuple):
@@ -212,7 +216,9 @@ def _check_main(check: _Checker) -> None:
     names = parse_steps(steps) if steps is not _ABSENT else []
     known = ", ".join(STEPS)
     if names is None:
-        check.add("main.execute_steps", steps, f"must be a list or a comma string of: {known}")
+        check.add(
+            "main.execute_steps", steps, f"must be all, a list or a comma string of: {known}"
+        )
     elif steps is not _ABSENT and not names:
         check.add("main.execute_steps", steps, f"must name at least one step of: {known}")
     elif unknown := [s for s in names if s not in STEPS]:

@@ -11,13 +11,17 @@ digests before it serves. A registry version carries tags:
 - ``util_lib.artifact``: the artifact version it serves, e.g. ``model_export:v3``;
 - ``util_lib.artifact_project``: the project of that artifact (``main.project_name``): two
   projects each have a ``model_export:v3``, and a promotion in one never moves the other's;
-- ``util_lib.artifact_store``: ``mlflow`` (the embedded store) or ``wandb``;
-- ``util_lib.artifact_source``: where that version lives (W&B: ``entity/project/name:vN``);
+- ``util_lib.artifact_store``: ``mlflow`` (the embedded store) or ``wandb`` (the store's
+  ``kind``);
+- ``util_lib.artifact_source``: where that version lives (the store's ``source_of``: the
+  embedded store's URI of the files, W&B's ``entity/project/name:vN``);
 - the training values (``val_auc``, ``train_data``) and, once evaluated, ``test_auc``,
   ``test_accuracy``, ``test_data`` and ``util_lib.evaluate_run``.
 
 :func:`promote` moves an alias (``prod``) on both the artifact version and the registry
-versions that serve it; ``python -m util_lib.artifacts alias model_export:vN prod`` calls it.
+versions that serve it; ``python -m util_lib.artifacts alias model_export:vN prod`` calls it,
+and :func:`promote_command` writes that command. Only the store's interface
+(:class:`util_lib.artifact_store.ArtifactStore`) is used: nothing here depends on which store.
 """
 
 from __future__ import annotations
@@ -26,15 +30,8 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from util_lib.store import (
-    KIND_TAG,
-    ArtifactNotFoundError,
-    MlflowArtifactStore,
-    _check_alias,
-    check_project,
-    default_project,
-    parse_spec,
-)
+from util_lib.artifact_store import open_store
+from util_lib.store import KIND_TAG, check_alias, check_project, default_project, parse_spec
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -179,28 +176,21 @@ def register_export(
     ------
     ValueError
         When ``name`` belongs to the artifact store.
+    util_lib.store.ArtifactNotFoundError
+        When ``spec`` is not in the run's store.
     """
     client = _client()
-    store_kind = run.backends.artifact_store
+    store = run.store
     ensure_registered_model(client, name)
-    existing = versions_of_artifact(client, spec, store_kind, name, run.store.project)
+    existing = versions_of_artifact(client, spec, store.kind, name, store.project)
     if existing:
         logger.info("%s is already version %s of model %s", spec, existing[0].version, name)
         return existing[0]
-    _, artifact, _ = parse_spec(spec)  # a run logs into its own project
-    if store_kind == "mlflow":
-        staged = [v for v in run.store.versions(artifact, include_pending=True) if v.spec == spec]
-        if not staged:
-            raise ValueError(f"{spec} is not in the store at {run.store.tracking_uri}")
-        artifact_source = staged[0].source
-    else:
-        wandb_run = run.wandb_run
-        artifact_source = f"{wandb_run.entity}/{wandb_run.project}/{spec}"
     version_tags = {
         ARTIFACT_TAG: spec,
-        ARTIFACT_PROJECT_TAG: run.store.project,
-        ARTIFACT_STORE_TAG: store_kind,
-        ARTIFACT_SOURCE_TAG: artifact_source,
+        ARTIFACT_PROJECT_TAG: store.project,
+        ARTIFACT_STORE_TAG: store.kind,
+        ARTIFACT_SOURCE_TAG: store.source_of(spec),  # the run's own version, pending still
         **{k: str(v) for k, v in (tags or {}).items()},
     }
     mv = client.create_model_version(
@@ -223,9 +213,7 @@ def record_evaluation(run: Run, spec: str, values: dict[str, Any]) -> list[Model
     tagged; none when the model was not registered (logged, not an error).
     """
     client = _client()
-    versions = versions_of_artifact(
-        client, spec, run.backends.artifact_store, project=run.store.project
-    )
+    versions = versions_of_artifact(client, spec, run.store.kind, project=run.store.project)
     for mv in versions:
         for key, value in {**values, EVALUATE_RUN_TAG: run.run_id}.items():
             client.set_model_version_tag(mv.name, mv.version, key, str(value))
@@ -253,7 +241,8 @@ def promote(
     alias : str
         E.g. ``prod``; ``latest`` and ``vN`` are reserved.
     artifact_store : {"mlflow", "wandb"}
-        Where the artifact lives: the embedded store on ``tracking_uri``, or W&B (online).
+        Where the artifact lives: the embedded store on ``tracking_uri``, or W&B (online);
+        :func:`util_lib.artifact_store.open_store` opens it.
     tracking_uri : str, optional
         The MLflow tracking (and registry) URI; default MLflow's own.
     project : str, optional
@@ -276,41 +265,32 @@ def promote(
     spec_project, _, _ = parse_spec(spec)
     explicit = project is not None
     project = check_project(spec_project or project or default_project())
-    if artifact_store == "wandb":
-        _check_alias(alias)
-        artifact = _wandb_artifact(client, spec, project)
-        exact = f"{artifact.name.split(':')[0]}:{artifact.version}"
-        registered = versions_of_artifact(client, exact, "wandb", project=artifact.project)
-        if alias not in artifact.aliases:
-            artifact.aliases.append(alias)
-            artifact.save()  # W&B moves the alias off the version that had it
-    else:
-        store = MlflowArtifactStore(tracking_uri, project)
-        version = store.resolve(spec)
-        exact = version.spec
-        registered = versions_of_artifact(client, exact, "mlflow", project=version.project)
-        store.set_alias(exact, alias)  # refuses reserved aliases before anything moves
+    check_alias(alias)  # a reserved alias moves nothing
+    store = open_store(artifact_store, project=project, tracking_uri=tracking_uri)
+    version = store.resolve(spec)
+    registered = versions_of_artifact(client, version.spec, store.kind, project=version.project)
+    store.set_alias(version.qualified_spec, alias)
     for mv in registered:
         client.set_registered_model_alias(mv.name, alias, mv.version)
         logger.info("alias %r now points at version %s of model %s", alias, mv.version, mv.name)
     # Named with its project when the caller named one.
-    shown = f"{project}/{exact}" if spec_project or explicit else exact
+    shown = version.qualified_spec if spec_project or explicit else version.spec
     return Promotion(alias, shown, [(mv.name, str(mv.version)) for mv in registered])
 
 
-def _wandb_artifact(client: MlflowClient, spec: str, project: str) -> Any:
-    """The W&B artifact that ``spec`` names in ``project`` (unless ``spec`` names its own).
+def promote_command(
+    spec: str, alias: str, artifact_store: str, tracking_uri: str, default_uri: str
+) -> str:
+    """The command that runs :func:`promote` for ``spec`` in the store of kind
+    ``artifact_store``, whatever store the reader's own set-up would pick.
 
-    A version registered by a training run is found where that run logged it (its registry
-    version's source tag); otherwise ``project/name:ref`` goes to W&B (its default entity).
+    The MLflow tracking URI (which holds the registry, and the embedded store) is spelled out
+    unless it is ``default_uri`` (the one the command finds by itself), its password hidden:
+    the reader supplies their own.
     """
-    import wandb
+    command = f"python -m util_lib.artifacts alias {spec} {alias} --store {artifact_store}"
+    if tracking_uri != default_uri:
+        from util_lib.redact import redact_url
 
-    _, name, ref = parse_spec(spec)
-    registered = versions_of_artifact(client, spec, "wandb", project=project)
-    path = f"{project}/{name}:{ref}"
-    path = registered[0].tags.get(ARTIFACT_SOURCE_TAG, path) if registered else path
-    try:
-        return wandb.Api().artifact(path)
-    except (wandb.errors.CommError, ValueError) as exc:
-        raise ArtifactNotFoundError(f"W&B artifact {path!r} not found: {exc}") from exc
+        command = f"MLFLOW_TRACKING_URI={redact_url(tracking_uri)} {command}"
+    return command

@@ -25,6 +25,9 @@ It gives W&B's artifact semantics to anyone with no W&B account, wherever
 - a version is created ``pending`` and becomes visible only when its run commits, so a step
   that fails (or is killed) leaves no new version; ``discard`` deletes the pending versions;
 - content identical to a committed version (same digest) makes no new version.
+
+It implements :class:`util_lib.artifact_store.ArtifactStore`, as the W&B store does; the helpers
+both stores share (spec parsing, name and alias checks, checked downloads) live here.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -63,6 +67,8 @@ CHECK_RUN_TAG = "util_lib.check_run"
 PROJECT_ENV = "WANDB_PROJECT"
 USED_BY_PREFIX = "util_lib.used_by."
 FILES_PREFIX = "util_lib_artifacts"
+# The source of a version whose files are an MLflow logged model's: models:/<model id>.
+LOGGED_MODEL_URI = "models:/"
 # Written by MLflow into a model folder it loads from a models:/ URI in place; not ours.
 MLFLOW_BOOKKEEPING_FILE = "registered_model_meta"
 
@@ -83,7 +89,8 @@ class ArtifactNotFoundError(LookupError):
 
 @dataclass
 class ArtifactVersion:
-    """One committed (or pending) version of an artifact."""
+    """One committed (or pending) version of an artifact, as every store returns it
+    (:class:`util_lib.artifact_store.ArtifactStore`)."""
 
     name: str
     version: int
@@ -251,6 +258,11 @@ def verify_files(version: ArtifactVersion, local: Path) -> None:
         )
 
 
+def _is_logged_model(source: str) -> bool:
+    """Tell whether ``source`` names an MLflow logged model's files (``models:/m-...``)."""
+    return source.startswith(LOGGED_MODEL_URI) and "/" not in source[len(LOGGED_MODEL_URI) :]
+
+
 def _is_local_uri(uri: str) -> bool:
     """Tell whether ``uri`` is a path on this machine (MLflow then uses the files in place)."""
     return uri.startswith("file:") or "://" not in uri and ":/" not in uri
@@ -267,13 +279,152 @@ def is_alias(ref: str) -> bool:
     return ref != "latest" and not _VERSION.match(ref)
 
 
-def _check_alias(alias: str) -> None:
+def check_alias(alias: str) -> str:
+    """Return ``alias`` when a user may set it.
+
+    Raises
+    ------
+    ValueError
+        When it is ``latest`` or ``vN`` (the store sets those), or not a bare name.
+    """
+    if not isinstance(alias, str) or alias != alias.strip() or not _PROJECT.match(alias):
+        raise ValueError(f"alias {alias!r} must be a bare name (none of / : ' \" \\)")
     if alias == "latest" or _VERSION.match(alias):
         raise ValueError(f"alias {alias!r} is reserved: 'latest' and 'vN' are set by the store")
+    return alias
+
+
+def check_name(name: str, project: str) -> str:
+    """Return ``name`` when a run of ``project`` may log an artifact under it.
+
+    Raises
+    ------
+    ValueError
+        When it is blank, padded, or names a project or version (a run logs into its own).
+    """
+    if not isinstance(name, str) or name != name.strip() or not _PROJECT.match(name):
+        raise ValueError(
+            f"artifact name {name!r} must be a bare name (no project/, no :version, none of "
+            f"/ : ' \" \\): a run logs into its own project ({project!r})"
+        )
+    return name
+
+
+# Tags the store keeps itself: notes made later (set_version_tags) cannot overwrite them.
+_OWN_TAGS = frozenset(
+    {KIND_TAG, TYPE_TAG, STATE_TAG, DIGEST_TAG, FILES_TAG, METADATA_TAG, PROJECT_TAG, NAME_TAG}
+)
+
+
+def check_version_tags(version: ArtifactVersion, tags: dict[str, str]) -> None:
+    """Refuse notes on a version that a store may not take (both stores apply this rule).
+
+    Raises
+    ------
+    ValueError
+        When a key is the store's own (type, state, digests, files, metadata, project, name,
+        users), or ``version`` is not committed.
+    """
+    refused = sorted(k for k in tags if k in _OWN_TAGS or k.startswith(USED_BY_PREFIX))
+    if refused:
+        raise ValueError(f"tags {refused} are the artifact store's own and cannot be set")
+    if version.state != "committed":
+        raise ValueError(f"{version.qualified_spec} is not committed: cannot tag it")
+
+
+def _entry(version: ArtifactVersion, local: Path) -> Path:
+    """The file of a one-file artifact, else the folder: what a download hands back."""
+    if len(version.files) == 1:
+        return local / next(iter(version.files))
+    if not version.files:  # digests not recorded (a W&B version logged elsewhere)
+        files = [p for p in local.rglob("*") if p.is_file()]
+        return files[0] if len(files) == 1 else local
+    return local
+
+
+def checked_download(
+    version: ArtifactVersion,
+    root: str | Path | None,
+    fetch: Callable[[Path | None], Path],
+    check: Callable[[ArtifactVersion, Path], None] = verify_files,
+    temporary: bool = False,
+) -> Path:
+    """Fetch ``version``'s files, check them, and return the file (one-file artifact) or folder.
+
+    Parameters
+    ----------
+    version : ArtifactVersion
+        The version whose files are fetched.
+    root : str or pathlib.Path, optional
+        A new or empty folder to put the files in; None: wherever ``fetch`` puts them.
+    fetch : callable
+        ``fetch(folder)`` writes the files under ``folder`` (None: its own place) and returns
+        the folder that holds them.
+    check : callable
+        ``check(version, folder)`` raises :class:`ArtifactIntegrityError` when they differ.
+    temporary : bool
+        Whether ``fetch(None)`` makes a copy of its own, removed again when the check fails.
+
+    Raises
+    ------
+    FileExistsError
+        When ``root`` holds anything already (nothing the user keeps there is touched).
+    ArtifactIntegrityError
+        When the files differ from their recorded digests; whatever this call wrote into
+        ``root`` is removed again.
+    """
+    if root is None:
+        local = fetch(None)
+        try:
+            check(version, local)
+        except ArtifactIntegrityError:
+            if temporary:
+                shutil.rmtree(local, ignore_errors=True)
+            raise
+        return _entry(version, local)
+    local = Path(root)
+    if local.exists() and (not local.is_dir() or any(local.iterdir())):
+        raise FileExistsError(
+            f"{local} is not an empty folder: {version.spec} is written only into a new "
+            "or empty folder, never beside files it did not write"
+        )
+    created = not local.exists()
+    local.mkdir(parents=True, exist_ok=True)
+    try:
+        # Fetched beside, checked, then moved in (MLflow names its copy after the source folder).
+        with tempfile.TemporaryDirectory(prefix=".download-", dir=local) as staging:
+            copy = fetch(Path(staging))
+            check(version, copy)
+            for item in list(copy.iterdir()):
+                shutil.move(str(item), local / item.name)
+    except BaseException:
+        # ``local`` was empty: whatever is in it now, this call wrote.
+        for item in local.iterdir():
+            shutil.rmtree(item) if item.is_dir() else item.unlink()
+        if created:
+            local.rmdir()
+        raise
+    return _entry(version, local)
+
+
+def verify_spec(store: Any, spec: str) -> ArtifactVersion:
+    """Resolve ``spec`` in ``store``, download it to a temporary folder and check every file.
+
+    Raises
+    ------
+    ArtifactIntegrityError
+        Naming each changed, added or missing file.
+    """
+    version = store.resolve(spec)
+    with tempfile.TemporaryDirectory(prefix="verify-") as tmp:
+        store.download(version, Path(tmp) / "files")
+    return version
 
 
 class MlflowArtifactStore:
     """Versioned artifacts of one project on the MLflow tracking backend at ``tracking_uri``.
+
+    An :class:`util_lib.artifact_store.ArtifactStore`.
 
     Parameters
     ----------
@@ -283,22 +434,41 @@ class MlflowArtifactStore:
         The project whose artifacts the store lists, logs and aliases; default:
         :func:`default_project` (``$WANDB_PROJECT``, else config.yaml's ``main.project_name``).
         ``project/name:ref`` still reads another project's version.
+    wandb_copy : wandb run, optional
+        An offline W&B run that gets a copy of each version logged, so that ``wandb sync``
+        uploads it with the run (what a step does while W&B is offline).
     """
 
-    def __init__(self, tracking_uri: str | None = None, project: str | None = None) -> None:
+    kind = "mlflow"
+
+    def __init__(
+        self, tracking_uri: str | None = None, project: str | None = None, wandb_copy: Any = None
+    ) -> None:
         from mlflow import MlflowClient
 
         self.project = check_project(project) if project else default_project()
         self.client: MlflowClient = MlflowClient(tracking_uri=tracking_uri)
         self.tracking_uri = self.client.tracking_uri
+        self.wandb_copy = wandb_copy
         self._pending: list[ArtifactVersion] = []
 
     # ----------------------------------------------------------------- reading
     def names(self, project: str | None = None) -> list[str]:
-        """Names of the artifacts of ``project`` (default: the store's), sorted."""
+        """Names of the artifacts of ``project`` (default: the store's) that have a committed
+        version, sorted (one whose every version was discarded is not listed)."""
         project = check_project(project) if project else self.project
         query = f"tags.`{KIND_TAG}` = 'artifact' and tags.`{PROJECT_TAG}` = '{project}'"
-        return sorted(m.tags[NAME_TAG] for m in self._search_models(query))
+        models = self._search_models(query)
+        if not models:
+            return []
+        # One query for the project's committed versions ('_' and '%' of LIKE match a superset).
+        query = f"name LIKE '{registry_name(project, '')}%' and tags.`{STATE_TAG}` = 'committed'"
+        found = self.client.search_model_versions(query, max_results=10000)
+        committed = {mv.name for mv in found}
+        while token := getattr(found, "token", None):
+            found = self.client.search_model_versions(query, max_results=10000, page_token=token)
+            committed |= {mv.name for mv in found}
+        return sorted(m.tags[NAME_TAG] for m in models if m.name in committed)
 
     def projects(self) -> list[str]:
         """The projects that hold artifacts in this store, sorted."""
@@ -381,45 +551,26 @@ class MlflowArtifactStore:
         """
         import mlflow.artifacts
 
-        if root is None:
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=version.source))
-            try:
-                verify_files(version, local)
-            except ArtifactIntegrityError:
-                if not _is_local_uri(version.source):  # our own temporary copy
-                    shutil.rmtree(local, ignore_errors=True)
-                raise
-        else:
-            local = Path(root)
-            if local.exists() and (not local.is_dir() or any(local.iterdir())):
-                raise FileExistsError(
-                    f"{local} is not an empty folder: {version.spec} is written only into a new "
-                    "or empty folder, never beside files it did not write"
+        uri = self.files_uri(version)
+
+        def fetch(folder: Path | None) -> Path:
+            return Path(
+                mlflow.artifacts.download_artifacts(
+                    artifact_uri=uri, dst_path=str(folder) if folder else None
                 )
-            created = not local.exists()
-            local.mkdir(parents=True, exist_ok=True)
-            try:
-                # Downloaded beside, checked, then moved in: MLflow names the copy after the
-                # source folder.
-                with tempfile.TemporaryDirectory(prefix=".download-", dir=local) as staging:
-                    copy = Path(
-                        mlflow.artifacts.download_artifacts(
-                            artifact_uri=version.source, dst_path=staging
-                        )
-                    )
-                    verify_files(version, copy)
-                    for item in copy.iterdir():
-                        shutil.move(str(item), local / item.name)
-            except BaseException:
-                # ``local`` was empty: whatever is in it now, this call wrote.
-                for item in local.iterdir():
-                    shutil.rmtree(item) if item.is_dir() else item.unlink()
-                if created:
-                    local.rmdir()
-                raise
-        if len(version.files) == 1:
-            return local / next(iter(version.files))
-        return local
+            )
+
+        # A remote source is copied to a temporary folder of ours; a local one is used in place.
+        return checked_download(version, root, fetch, temporary=not _is_local_uri(uri))
+
+    def files_uri(self, version: ArtifactVersion) -> str:
+        """Where the files of ``version`` are: its source, or for a logged model's files
+        (``models:/<id>``) that model's artifact location (read directly: MLflow's models:/
+        reader writes its own bookkeeping file into a local model)."""
+        if _is_logged_model(version.source):
+            model_id = version.source.removeprefix(LOGGED_MODEL_URI)
+            return self.client.get_logged_model(model_id).artifact_location
+        return version.source
 
     def verify(self, spec: str) -> ArtifactVersion:
         """Download ``spec`` to a temporary folder and check every file against its digest.
@@ -429,10 +580,7 @@ class MlflowArtifactStore:
         ArtifactIntegrityError
             Naming each changed, added or missing file.
         """
-        version = self.resolve(spec)
-        with tempfile.TemporaryDirectory(prefix="verify-") as tmp:
-            self.download(version, Path(tmp) / "files")
-        return version
+        return verify_spec(self, spec)
 
     # ----------------------------------------------------------------- writing
     def log(
@@ -455,13 +603,11 @@ class MlflowArtifactStore:
         model's artifact location). Nothing is uploaded: the version's source is that one copy,
         and its digests, computed from ``path``, cover it.
         """
-        if name != name.strip() or not _PROJECT.match(name):
-            raise ValueError(
-                f"artifact name {name!r} must be a bare name (no project/, no :version, none of "
-                f"/ : ' \" \\): a run logs into its own project ({self.project!r})"
-            )
+        check_name(name, self.project)
         files = file_digests(Path(path))
         digest = manifest_digest(files)
+        if self.wandb_copy is not None:
+            self._copy_to_wandb(Path(path), name, type, description, metadata)
         model_name = self._ensure_registered(name, type)
         for existing in self._pending + self.versions(name):
             if existing.name == name and existing.digest == digest:
@@ -485,7 +631,13 @@ class MlflowArtifactStore:
             METADATA_TAG: json.dumps(metadata or {}, sort_keys=True, default=str),
         }
         mv = self.client.create_model_version(
-            model_name, source=source, run_id=run_id, tags=tags, description=description
+            model_name,
+            source=source,
+            run_id=run_id,
+            tags=tags,
+            description=description,
+            # A logged model's files (models:/<id>): the server checks the source against it.
+            model_id=source.removeprefix(LOGGED_MODEL_URI) if _is_logged_model(source) else None,
         )
         version = self._to_version(mv, self.project, name)
         self._pending.append(version)
@@ -519,7 +671,7 @@ class MlflowArtifactStore:
         return discarded
 
     def record_use(self, version: ArtifactVersion, run_id: str, step: str) -> None:
-        """Note on ``version`` that ``run_id`` (a run of ``step``) used it."""
+        """Note on ``version`` that ``run_id`` (a run of ``step``) used it (its ``used_by``)."""
         self.client.set_model_version_tag(
             version.registry_name, version.registry_version, USED_BY_PREFIX + run_id, step
         )
@@ -529,7 +681,7 @@ class MlflowArtifactStore:
 
         Only versions of the artifact of ``spec``'s project (default: the store's) move.
         """
-        _check_alias(alias)
+        check_alias(alias)
         version = self._resolve_including_own_pending(spec)
         self.client.set_registered_model_alias(
             version.registry_name, alias, version.registry_version
@@ -539,7 +691,7 @@ class MlflowArtifactStore:
 
     def set_alias_if_unset(self, spec: str, alias: str) -> bool:
         """Point ``alias`` at ``spec`` only when no version of that artifact has it yet."""
-        _check_alias(alias)
+        check_alias(alias)
         project, name, _ = parse_spec(spec)
         model = self._registered(check_project(project) if project else self.project, name)
         if model is not None and alias in model.aliases:
@@ -554,12 +706,7 @@ class MlflowArtifactStore:
         store keeps itself (type, state, digests, files, metadata, project, name, users) are
         refused.
         """
-        own = {KIND_TAG, TYPE_TAG, STATE_TAG, DIGEST_TAG, FILES_TAG, METADATA_TAG, PROJECT_TAG}
-        refused = [k for k in tags if k in own | {NAME_TAG} or k.startswith(USED_BY_PREFIX)]
-        if refused:
-            raise ValueError(f"tags {refused} are the artifact store's own and cannot be set")
-        if version.state != "committed":
-            raise ValueError(f"{version.qualified_spec} is not committed: cannot tag it")
+        check_version_tags(version, tags)
         for key, value in tags.items():
             self.client.set_model_version_tag(
                 version.registry_name, version.registry_version, key, str(value)
@@ -577,7 +724,31 @@ class MlflowArtifactStore:
         versions = self.versions(name, project=check_project(project) if project else None)
         return bool(versions) and not any(ref in v.aliases for v in versions)
 
+    def source_of(self, spec: str) -> str:
+        """Where the version ``spec`` names keeps its files (its ``source`` URI).
+
+        Also for a version this store logged and has not committed yet.
+
+        Raises
+        ------
+        ArtifactNotFoundError
+            When ``spec`` names no version.
+        """
+        return self._resolve_including_own_pending(spec).source
+
     # ----------------------------------------------------------------- helpers
+    def _copy_to_wandb(
+        self, path: Path, name: str, type: str, description: str, metadata: dict[str, Any] | None
+    ) -> None:
+        import wandb
+
+        artifact = wandb.Artifact(name, type=type, description=description, metadata=metadata)
+        if path.is_dir():
+            artifact.add_dir(str(path))
+        else:
+            artifact.add_file(str(path))
+        self.wandb_copy.log_artifact(artifact)
+
     def not_found_message(self, project: str, name: str) -> str:
         """Why ``project/name`` is not found: the project's artifacts, or the store's projects."""
         where = f"the store at {self.tracking_uri}"

@@ -152,26 +152,18 @@ def best_job(rows: list[JobRow]) -> JobRow | None:
 def promote_command(row: JobRow, tracking_uri: str, cwd: Path) -> str:
     """The one command that points the alias ``prod`` at the model ``row`` exported.
 
-    The model is named with its project (``project/model_export:vN``) unless that is the one
-    the command finds by default (config.yaml's ``main.project_name``).
+    It names the store the job used (``--store``), and the model with its project
+    (``project/model_export:vN``) unless that is the one the command finds by default
+    (config.yaml's ``main.project_name``); see :func:`util_lib.registry.promote_command`.
     """
+    from util_lib.registry import promote_command as command
     from util_lib.store import configured_project
 
     model = row.model_export
-    if row.project and (row.artifact_store == "wandb" or row.project != configured_project()):
+    if row.project and row.project != configured_project():
         model = f"{row.project}/{model}"
-    if row.artifact_store == "wandb":
-        return (
-            'python -c "import wandb; a = wandb.Api().artifact('
-            f"'{model}'); a.aliases.append('prod'); a.save()\""
-        )
-    command = f"python -m util_lib.artifacts alias {model} prod"
-    if tracking_uri != f"sqlite:///{cwd.resolve() / 'mlflow.db'}":
-        # A password in the URI stays out of the report: the reader supplies their own.
-        from util_lib.redact import redact_url
-
-        command = f"MLFLOW_TRACKING_URI={redact_url(tracking_uri)} {command}"
-    return command
+    default_uri = f"sqlite:///{cwd.resolve() / 'mlflow.db'}"
+    return command(model, "prod", row.artifact_store, tracking_uri, default_uri)
 
 
 # ---------------------------------------------------------------------------------- writing

@@ -4,7 +4,8 @@ Every step opens its run with :func:`start_run` (or :func:`open_run` / :meth:`Ru
 a context manager does not fit, as in the pytest-driven data check). Parameters, metrics,
 summary values and figures go to MLflow and to W&B (online when logged in, offline otherwise,
 not at all with ``WANDB_MODE=disabled``); artifacts go to the store that
-:func:`util_lib.backends.choose_backends` picks.
+:func:`util_lib.backends.choose_backends` picks, used through its interface
+(:class:`util_lib.artifact_store.ArtifactStore`) only.
 """
 
 from __future__ import annotations
@@ -17,10 +18,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from util_lib.backends import choose_backends
+from util_lib.digests import code_digest, params_digest, running_step_folder
 from util_lib.logs import setup_logging
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+
+    from util_lib.artifact_store import ArtifactStore, UsedArtifact
+    from util_lib.store import ArtifactVersion
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +33,11 @@ WRITTEN_TAG = "util_lib.artifacts_written"
 USED_TAG = "util_lib.artifacts_used"
 STORE_TAG = "util_lib.artifact_store"
 PROJECT_TAG = "util_lib.project"
+# What the run ran (util_lib.digests): its step folder + util_lib, and its parameters (updated
+# by each log_params); and the name of the step folder digested ("" when none was found).
+CODE_DIGEST_TAG = "util_lib.code_digest"
+CONFIG_DIGEST_TAG = "util_lib.config_digest"
+CODE_DIR_TAG = "util_lib.code_dir"
 # W&B's console capture: "wrap" patches sys.stdout/sys.stderr's write (W&B's "auto" means the
 # same today). "redirect" (file descriptors) costs about 2.4 s more a run here, and pytest,
 # which runs the data check, swaps those descriptors under it.
@@ -136,26 +146,27 @@ class Run:
             experiment_id=None if resuming else _experiment_from_env(),
         )
         self.run_id = self.mlflow_run.info.run_id
+        self._params: dict[str, Any] = {}  # every parameter given, for the config digest
+        step_dir = running_step_folder()
         mlflow.set_tags(
             {
                 "util_lib.step": step,
                 "util_lib.job_type": job_type,
                 STORE_TAG: self.backends.artifact_store,
                 PROJECT_TAG: self.project,
+                CODE_DIGEST_TAG: code_digest([step_dir]),  # about 1 ms
+                CODE_DIR_TAG: step_dir.name if step_dir else "",
+                CONFIG_DIGEST_TAG: params_digest({}),
             }
         )
         self.wandb_run = self._start_wandb(config or {})
-        if self.backends.artifact_store == "wandb":
-            from util_lib.wandb_store import WandbArtifactStore
+        from util_lib.artifact_store import open_store
 
-            self.store: Any = WandbArtifactStore(self.wandb_run)
-        else:
-            from util_lib.store import MlflowArtifactStore
-
-            self.store = MlflowArtifactStore(project=self.project)
-        self.written: list[str] = []
-        self.used: list[str] = []
-        self.used_versions: list[Any] = []  # what each use_artifact resolved, in order
+        self.store: ArtifactStore = open_store(
+            self.backends.artifact_store, project=self.project, wandb_run=self.wandb_run
+        )
+        self.written: list[str] = []  # what log_artifact wrote, in order (its tag)
+        self.used: list[str] = []  # what use_artifact resolved, in order (its tag)
         self._logged_models: list[str] = []  # ids of the MLflow logged models this run made
         self.closed = False
         if config:
@@ -163,27 +174,34 @@ class Run:
         logger.info("%s started: MLflow run %s, log file %s", step, self.run_id, self.log_file)
 
     # ------------------------------------------------------------------ artifacts
-    def use_artifact(self, spec: str) -> Path:
-        """Resolve ``[project/]name:version_or_alias`` to a local file (or folder) and record use.
+    def use_artifact(self, spec: str) -> UsedArtifact:
+        """Resolve ``[project/]name:version_or_alias``, make its files local (checked against
+        their digests) and record the use.
 
         With no project, the run's own; the use is recorded as ``name:vN``, or
         ``project/name:vN`` for another project's version.
+
+        Returns
+        -------
+        util_lib.artifact_store.UsedArtifact
+            The exact version resolved (``.version``), its local file or folder (``.path``)
+            and the spec recorded (``.spec``); path-like, so ``pd.read_parquet`` takes it.
 
         Raises
         ------
         util_lib.store.ArtifactNotFoundError
             Naming what exists when the artifact, version or alias does not.
         """
+        from util_lib.artifact_store import UsedArtifact
+
         version = self.store.resolve(spec)
         path = self.store.download(version)
-        if self.backends.artifact_store == "mlflow":
-            self.store.record_use(version, self.run_id, self.step)
+        self.store.record_use(version, self.run_id, self.step)
         used = version.spec if version.project == self.project else version.qualified_spec
         self.used.append(used)
-        self.used_versions.append(version)
         self._mlflow.set_tag(USED_TAG, ",".join(self.used))
         logger.info("using %s (from %s) at %s", used, spec, path)
-        return path
+        return UsedArtifact(version, path, used)
 
     def log_artifact(
         self,
@@ -203,8 +221,6 @@ class Run:
         version = self.store.log(
             path, name, type, description, metadata, self.run_id, uploaded_to=uploaded_to
         )
-        if self.backends.artifact_store == "mlflow" and self.backends.wandb_mode == "offline":
-            self._log_wandb_offline_artifact(path, name, type, description, metadata)
         if version.spec not in self.written:
             self.written.append(version.spec)
         self._mlflow.set_tag(WRITTEN_TAG, ",".join(self.written))
@@ -247,8 +263,9 @@ class Run:
         mlmodel.save(str(Path(model_dir) / "MLmodel"))
         client.log_model_artifacts(model.model_id, str(model_dir))
         model = client.finalize_logged_model(model.model_id, "READY")
-        # With W&B as the store, W&B keeps a copy of its own (its artifacts hold their files).
-        shared = model.artifact_location if self.backends.artifact_store == "mlflow" else None
+        # The embedded store records this copy (as models:/<id>, which a tracking server accepts
+        # as a version's source); W&B's keeps one of its own (it ignores it).
+        shared = f"models:/{model.model_id}"
         spec = self.log_artifact(
             model_dir,
             name=name,
@@ -266,15 +283,15 @@ class Run:
         logger.info("alias %r %s", alias, f"set on {spec}" if done else "already set, left alone")
         return done
 
-    def resolve(self, spec: str) -> Any:
-        """The version (:class:`util_lib.store.ArtifactVersion`) ``spec`` names, not downloaded."""
+    def resolve(self, spec: str) -> ArtifactVersion:
+        """The version ``spec`` names, not downloaded."""
         return self.store.resolve(spec)
 
     def alias_unset(self, spec: str) -> bool:
         """Tell whether ``spec`` names an alias that no version of its artifact has yet."""
         return self.store.alias_unset(spec)
 
-    def record_check(self, spec: str, passed: bool) -> Any:
+    def record_check(self, spec: str, passed: bool) -> ArtifactVersion:
         """Record on the version ``spec`` names that this run checked it, and the verdict.
 
         The version's ``check`` becomes ``passed`` or ``failed`` and its ``check_run_id`` this
@@ -291,6 +308,8 @@ class Run:
     # ------------------------------------------------------------------ values and figures
     def log_params(self, params: dict[str, Any]) -> None:
         """Log (flattened) parameters; the ones `mlflow run` already logged are left alone."""
+        self._params.update(flatten(params))
+        self._mlflow.set_tag(CONFIG_DIGEST_TAG, params_digest(self._params))
         already = self._mlflow.get_run(self.run_id).data.params
         flat = {
             k: str(v)[:6000] for k, v in flatten(params).items() if k not in already and v != ""
@@ -390,20 +409,6 @@ class Run:
             tags["wandb.dir"] = str(Path(run.dir).parent)
         self._mlflow.set_tags(tags)
         return run
-
-    def _log_wandb_offline_artifact(
-        self, path: str | Path, name: str, type: str, description: str, metadata: dict | None
-    ) -> None:
-        # The offline W&B run keeps a copy so that `wandb sync` uploads it with the run.
-        import wandb
-
-        artifact = wandb.Artifact(name, type=type, description=description, metadata=metadata)
-        path = Path(path)
-        if path.is_dir():
-            artifact.add_dir(str(path))
-        else:
-            artifact.add_file(str(path))
-        self.wandb_run.log_artifact(artifact)
 
 
 def open_run(step: str, job_type: str, config: dict[str, Any] | None = None) -> Run:

@@ -192,9 +192,10 @@ def test_second_member_trains_on_the_first_members_data(team_server: str, bob) -
     assert {runs[s].info.status for s in runs} == {"FINISHED"}
     assert runs["segregate"].data.tags["mlflow.user"] == "alice"
     assert runs["train_random_forest"].data.tags["mlflow.user"] == "bob"
-    # bob's pipeline asked for data_train:latest; the server resolved it to alice's version.
+    # bob's pipeline read data_train:latest: the driver pinned it, on the server, to alice's
+    # exact version before the step ran (step cache, util_lib/step_cache.py).
     train = runs["train_random_forest"]
-    assert train.data.params["train_data"] == "data_train:latest"
+    assert train.data.params["train_data"] == "data_train:v0"
     assert "data_train:v0" in train.data.tags["util_lib.artifacts_used"].split(",")
     store = MlflowArtifactStore(team_server)
     data_train = store.resolve("data_train:latest")

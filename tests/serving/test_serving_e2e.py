@@ -456,8 +456,8 @@ def _stored_model(env: dict[str, str], spec: str = "model_export:v0") -> Path:
     and the artifact version share)."""
     from util_lib.store import MlflowArtifactStore
 
-    version = MlflowArtifactStore(env["MLFLOW_TRACKING_URI"]).resolve(spec)
-    return Path(version.source.removeprefix("file://"))
+    store = MlflowArtifactStore(env["MLFLOW_TRACKING_URI"])
+    return Path(store.files_uri(store.resolve(spec)).removeprefix("file://"))
 
 
 def test_registry_logged_model_and_artifact_share_one_copy(registry, client, env) -> None:
@@ -465,8 +465,7 @@ def test_registry_logged_model_and_artifact_share_one_copy(registry, client, env
 
     artifact = MlflowArtifactStore(env["MLFLOW_TRACKING_URI"]).resolve("model_export:v0")
     model_id = artifact.metadata["model_id"]
-    assert client.get_model_version(NAME, "1").source == f"models:/{model_id}"
-    assert client.get_logged_model(model_id).artifact_location == artifact.source
+    assert client.get_model_version(NAME, "1").source == f"models:/{model_id}" == artifact.source
     assert set(artifact.files) >= {"MLmodel", "model.skops", "code/util_lib/pyfunc_model.py"}
     verified = _cli(env, "verify", "model_export:v0")
     assert verified.returncode == 0, verified.stderr

@@ -22,6 +22,7 @@ from util_lib.config_schema import (
     config_problems,
     file_url_problem,
 )
+from util_lib.graph import load_graph
 
 REPO = Path(__file__).resolve().parents[2]
 FOREST = "random_forest_pipeline.random_forest"
@@ -84,7 +85,7 @@ def test_good_values_pass(overrides: list[str]) -> None:
             "main.execute_steps='train,evaluate'",
             "main.execute_steps='train,evaluate': unknown step(s) ['train']; steps: get_data,",
         ),
-        ("main.execute_steps=3", "main.execute_steps=3: must be a list or a comma string"),
+        ("main.execute_steps=3", "main.execute_steps=3: must be all, a list or a comma string"),
         ("main.artifact_store=s3", "main.artifact_store='s3': must be one of auto, wandb, mlflow"),
         ("main.env_manager=docker", "main.env_manager='docker': must be null or one of local,"),
         ("main.project_name=''", "main.project_name='': must be a non-empty string"),
@@ -199,7 +200,7 @@ def test_copies_of_other_modules_lists_agree() -> None:
     import main
     from train_random_forest import pipeline
 
-    assert main.STEPS == STEPS
+    assert main.STEPS == STEPS == tuple(s.name for s in load_graph())
     assert pipeline.GRID_SEARCH_KEYS == GRID_SEARCH_KEYS
     assert set(ENV_MANAGERS) == {LOCAL, CONDA, VIRTUALENV, UV}
 

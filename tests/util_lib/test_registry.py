@@ -57,8 +57,9 @@ def test_a_training_run_registers_its_export_linked_to_the_artifact(tracking: Pa
     assert version.source == f"models:/{model_id}"
     logged = client.get_logged_model(model_id)
     assert logged.source_run_id == artifact.producer_run_id and logged.status == "READY"
-    assert artifact.source == logged.artifact_location
-    copy = Path(artifact.source.removeprefix("file://"))
+    assert artifact.source == f"models:/{model_id}"
+    assert MlflowArtifactStore().files_uri(artifact) == logged.artifact_location
+    copy = Path(logged.artifact_location.removeprefix("file://"))
     assert "note: model a" in (copy / "MLmodel").read_text()
     assert f"model_id: {model_id}" in (copy / "MLmodel").read_text()
     # Nothing else was uploaded: the training run's own artifacts hold no model files.

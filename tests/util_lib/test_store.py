@@ -52,7 +52,7 @@ def test_version_records_type_metadata_digests_and_lineage(tracking: Path) -> No
         )
         producer = run.run_id
     with start_run("consumer", "test") as run:
-        path = run.use_artifact(spec)
+        path = run.use_artifact(spec).path
         consumer = run.run_id
     assert path.read_text() == "data"
     version = MlflowArtifactStore().resolve(spec)
@@ -195,7 +195,7 @@ def test_a_spec_naming_a_project_resolves_there_and_records_the_use(tracking: Pa
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("WANDB_PROJECT", "dev")
         with start_run("consumer", "test") as run:
-            path = run.use_artifact("prod_project/data:latest")
+            path = run.use_artifact("prod_project/data:latest").path
             run.use_artifact("data:latest")
     assert path.read_text() == "prod two"
     # The use is recorded with the project when it is another project's version.

@@ -103,7 +103,7 @@ def test_write_report_writes_a_row_per_job_a_plot_and_the_promote_command(
     assert float(table[1]["val_auc"]) == pytest.approx(0.95)
     assert (tmp_path / "sweep" / "sweep_report.png").read_bytes()[:4] == b"\x89PNG"
     assert "Best job: #1 (random_forest.max_depth=10), val_auc=0.9500" in report.text
-    assert "python -m util_lib.artifacts alias model_export:v4 prod" in report.text
+    assert "python -m util_lib.artifacts alias model_export:v4 prod --store mlflow" in report.text
     assert (tmp_path / "sweep" / "sweep_report.txt").read_text().strip() == report.text
 
 
@@ -117,18 +117,21 @@ def test_promote_command_names_the_store_unless_it_is_the_default(tmp_path: Path
     row = _row(1, 10, 10, 0.95)
     default = f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
     assert promote_command(row, default, tmp_path) == (
-        "python -m util_lib.artifacts alias model_export:v4 prod"
+        "python -m util_lib.artifacts alias model_export:v4 prod --store mlflow"
     )
     assert promote_command(row, "http://127.0.0.1:5000", tmp_path) == (
         "MLFLOW_TRACKING_URI=http://127.0.0.1:5000 "
-        "python -m util_lib.artifacts alias model_export:v4 prod"
+        "python -m util_lib.artifacts alias model_export:v4 prod --store mlflow"
     )
     # A password in the tracking URI never reaches the report.
     assert promote_command(row, "http://alice:hunter2@h:5000", tmp_path).startswith(
         "MLFLOW_TRACKING_URI=http://alice:***@h:5000 python -m util_lib.artifacts"
     )
+    # A W&B job's model is promoted by the same command, in W&B (and the registry it serves).
     row.artifact_store = "wandb"
-    assert "wandb.Api().artifact('model_export:v4')" in promote_command(row, default, tmp_path)
+    assert promote_command(row, default, tmp_path) == (
+        "python -m util_lib.artifacts alias model_export:v4 prod --store wandb"
+    )
 
 
 def test_promote_command_names_the_project_unless_it_is_config_yaml_s(tmp_path: Path) -> None:
@@ -137,10 +140,14 @@ def test_promote_command_names_the_project_unless_it_is_config_yaml_s(tmp_path: 
     row = _row(1, 10, 10, 0.95)
     default = f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
     row.project = configured_project()
-    assert promote_command(row, default, tmp_path).endswith("alias model_export:v4 prod")
+    assert promote_command(row, default, tmp_path).endswith(
+        "alias model_export:v4 prod --store mlflow"
+    )
     row.project = "genres_prod"
     assert promote_command(row, default, tmp_path) == (
-        "python -m util_lib.artifacts alias genres_prod/model_export:v4 prod"
+        "python -m util_lib.artifacts alias genres_prod/model_export:v4 prod --store mlflow"
     )
     row.artifact_store = "wandb"
-    assert "artifact('genres_prod/model_export:v4')" in promote_command(row, default, tmp_path)
+    assert promote_command(row, default, tmp_path).endswith(
+        "alias genres_prod/model_export:v4 prod --store wandb"
+    )

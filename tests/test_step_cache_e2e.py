@@ -1,0 +1,128 @@
+"""The step cache through `mlflow run`: the same command twice runs nothing the second time, one
+forest parameter changed runs train and evaluate only, and after a failure the same command
+resumes at the failed step. Real stores, W&B off, the bundled dataset."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.deploy.pipeline_runs import SMALL_FOREST, STEPS, PipelineRun, mlflow_run, pipeline_env
+
+pytestmark = pytest.mark.e2e
+
+
+def _statuses(run: PipelineRun) -> dict[str, str]:
+    """Each step's status on the progress lines (`[3/6] check_data CACHED 0.1 s (run ...)`)."""
+    found = re.findall(r"^\[\d+/\d+\] (\w+) (FINISHED|CACHED|FAILED) ", run.result.stdout, re.M)
+    return dict(found)
+
+
+def _step_runs(run: PipelineRun) -> list:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(run.tracking_uri)
+    experiment = client.get_experiment_by_name("music_genre_classification")
+    return client.search_runs(
+        [experiment.experiment_id], filter_string="tags.`util_lib.step` != ''", max_results=1000
+    )
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def first(workdir: Path) -> PipelineRun:
+    # A progress line every second while a step works (30 s by default).
+    env = pipeline_env(workdir, f"sqlite:///{workdir / 'mlflow.db'}", UTIL_LIB_PROGRESS_SECONDS="1")
+    return mlflow_run(workdir, SMALL_FOREST, env=env).check()
+
+
+def test_each_step_says_when_it_starts_ends_and_that_it_still_works(first: PipelineRun) -> None:
+    out = first.result.stdout
+    for index, step in enumerate(STEPS, 1):
+        assert f"[{index}/6] {step} …\n" in out
+        assert re.search(
+            rf"^\[{index}/6\] {step} FINISHED \d+\.\d s \(run [0-9a-f]{{32}}\)$", out, re.M
+        )
+    assert re.search(r"^\[5/6\] train_random_forest … still running \(\d+ s\)$", out, re.M)
+
+
+def test_the_same_command_again_runs_nothing(workdir: Path, first: PipelineRun) -> None:
+    from mlflow import MlflowClient
+
+    assert _statuses(first) == dict.fromkeys(STEPS, "FINISHED")
+    before = {r.info.run_id for r in _step_runs(first)}
+    again = mlflow_run(workdir, SMALL_FOREST).check()
+    assert _statuses(again) == dict.fromkeys(STEPS, "CACHED")
+    assert {r.info.run_id for r in _step_runs(again)} == before  # no step process, no run
+    # The summary names the reused runs and their metrics; the pipeline run records them.
+    summary = again.result.stdout.split("Pipeline summary", 1)[1]
+    assert "CACHED" in summary and "val_auc=" in summary and "test_auc=" in summary
+    client = MlflowClient(again.tracking_uri)
+    pipeline = client.search_runs(
+        [_step_runs(again)[0].info.experiment_id],
+        filter_string="attributes.run_name = 'pipeline'",
+        order_by=["attributes.start_time DESC"],
+    )[0]
+    tags = pipeline.data.tags
+    assert {tags[f"util_lib.step_status.{s}"] for s in STEPS} == {"CACHED"}
+    assert {tags[f"util_lib.step_run.{s}"] for s in STEPS} == before
+    assert pipeline.data.metrics["val_auc"] > 0.9
+
+
+def test_a_forest_parameter_reruns_train_and_evaluate_only(
+    workdir: Path, first: PipelineRun
+) -> None:
+    changed = mlflow_run(
+        workdir, SMALL_FOREST, "random_forest_pipeline.random_forest.max_depth=9"
+    ).check()
+    statuses = _statuses(changed)
+    assert statuses == {
+        **dict.fromkeys(STEPS[:4], "CACHED"),
+        "train_random_forest": "FINISHED",
+        "evaluate": "FINISHED",
+    }
+    assert "model_export:v1" in changed.result.stdout
+
+
+def test_after_a_failure_the_same_command_resumes_at_the_failed_step(
+    tmp_path: Path, dataset_path: Path
+) -> None:
+    """A drifted first dataset became the reference, so the real data fail check_data; after
+    the user moves the reference, the same command resumes at check_data."""
+    from util_lib.store import MlflowArtifactStore
+
+    drifted = tmp_path / "drifted.parquet"
+    songs = pd.read_parquet(dataset_path)
+    songs.assign(tempo=songs["tempo"] * 0.7).to_parquet(drifted, index=False)
+    mlflow_run(
+        tmp_path, "main.execute_steps='get_data,preprocess,check_data'",
+        f"data.file_url={drifted}", "data.sha256=null",
+    ).check()  # fmt: skip
+    command = (SMALL_FOREST,)
+    failed = mlflow_run(tmp_path, *command)
+    assert failed.result.returncode != 0
+    assert _statuses(failed) == {
+        "get_data": "FINISHED",
+        "preprocess": "FINISHED",
+        "check_data": "FAILED",
+    }
+    said = failed.result.stdout + failed.result.stderr
+    assert "run the same command again: it resumes at check_data" in said
+
+    store = MlflowArtifactStore(failed.tracking_uri, "music_genre_classification")
+    good = store.resolve("preprocessed_data:latest")
+    assert good.spec == "preprocessed_data:v1"
+    store.set_alias(good.spec, "reference")
+    resumed = mlflow_run(tmp_path, *command).check()
+    assert _statuses(resumed) == {
+        "get_data": "CACHED",
+        "preprocess": "CACHED",
+        **dict.fromkeys(STEPS[2:], "FINISHED"),
+    }

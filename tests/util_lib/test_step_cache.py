@@ -1,0 +1,170 @@
+"""The step cache's keys: each invalidation rule (code, parameter, input content, environment,
+check_data's reference) changes the key, and only a finished run with outputs still there is
+reused. Real SQLite store; the steps' real folders (copied where a test edits them)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from main import step_parameters
+from util_lib.graph import get_step
+from util_lib.step_cache import CACHE_TAG, StepCache, code_digest, util_lib_imports
+from util_lib.store import MlflowArtifactStore
+from util_lib.tracking import start_run
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def config():
+    return OmegaConf.load(REPO / "config.yaml")
+
+
+@pytest.fixture
+def cache(tracking: Path, config) -> StepCache:
+    from mlflow import MlflowClient
+
+    from util_lib.tracking import get_or_create_experiment
+
+    client = MlflowClient()
+    experiment = get_or_create_experiment(config.main.project_name)
+    return StepCache(client, experiment, MlflowArtifactStore(), config)
+
+
+def _log(path: Path, name: str, content: str) -> str:
+    path.write_text(content)
+    with start_run("producer", "test") as run:
+        return run.log_artifact(path, name, "data", "d")
+
+
+def _key(cache: StepCache, step: str, config, tmp: Path, written=None, **over) -> str | None:
+    params = step_parameters(step, config, written or {}, tmp)
+    params.update(over)
+    source = over.pop("source", None) or (str(REPO / step), None)
+    return cache.key(get_step(step), params, over.get("env", "local"), source)
+
+
+def test_the_same_step_twice_has_the_same_key(cache, config, tracking: Path) -> None:
+    _log(tracking / "d.parquet", "preprocessed_data", "rows")
+    first = _key(cache, "segregate", config, tracking)
+    assert first is not None and first == _key(cache, "segregate", config, tracking)
+
+
+def test_a_parameter_changes_the_key(cache, config, tracking: Path) -> None:
+    _log(tracking / "d.parquet", "preprocessed_data", "rows")
+    before = _key(cache, "segregate", config, tracking)
+    config.data.test_size = 0.25
+    assert _key(cache, "segregate", config, tracking) != before
+
+
+def test_new_input_content_changes_the_key_identical_content_does_not(
+    cache, config, tracking: Path
+) -> None:
+    first = _log(tracking / "d.parquet", "preprocessed_data", "rows")
+    before = _key(cache, "segregate", config, tracking, written={"preprocessed_data": first})
+    # An edited preprocess that writes the same bytes: the store keeps the version, same key.
+    again = _log(tracking / "d.parquet", "preprocessed_data", "rows")
+    assert again == first
+    assert _key(cache, "segregate", config, tracking, written={"preprocessed_data": again}) == (
+        before
+    )
+    changed = _log(tracking / "d.parquet", "preprocessed_data", "other rows")
+    assert _key(cache, "segregate", config, tracking, written={"preprocessed_data": changed}) != (
+        before
+    )
+    # Read as :latest (segregate run alone), the exact content counts, not the name.
+    assert _key(cache, "segregate", config, tracking) != before
+
+
+def test_an_edit_of_the_step_or_a_util_lib_module_it_imports_changes_the_key(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "segregate"
+    shutil.copytree(REPO / "segregate", folder, ignore=shutil.ignore_patterns("__pycache__"))
+    before = code_digest(folder)
+    code_digest.cache_clear()
+    (folder / "split.py").write_text((folder / "split.py").read_text() + "\n# edited\n")
+    assert code_digest(folder) != before
+    code_digest.cache_clear()
+    # Its README is not code.
+    (folder / "README.md").write_text("other words")
+    edited = code_digest(folder)
+    code_digest.cache_clear()
+    assert code_digest(folder) == edited
+    # The util_lib modules it imports (here through util_lib.tracking) are part of its code.
+    imported = util_lib_imports([REPO / "segregate" / "run.py"])
+    assert {"tracking", "arguments", "store", "logs"} <= imported
+    assert "sweep_report" not in imported
+
+
+def test_the_environment_changes_the_key(cache, config, tracking: Path) -> None:
+    _log(tracking / "d.parquet", "preprocessed_data", "rows")
+    local = _key(cache, "segregate", config, tracking)
+    assert _key(cache, "segregate", config, tracking, env="uv") != local
+    folder = tracking / "segregate"
+    shutil.copytree(REPO / "segregate", folder, ignore=shutil.ignore_patterns("__pycache__"))
+    pinned = _key(cache, "segregate", config, tracking, source=(str(folder), None))
+    conda = folder / "conda.yml"
+    conda.write_text(conda.read_text().replace("pandas==3.1.1", "pandas==3.0.0"))
+    assert _key(cache, "segregate", config, tracking, source=(str(folder), None)) != pinned
+
+
+def test_check_datas_key_follows_its_reference(cache, config, tracking: Path) -> None:
+    first = _log(tracking / "d.parquet", "preprocessed_data", "rows")
+    second = _log(tracking / "d.parquet", "preprocessed_data", "more rows")
+    written = {"preprocessed_data": second}
+    unset = _key(cache, "check_data", config, tracking, written=written)
+    store = MlflowArtifactStore()
+    store.set_alias(first, "reference")
+    on_first = _key(cache, "check_data", config, tracking, written=written)
+    store.set_alias(second, "reference")
+    on_second = _key(cache, "check_data", config, tracking, written=written)
+    assert len({unset, on_first, on_second}) == 3
+
+
+def test_a_url_without_a_digest_or_an_unversioned_repository_is_never_cached(
+    cache, config, tracking: Path
+) -> None:
+    config.data.file_url = "https://example.com/songs.parquet"
+    assert _key(cache, "get_data", config, tracking) is not None  # pinned by data.sha256
+    config.data.sha256 = None
+    assert _key(cache, "get_data", config, tracking) is None
+    remote = ("https://git.example.com/ml/p.git#segregate", None)
+    _log(tracking / "d.parquet", "preprocessed_data", "rows")
+    assert _key(cache, "segregate", config, tracking, source=remote) is None
+
+
+def test_only_a_finished_run_whose_outputs_remain_is_reused(
+    cache, config, tracking: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", config.main.project_name)  # as the steps run
+    client = MlflowClient()
+    step = get_step("segregate")
+    with start_run("segregate", "split") as run:
+        (tracking / "t.parquet").write_text("train")
+        run.log_artifact(tracking / "t.parquet", "data_train", "data", "d")
+    cache.remember(run.run_id, "k1")
+    assert cache.lookup(step, "k1").run.info.run_id == run.run_id
+    assert cache.lookup(step, "k2") is None
+    assert cache.lookup(get_step("preprocess"), "k1") is None  # another step's key space
+    # A failed run never carries a key into reuse.
+    failed = client.create_run(cache.experiment_id, tags={"util_lib.step": "segregate"})
+    client.set_tag(failed.info.run_id, CACHE_TAG, "k3")
+    client.set_terminated(failed.info.run_id, "FAILED")
+    assert cache.lookup(step, "k3") is None
+    # Outputs deleted since: the run cannot be reused.
+    name = MlflowArtifactStore().resolve("data_train:v0").registry_name
+    client.delete_registered_model(name)
+    assert cache.lookup(step, "k1") is None
+
+
+def test_another_data_location_changes_the_key(cache, config, tracking: Path) -> None:
+    pinned = _key(cache, "get_data", config, tracking)
+    config.data.file_url = "https://example.com/genres_mod.parquet"  # the same sha256
+    assert _key(cache, "get_data", config, tracking) not in (None, pinned)

@@ -1,0 +1,154 @@
+"""Content digests of code and configuration: what a run ran, as two sha256 hex strings.
+
+A step run records them as tags (:class:`util_lib.tracking.Run`): ``util_lib.code_digest``
+over its step folder and the ``util_lib`` package, ``util_lib.config_digest`` over its
+parameters. ``python -m util_lib.artifacts lineage`` shows them for every producing run, and
+the pipeline's step cache can key on the same functions.
+
+A folder's digest is the artifact store's manifest digest of its files
+(:func:`util_lib.store.manifest_digest`): sha256 over the sorted ``relative/path:sha256`` lines,
+so the same files give the same digest wherever the folder is, whatever the file times.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Collection, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+UTIL_LIB_DIR = Path(__file__).resolve().parent
+# Never code: caches, and what a run may leave in its folder (the .gitignore'd names).
+EXCLUDED = frozenset(
+    {
+        "__pycache__",
+        "mlruns",
+        "mlartifacts",
+        "wandb",
+        "artifacts",
+        "outputs",
+        "multirun",
+        "mlflow.db",
+        "ml_pipeline.log",
+    }
+)
+SKIPPED_SUFFIXES = (".pyc", ".pyo")
+# Documentation changes no result: a README edit keeps a step's code digest.
+CODE_SKIPPED_SUFFIXES = (*SKIPPED_SUFFIXES, ".md")
+_CHUNK = 1 << 20
+
+
+def file_sha256(path: str | Path) -> str:
+    """The sha256 hex digest of one file's bytes."""
+    sha = hashlib.sha256()
+    with Path(path).open("rb") as stream:
+        while chunk := stream.read(_CHUNK):
+            sha.update(chunk)
+    return sha.hexdigest()
+
+
+def folder_files(
+    path: str | Path,
+    exclude: Collection[str] = EXCLUDED,
+    skip_suffixes: tuple[str, ...] = SKIPPED_SUFFIXES,
+) -> dict[str, str]:
+    """``{relative posix path: sha256}`` of every file below ``path``, in sorted order.
+
+    Hidden files and folders (``.pytest_cache``, ``.ipynb_checkpoints``), files ending in one
+    of ``skip_suffixes`` and any file or folder whose name is in ``exclude`` are left out.
+
+    Raises
+    ------
+    NotADirectoryError
+        When ``path`` is not a folder.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise NotADirectoryError(f"cannot digest {root}: not a folder")
+    files: dict[str, str] = {}
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d not in exclude and not d.startswith("."))
+        for name in names:
+            if name in exclude or name.startswith(".") or name.endswith(skip_suffixes):
+                continue
+            file = Path(folder) / name
+            files[file.relative_to(root).as_posix()] = file_sha256(file)
+    return dict(sorted(files.items()))
+
+
+def manifest_digest(files: Mapping[str, str]) -> str:
+    """sha256 over the sorted ``path:sha256`` lines of ``files`` (the artifact store's)."""
+    lines = "".join(f"{name}:{files[name]}\n" for name in sorted(files))
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def folder_digest(path: str | Path, exclude: Collection[str] = EXCLUDED) -> str:
+    """The digest of a folder's files (see :func:`folder_files` for what is left out).
+
+    Examples
+    --------
+    >>> folder_digest("preprocess")  # doctest: +SKIP
+    '3f1c…'
+    """
+    return manifest_digest(folder_files(path, exclude))
+
+
+def code_digest(
+    folders: Iterable[str | Path | None], packages: Iterable[str | Path] = (UTIL_LIB_DIR,)
+) -> str:
+    """The digest of some folders of code together: each file keyed by its folder's name.
+
+    Markdown files do not count (:data:`CODE_SKIPPED_SUFFIXES`), nor what :func:`folder_files`
+    leaves out.
+
+    Parameters
+    ----------
+    folders : iterable of path or None
+        The step's own folders (usually one; None entries are skipped).
+    packages : iterable of path
+        Shared code the step imports; default the ``util_lib`` package in use.
+
+    Raises
+    ------
+    ValueError
+        When two of the folders have the same name (their files would be mixed up).
+    """
+    files: dict[str, str] = {}
+    seen: set[str] = set()
+    for folder in [*(f for f in folders if f is not None), *packages]:
+        folder = Path(folder).resolve()
+        if folder.name in seen:
+            raise ValueError(f"two folders named {folder.name!r} in one code digest: {folder}")
+        seen.add(folder.name)
+        found = folder_files(folder, skip_suffixes=CODE_SKIPPED_SUFFIXES)
+        files.update({f"{folder.name}/{k}": v for k, v in found.items()})
+    return manifest_digest(files)
+
+
+def params_digest(params: Mapping[str, Any]) -> str:
+    """sha256 of ``params`` as JSON with sorted keys (values that JSON lacks as their ``str``).
+
+    Nested dictionaries count as they are: flatten them first to compare with the flat
+    parameters MLflow logs.
+    """
+    text = json.dumps(dict(params), sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def running_step_folder() -> Path | None:
+    """The folder of the step this process runs, or None when it is not a step.
+
+    A step's folder holds its ``MLproject``: the folder of the script (``python run.py``,
+    wherever it is started from), else the working directory (``mlflow run`` starts each step
+    there; check_data's script is pytest's). The project root, the pipeline's own MLproject, is
+    no step; nor is anything else (a test, a notebook kernel started elsewhere).
+    """
+    script = getattr(sys.modules.get("__main__"), "__file__", None)
+    candidates = [Path(script).resolve().parent] if script else []
+    for folder in [*candidates, Path.cwd().resolve()]:
+        if (folder / "MLproject").is_file() and folder != UTIL_LIB_DIR.parent:
+            return folder
+    return None
