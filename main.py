@@ -36,14 +36,12 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 # Importing it registers the schema that config.yaml's defaults name (before @hydra.main runs).
 from util_lib.config_schema import ConfigError, check_config
 from util_lib.graph import get_step, headline_metrics, step_names
+from util_lib.tags import STEP_RUN_PREFIX, STEP_STATUS_PREFIX
 
 logger = logging.getLogger("main")
 
 ROOT = Path(__file__).resolve().parent
 STEPS = step_names()  # pipeline.yaml's, in order
-# The pipeline run records, per step, the run that did its work (its own, or a cached one).
-STEP_RUN_TAG = "util_lib.step_run."
-STEP_STATUS_TAG = "util_lib.step_status."
 PROGRESS_ENV = "UTIL_LIB_PROGRESS_SECONDS"
 
 
@@ -338,8 +336,8 @@ def run_pipeline(config: DictConfig, output_dir: Path) -> float | None:
             _progress(f"{position} {result.status} {result.seconds:.1f} s (run {result.run_id})")
             mlflow.set_tags(
                 {
-                    STEP_RUN_TAG + result.step: result.run_id,
-                    STEP_STATUS_TAG + result.step: result.status,
+                    STEP_RUN_PREFIX + result.step: result.run_id,
+                    STEP_STATUS_PREFIX + result.step: result.status,
                 }
             )
             written.update({spec.split(":")[0]: spec for spec in result.written})

@@ -1,19 +1,27 @@
 """The pipeline's cost over the work it does, measured side by side in one run.
 
-    python benchmarks/pipeline.py [--data dataset/genres_mod.parquet]
+    python benchmarks/pipeline.py [--data dataset/genres_mod.parquet] [--repeat 3]
 
-(a) baseline: the six steps' work in one plain Python process with no tracking (read, dedupe,
-    split, fit the same pipeline, score), with the project's own functions;
+(a) baseline: the six steps' work in one plain Python process with no tracking (read and
+    check the file, dedupe, data checks, split, fit and validate the same pipeline, score),
+    with the project's own functions, timed step by step;
 (b) `mlflow run . --env-manager local` cold, on a fresh tracking store;
-(c) a re-run of `train_random_forest,evaluate` only, on that store.
+(c) `train_random_forest,evaluate` again on that store with `main.cache=false` (a real re-run);
+(d) the command of (b) again, nothing changed: every step comes from the step cache;
+(e) (b) with one forest parameter changed: only train and evaluate run.
 
-Prints wall seconds per step and in total, and the ratios b/a and c/a.
+Each round runs all five; with ``--repeat N`` the figures are the medians of N rounds. Prints,
+for each step, its wall time in (b), the same work's time in (a) and the difference (the
+step's overhead), then the totals and the ratios ``b/a``, ``c/a``, ``d/a``, ``e/a``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -22,11 +30,16 @@ from pathlib import Path
 
 from common import DATA, REPO, mlflow_run
 
+# The plain process: each step's work with the project's functions, no tracking, no processes.
 BASELINE = """
-import time
+import json, time
 t0 = time.perf_counter()
+import hashlib
 import pandas as pd
 from omegaconf import OmegaConf
+from check_data.checks import (CATEGORICAL_COLUMNS, KL_THRESHOLD, NUMERICAL_COLUMNS,
+    check_columns_and_dtypes, check_genre_classes, check_missing_values, check_value_ranges,
+    kl_divergence_check, ks_drift)
 from preprocess.cleaning import preprocess
 from segregate.split import split_data
 from train_random_forest.pipeline import build_pipeline, split_train_val, train_and_validate
@@ -34,21 +47,49 @@ from evaluate.scoring import score_model
 config = OmegaConf.load("config.yaml")
 model_config = OmegaConf.to_container(config.random_forest_pipeline, resolve=True)
 data = config.data
-df = preprocess(pd.read_parquet({data!r}))
+steps = {{"imports": time.perf_counter() - t0}}
+
+t = time.perf_counter()
+raw_bytes = open({data!r}, "rb").read()
+hashlib.sha256(raw_bytes).hexdigest()
+raw = pd.read_parquet({data!r})
+steps["get_data"] = time.perf_counter() - t
+
+t = time.perf_counter()
+df = preprocess(raw)
+steps["preprocess"] = time.perf_counter() - t
+
+t = time.perf_counter()
+for check in (check_columns_and_dtypes, check_genre_classes, check_missing_values,
+              check_value_ranges):
+    check(df)
+ks_drift(df, df, NUMERICAL_COLUMNS, data.ks_alpha)
+kl_divergence_check(df, df, CATEGORICAL_COLUMNS, KL_THRESHOLD)
+steps["check_data"] = time.perf_counter() - t
+
+t = time.perf_counter()
 train, test = split_data(df, data.test_size, config.main.random_seed, data.stratify)
+steps["segregate"] = time.perf_counter() - t
+
+t = time.perf_counter()
 X_train, X_val, y_train, y_val = split_train_val(
     train, "genre", data.val_size, config.main.random_seed, data.stratify
 )
 pipe, used = build_pipeline(model_config)
 pipe, val_auc = train_and_validate(pipe, used, X_train, y_train, X_val, y_val)
+steps["train_random_forest"] = time.perf_counter() - t
+
+t = time.perf_counter()
 scores = score_model(pipe, test, target="genre")
-seconds = time.perf_counter() - t0
-print(f"BASELINE {{seconds:.2f}} s val_auc={{val_auc:.4f}} test_auc={{scores['auc']:.4f}}")
+steps["evaluate"] = time.perf_counter() - t
+print("BASELINE " + json.dumps({{"steps": steps, "val_auc": val_auc, "test_auc": scores["auc"]}}))
 """
+STEPS = ("get_data", "preprocess", "check_data", "segregate", "train_random_forest", "evaluate")
+_PROGRESS = re.compile(r"^\[\d+/\d+\] (\w+) (FINISHED|CACHED) (\d+\.\d+) s", re.M)
 
 
-def run_baseline(data: Path) -> float:
-    """Seconds of the plain process, start-up and imports included."""
+def run_baseline(data: Path) -> tuple[float, dict[str, float]]:
+    """Wall seconds of the plain process (start-up included) and each step's work in it."""
     start = time.perf_counter()
     out = subprocess.run(
         [sys.executable, "-c", BASELINE.format(data=str(data))],
@@ -59,46 +100,79 @@ def run_baseline(data: Path) -> float:
         check=True,
     )
     seconds = time.perf_counter() - start
-    print("  " + out.stdout.strip().splitlines()[-1])
-    return seconds
+    result = json.loads(out.stdout.strip().splitlines()[-1].removeprefix("BASELINE "))
+    return seconds, result["steps"]
 
 
 def run_pipeline(store: Path, options: str) -> tuple[float, dict[str, float]]:
-    """Seconds of one `mlflow run .` and the per-step seconds from its summary table."""
+    """Wall seconds of one `mlflow run .` and each step's seconds from its progress lines."""
     seconds, stdout = mlflow_run(
         store, f"{options} hydra.run.dir={store / 'outputs' / str(time.time_ns())}"
     )
-    steps = {}
-    for line in stdout.splitlines():
-        parts = line.split()
-        if len(parts) >= 3 and parts[1] == "FINISHED":
-            steps[parts[0]] = float(parts[2])
-    return seconds, steps
+    return seconds, {m[0]: float(m[2]) for m in _PROGRESS.findall(stdout)}
+
+
+def one_round(data: Path) -> dict[str, tuple[float, dict[str, float]]]:
+    """(a) to (e) once, on a fresh store."""
+    figures = {"a": run_baseline(data)}
+    common = f"data.file_url={data}"
+    with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
+        store = Path(tmp)
+        figures["b"] = run_pipeline(store, common)
+        figures["c"] = run_pipeline(
+            store, "main.execute_steps='train_random_forest,evaluate' main.cache=false"
+        )
+        figures["d"] = run_pipeline(store, common)
+        figures["e"] = run_pipeline(
+            store, f"{common} random_forest_pipeline.random_forest.max_depth=13"
+        )
+    return figures
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--repeat", type=int, default=3, help="rounds; medians are reported")
     args = parser.parse_args()
     data = args.data.resolve()
-    print(f"cores: {os.cpu_count()}  data: {data}")
+    print(f"cores: {os.cpu_count()}  data: {data}  rounds: {args.repeat}")
 
-    print("(a) plain process, no tracking")
-    a = run_baseline(data)
-    with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
-        store = Path(tmp)
-        print("(b) mlflow run . (cold, fresh store)")
-        b, b_steps = run_pipeline(store, f"data.file_url={data}")
-        print("(c) mlflow run . main.execute_steps='train_random_forest,evaluate'")
-        c, c_steps = run_pipeline(store, "main.execute_steps='train_random_forest,evaluate'")
+    rounds = []
+    for number in range(1, args.repeat + 1):
+        figures = one_round(data)
+        rounds.append(figures)
+        totals = "  ".join(f"{k} {v[0]:.1f} s" for k, v in figures.items())
+        print(f"round {number}: {totals}", flush=True)
 
-    print("\nstep                 (b) s   (c) s")
-    for step in b_steps:
-        c_s = f"{c_steps[step]:6.1f}" if step in c_steps else "     -"
-        print(f"{step:<20} {b_steps[step]:6.1f}  {c_s}")
-    print(f"{'total (wall)':<20} {b:6.1f}  {c:6.1f}   baseline (a): {a:.1f} s")
-    print(f"\nb/a = {b / a:.2f}   (target <= 3.5, stretch 3.0)")
-    print(f"c/a = {c / a:.2f}   (target <= 2.5)")
+    def total(kind: str) -> float:
+        return _median([r[kind][0] for r in rounds])
+
+    def step(kind: str, name: str) -> float:
+        return _median([r[kind][1][name] for r in rounds if name in r[kind][1]])
+
+    print(f"\nmedians of {len(rounds)} round(s), seconds")
+    print(f"{'step':<20} {'(b) wall':>9} {'(a) work':>9} {'overhead':>9} {'(c)':>6} {'(e)':>6}")
+    for name in STEPS:
+        wall, work = step("b", name), step("a", name)
+        print(
+            f"{name:<20} {wall:9.2f} {work:9.2f} {wall - work:9.2f} "
+            f"{step('c', name):6.1f} {step('e', name):6.1f}"
+        )
+    print(f"{'plain imports':<20} {'':9} {step('a', 'imports'):9.2f}")
+    a = total("a")
+    print(
+        f"\n(a) plain {a:.1f} s   (b) cold {total('b'):.1f} s   (c) train+evaluate again "
+        f"{total('c'):.1f} s   (d) same again {total('d'):.1f} s   (e) one parameter "
+        f"{total('e'):.1f} s"
+    )
+    print(f"b/a = {total('b') / a:.2f}   (issue 14 target <= 6, stretch <= 3.5)")
+    print(f"c/a = {total('c') / a:.2f}   (issue 14 target <= 3)")
+    print(f"d/a = {total('d') / a:.2f}   (issue 13 goal <= 1.5)")
+    print(f"e/a = {total('e') / a:.2f}   (issue 13 goal <= c/a)")
 
 
 if __name__ == "__main__":

@@ -140,6 +140,15 @@ def producer_of(artifact: str, config: Any, path: Path = GRAPH_FILE) -> Step | N
     return None
 
 
+def writer_of_config_output(key: str, path: Path = GRAPH_FILE) -> Step | None:
+    """The step declaring the output whose name config.yaml's ``key`` gives (e.g. the model's,
+    ``random_forest_pipeline.export_artifact``), or None."""
+    for step in load_graph(path):
+        if {"config": key} in step.outputs:
+            return step
+    return None
+
+
 def step_parameters(
     step: Step,
     config: Any,

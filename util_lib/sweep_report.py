@@ -36,6 +36,7 @@ from util_lib.multirun import (
     enter_job,
     open_multirun,
 )
+from util_lib.tags import STEP_RUN_PREFIX
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -55,7 +56,6 @@ COLUMNS = (
     "model_export",
     "pipeline_run_id",
 )
-TRAIN_STEP = "train_random_forest"
 WRITTEN_TAG = "util_lib.artifacts_written"
 STORE_TAG = "util_lib.artifact_store"
 PROJECT_TAG = "util_lib.project"
@@ -97,16 +97,16 @@ def collect_jobs(client: MlflowClient, experiment_id: str, multirun_run_id: str)
         filter_string=f"tags.`{MULTIRUN_TAG}` = '{multirun_run_id}'",
         max_results=10000,
     )
+    from util_lib.graph import writer_of_config_output
+
+    # The step that exports the model (its output's name is config.yaml's export_artifact).
+    trainer = writer_of_config_output("random_forest_pipeline.export_artifact")
     rows = []
     for pipeline in pipelines:
         tags = pipeline.data.tags
-        steps = client.search_runs(
-            [experiment_id],
-            filter_string=f"tags.`mlflow.parentRunId` = '{pipeline.info.run_id}'",
-            max_results=100,
-        )
+        steps = _step_runs(client, experiment_id, pipeline)
         by_step = {s.data.tags.get("util_lib.step"): s for s in steps}
-        train = by_step.get(TRAIN_STEP)
+        train = by_step.get(trainer.name) if trainer else None
         metrics = dict(pipeline.data.metrics)
         for step in steps:
             for key, value in step.data.metrics.items():
@@ -130,6 +130,19 @@ def collect_jobs(client: MlflowClient, experiment_id: str, multirun_run_id: str)
             )
         )
     return sorted(rows, key=lambda r: r.job)
+
+
+def _step_runs(client: MlflowClient, experiment_id: str, pipeline: Any) -> list[Any]:
+    """The runs of a pipeline's steps: the ones it names (a cached step's run belongs to an
+    earlier pipeline), else (pipelines from before the step cache) its child runs."""
+    named = [v for k, v in pipeline.data.tags.items() if k.startswith(STEP_RUN_PREFIX)]
+    if named:
+        return [client.get_run(run_id) for run_id in named if run_id and run_id != "?"]
+    return client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{pipeline.info.run_id}'",
+        max_results=100,
+    )
 
 
 def swept_parameters(rows: list[JobRow]) -> list[str]:
@@ -291,6 +304,16 @@ def write_report(
 
 
 # ---------------------------------------------------------------------------------- callback
+def multirun_link(context: JobContext) -> str:
+    """Where the sweep is in MLflow's UI: the multirun run's page in the model-training view."""
+    from util_lib.ui_links import run_page
+
+    url, command = run_page(context.tracking_uri, context.experiment_id, context.run_id)
+    if command:
+        return f"MLflow UI:   {command}\n             then open {url}"
+    return f"MLflow UI:   {url}"
+
+
 class SweepReport(Callback):
     """Hydra callback: group a multirun's jobs under one MLflow run and report on them."""
 
@@ -353,7 +376,7 @@ class SweepReport(Callback):
         context = self.context
         try:
             report = self._report(context)
-            print(f"\n{report.text}\n", flush=True)
+            print(f"\n{report.text}\n\n{multirun_link(context)}\n", flush=True)
         except Exception:
             logger.exception("could not write the sweep report of %s", context.sweep_dir)
         try:

@@ -151,3 +151,16 @@ def test_promote_command_names_the_project_unless_it_is_config_yaml_s(tmp_path: 
     assert promote_command(row, default, tmp_path).endswith(
         "alias genres_prod/model_export:v4 prod --store wandb"
     )
+
+
+def test_the_sweep_links_its_multirun_run_in_the_model_training_view(tmp_path: Path) -> None:
+    from util_lib.multirun import JobContext
+    from util_lib.sweep_report import multirun_link
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    context = JobContext("abc", "2", store, str(tmp_path), str(tmp_path / "sweep"), {})
+    assert multirun_link(context) == (
+        f"MLflow UI:   mlflow ui --backend-store-uri {store}\n"
+        "             then open http://127.0.0.1:5000/#/experiments/2/runs/abc"
+        "?workflowType=machine_learning"
+    )
