@@ -307,6 +307,10 @@ def run_pipeline(config: DictConfig, output_dir: Path) -> float | None:
             )
         client = mlflow.MlflowClient()
         cache = _step_cache(config, client, parent.info.experiment_id)
+        from util_lib.lineage import WandbLineageRun, log_pipeline_lineage
+
+        # The W&B run of the lineage picture opens while the steps work (2 s off the end).
+        lineage_run = WandbLineageRun(parent.info.run_id, config.main.project_name)
         for index, result in enumerate(results, 1):
             step = get_step(result.step)
             params = step_parameters(result.step, config, written, output_dir)
@@ -326,6 +330,7 @@ def run_pipeline(config: DictConfig, output_dir: Path) -> float | None:
                     _run_step(result, params, uris[result.step], config, env_manager, start)
                 if result.status == "FAILED":
                     _progress(f"{position} FAILED {result.seconds:.1f} s (run {result.run_id})")
+                    lineage_run.finish(failed=True)
                     _fail(result, results, log_file, cache is not None, mlflow)
                 if cache and key:
                     # As of the step's end: it may have moved what it depends on (check_data
@@ -350,9 +355,14 @@ def run_pipeline(config: DictConfig, output_dir: Path) -> float | None:
                 result.run_id,
                 result.written or "nothing",
             )
-        from util_lib.lineage import log_pipeline_lineage  # a failure to draw only warns
+        from util_lib.datasets import log_pipeline_inputs
 
-        log_pipeline_lineage(parent.info.run_id, written.values(), [r.run_id for r in results])
+        # The printed link opens this run: its page shows the data and models of its steps.
+        log_pipeline_inputs(client, parent.info.run_id, [r.run_id for r in results])
+        # A failure to draw only warns.
+        log_pipeline_lineage(
+            parent.info.run_id, written.values(), [r.run_id for r in results], lineage_run
+        )
     _print_where_to_look(
         results,
         log_file,
@@ -536,3 +546,7 @@ def go(config: DictConfig) -> float | None:
 
 if __name__ == "__main__":
     go()
+    # Reached when the pipeline (or sweep) succeeded: end without the interpreter's teardown.
+    from util_lib.process_exit import exit_quickly
+
+    exit_quickly()

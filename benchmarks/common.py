@@ -1,28 +1,35 @@
-"""What the benchmarks share: a fresh, isolated store and one timed `mlflow run .` on it."""
+"""What the benchmarks share: a fresh, isolated store and one timed `mlflow run .` on it.
+
+The isolated environment and the `mlflow run` call are the tests' (``tests/pipeline_runs.py``),
+so a benchmark measures exactly what the end-to-end tests run. The benchmarks run as scripts
+(``python benchmarks/<name>.py``, this folder on ``sys.path``), so the repository root is put on
+``sys.path`` here to import them.
+"""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import time
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO / "dataset" / "genres_mod.parquet"  # the dataset the project ships
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from tests.pipeline_runs import DATASET, pipeline_env, sqlite_uri  # noqa: E402
+from tests.pipeline_runs import mlflow_run as run_pipeline  # noqa: E402
+
+DATA = DATASET  # the dataset the project ships
+# The figures in README "Performance" are taken with W&B offline (no account on the machine).
+WANDB_MODE = "offline"
 
 
 def isolated_env(store: Path) -> dict[str, str]:
-    """The environment with tracking, W&B files and the log all kept inside ``store``.
+    """The environment with tracking, W&B files, the log and temporary files inside ``store``.
 
-    The caller's ``MLFLOW_*`` variables are dropped so a benchmark never writes to a real store.
+    The caller's ``MLFLOW_*``, ``WANDB_*``, ``UTIL_LIB_*`` and ``PYTHONPATH`` are dropped, so
+    a benchmark never writes to a real store or account.
     """
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    env.update(
-        MLFLOW_TRACKING_URI=f"sqlite:///{store / 'mlflow.db'}",
-        WANDB_DIR=str(store),
-        ML_PIPELINE_LOG=str(store / "ml_pipeline.log"),
-    )
-    return env
+    return pipeline_env(store, sqlite_uri(store), wandb_mode=WANDB_MODE)
 
 
 def mlflow_run(store: Path, options: str) -> tuple[float, str]:
@@ -30,15 +37,7 @@ def mlflow_run(store: Path, options: str) -> tuple[float, str]:
 
     Exits with the run's output when it fails: a benchmark of a failed run means nothing.
     """
-    start = time.perf_counter()
-    out = subprocess.run(
-        ["mlflow", "run", str(REPO), "--env-manager", "local", "-P", f"hydra_options={options}"],
-        cwd=store,
-        env=isolated_env(store),
-        capture_output=True,
-        text=True,
-    )
-    seconds = time.perf_counter() - start
-    if out.returncode != 0:
-        raise SystemExit(f"`mlflow run` failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
-    return seconds, out.stdout
+    run = run_pipeline(store, options, wandb_mode=WANDB_MODE, timeout=None)
+    if run.returncode != 0:
+        raise SystemExit(f"`mlflow run` failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}")
+    return run.seconds, run.stdout

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _OPTIONS = ("reference_artifact", "sample_artifact", "ks_alpha")
+# What the check does with each artifact: MLflow's dataset context of the run's inputs.
+_CONTEXTS = {"reference_artifact": "reference", "sample_artifact": "validation"}
 _RUN = pytest.StashKey["Run"]()
 _METRICS = pytest.StashKey[dict[str, float]]()
 _PASSED = pytest.StashKey[bool]()
@@ -124,7 +126,7 @@ def artifact_paths(run: Run, pytestconfig: pytest.Config) -> dict[str, Path | No
     for role in ("reference_artifact", "sample_artifact"):
         spec = pytestconfig.getoption(role)
         try:
-            used = run.use_artifact(spec)
+            used = run.use_artifact(spec, context=_CONTEXTS[role])
         except Exception as exc:
             if role == "reference_artifact" and _no_reference_yet(run, spec, sample):
                 logger.warning(

@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
         # predictions behind the accuracy and the confusion matrix could differ between runs
         # (score_auc already scores on one thread).
         model.set_params(classifier__n_jobs=1)
-        test_data = run.use_artifact(args.test_data)
+        test_data = run.use_artifact(args.test_data, context="testing")
         df = pd.read_parquet(test_data.path)
         logger.info("scoring %s on %d rows of %s", args.model_export, len(df), args.test_data)
 

@@ -46,33 +46,99 @@ def run_together(tracking: Path) -> Callable[..., list[str]]:
 
     The returned function takes the script and one argument list per process, and returns the
     last line each process printed, after asserting that every one exited 0. The script gets
-    the path of a file as its first argument and must wait for that file to exist at the point
-    where the processes should meet; the project is on its PYTHONPATH, the tracking store is
-    the test's, and ``env`` adds variables.
+    two paths before its own arguments: ``sys.argv[1]``, the file whose creation releases the
+    processes, and ``sys.argv[2]``, its own ready file. At the point where the processes should
+    meet, it creates its ready file and then waits for the release file to exist::
+
+        Path(sys.argv[2]).touch()
+        while not Path(sys.argv[1]).exists():
+            time.sleep(0.01)
+
+    The release comes once every ready file exists. A process that ends before it is ready, or
+    is not ready within ``ready_timeout`` seconds, fails the test with its number, its ready
+    file and its stderr. The project is on the processes' PYTHONPATH, the tracking store is the
+    test's, and ``env`` adds variables.
     """
 
     def run(
-        script: str, arguments: list[list[str]], env: dict[str, str] | None = None
+        script: str,
+        arguments: list[list[str]],
+        env: dict[str, str] | None = None,
+        *,
+        ready_timeout: float = 120,
+        timeout: float = 120,
     ) -> list[str]:
         go = tracking / "go"
-        procs = [
-            subprocess.Popen(
-                [sys.executable, "-c", script, str(go), *args],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
-            )
-            for args in arguments
-        ]
-        time.sleep(4)  # every process has imported what it needs and waits
-        go.touch()
-        outputs = [p.communicate(timeout=120) for p in procs]
-        for proc, (_, err) in zip(procs, outputs, strict=True):
-            assert proc.returncode == 0, err
-        return [out.strip().splitlines()[-1] for out, _ in outputs]
+        together = [_Together(n, go) for n in range(len(arguments))]
+        try:
+            for member, args in zip(together, arguments, strict=True):
+                member.start(
+                    [sys.executable, "-c", script, str(go), str(member.ready), *args],
+                    {**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
+                )
+            _wait_until_ready(together, ready_timeout)
+            go.touch()
+            for member in together:
+                member.process.wait(timeout=timeout)
+        finally:
+            for member in together:  # only on failure: the test has ended them otherwise
+                member.stop()
+        for member in together:
+            assert member.process.returncode == 0, member.stderr()
+        return [member.stdout().strip().splitlines()[-1] for member in together]
 
     return run
+
+
+class _Together:
+    """Process ``number`` of ``run_together``: its ready file ``<go>.ready.<number>`` and its
+    output files beside it."""
+
+    def __init__(self, number: int, go: Path) -> None:
+        self.number = number
+        self.ready = go.with_name(f"{go.name}.ready.{number}")
+        # Files, not pipes: a process that prints much before the meeting point cannot block,
+        # and a late one's stderr can be read while it runs.
+        self._out = go.with_name(f"{go.name}.stdout.{number}")
+        self._err = go.with_name(f"{go.name}.stderr.{number}")
+        self.process: subprocess.Popen | None = None
+
+    def start(self, command: list[str], env: dict[str, str]) -> None:
+        with self._out.open("w") as out, self._err.open("w") as err:
+            self.process = subprocess.Popen(command, stdout=out, stderr=err, env=env)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def stdout(self) -> str:
+        return self._out.read_text()
+
+    def stderr(self) -> str:
+        return self._err.read_text()
+
+
+def _wait_until_ready(together: list[_Together], timeout: float) -> None:
+    """Wait until every process has written its ready file; fail naming one that has not."""
+    deadline = time.monotonic() + timeout
+    while missing := [m for m in together if not m.ready.exists()]:
+        for member in missing:
+            if member.process.poll() is not None:
+                pytest.fail(
+                    f"process {member.number} ended (exit {member.process.returncode}) before "
+                    f"writing its ready file {member.ready.name}; its stderr:\n"
+                    f"{member.stderr()[-4000:]}"
+                )
+        if time.monotonic() > deadline:
+            pytest.fail(
+                "\n".join(
+                    f"process {m.number} did not write its ready file {m.ready.name} within "
+                    f"{timeout:g} s; its stderr:\n{m.stderr()[-2000:]}"
+                    for m in missing
+                )
+            )
+        time.sleep(0.02)
 
 
 @pytest.fixture(scope="session")

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.pipeline_runs import mlflow_run, pipeline_env
+from tests.pipeline_runs import REPO, mlflow_run, pipeline_env
 
-REPO = Path(__file__).resolve().parents[1]
 TOY = REPO / "tests" / "fixtures" / "toy_step"
 
 pytestmark = pytest.mark.e2e
@@ -39,25 +38,15 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_the_new_step_runs_in_the_pipeline(project: Path, tmp_path: Path) -> None:
-    from mlflow import MlflowClient
-
     run = mlflow_run(
         tmp_path, "main.execute_steps='get_data,preprocess,count_rows'", uri=project
     ).check()
     assert "[3/3] count_rows FINISHED" in run.result.stdout
     summary = run.result.stdout.split("Pipeline summary", 1)[1]
     assert "count_rows" in summary and "rows=" in summary
-    (counted,) = MlflowClient(run.tracking_uri).search_runs(
-        [MlflowClient(run.tracking_uri).get_experiment_by_name("music_genre_classification")
-         .experiment_id],
-        filter_string="tags.`util_lib.step` = 'count_rows'",
-    )  # fmt: skip
+    (counted,) = run.runs("tags.`util_lib.step` = 'count_rows'")
     assert counted.data.params["input_artifact"] == "preprocessed_data:v0"
-    preprocessed = [
-        r for r in MlflowClient(run.tracking_uri).search_runs(
-            [counted.info.experiment_id], filter_string="tags.`util_lib.step` = 'preprocess'"
-        )
-    ]  # fmt: skip
+    preprocessed = run.runs("tags.`util_lib.step` = 'preprocess'")
     assert counted.data.metrics["rows"] == preprocessed[0].data.metrics["rows_out"]
 
 

@@ -16,9 +16,8 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
-from tests.deploy.pipeline_runs import PipelineRun, mlflow_run, pipeline_env
+from tests.pipeline_runs import REPO, PipelineRun, mlflow_run, pipeline_env, sqlite_uri
 
-REPO = Path(__file__).resolve().parents[1]
 DEPTH = "random_forest_pipeline.random_forest.max_depth"
 # The launcher's `mlflow run` start (about 5 s here) plus the check; a step alone takes longer.
 SECONDS = 60
@@ -105,7 +104,7 @@ def test_each_job_is_checked_on_its_own_too(tmp_path: Path) -> None:
     # launcher stops at its own check: nothing is written to the store.
     command = [sys.executable, str(REPO / "main.py"), "-m", "data.test_size=1.5,2"]
     command += ["~hydra.callbacks.sweep_report", f"hydra.sweep.dir={tmp_path / 'multirun'}"]
-    env = pipeline_env(tmp_path, f"sqlite:///{tmp_path / 'mlflow.db'}")
+    env = pipeline_env(tmp_path, sqlite_uri(tmp_path))
     result = subprocess.run(
         command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
     )

@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import http.server
 import json
-import os
 import shlex
 import subprocess
 import sys
@@ -20,9 +19,16 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-STEPS = ("get_data", "preprocess", "check_data", "segregate", "train_random_forest", "evaluate")
-DATA_ARTIFACTS = ("raw_data.parquet", "preprocessed_data", "data_train", "data_test")
+from tests.pipeline_runs import (
+    DATA_ARTIFACTS,
+    REPO,
+    STEPS,
+    PipelineRun,
+    mlflow_run,
+    pipeline_env,
+    project_runs,
+    sqlite_uri,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -47,34 +53,19 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _env(workdir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "WANDB_"))}
-    env.update(
-        MLFLOW_TRACKING_URI=f"sqlite:///{workdir / 'mlflow.db'}",
-        WANDB_MODE="offline",
-        WANDB_DIR=str(workdir),
-        ML_PIPELINE_LOG=str(workdir / "ml_pipeline.log"),
-    )
-    env.pop("PYTHONPATH", None)
-    return env
+    """The pipeline's environment here: the module's store, W&B offline."""
+    return pipeline_env(workdir, sqlite_uri(workdir), wandb_mode="offline")
 
 
-def run_pipeline(workdir: Path, *overrides: str) -> subprocess.CompletedProcess:
-    """`mlflow run <repo> --env-manager local -P hydra_options=...`, outputs kept in workdir."""
-    options = " ".join([*overrides, f"hydra.run.dir={workdir / 'outputs'}"])
-    return subprocess.run(
-        ["mlflow", "run", str(REPO), "--env-manager", "local", "-P", f"hydra_options={options}"],
-        cwd=workdir,
-        env=_env(workdir),
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
+def run_pipeline(workdir: Path, *overrides: str) -> PipelineRun:
+    """The pipeline through `mlflow run` in the module's folder, W&B offline."""
+    return mlflow_run(workdir, *overrides, wandb_mode="offline")
 
 
 def _store(workdir: Path):
     from util_lib.store import MlflowArtifactStore
 
-    return MlflowArtifactStore(f"sqlite:///{workdir / 'mlflow.db'}")
+    return MlflowArtifactStore(sqlite_uri(workdir))
 
 
 def _versions(workdir: Path) -> dict[str, list[str]]:
@@ -83,18 +74,13 @@ def _versions(workdir: Path) -> dict[str, list[str]]:
 
 
 @pytest.fixture(scope="module")
-def first_run(workdir: Path, http_data: str) -> subprocess.CompletedProcess:
-    result = run_pipeline(workdir, f"data.file_url={http_data}/genres_mod.parquet")
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
-    return result
+def first_run(workdir: Path, http_data: str) -> PipelineRun:
+    return run_pipeline(workdir, f"data.file_url={http_data}/genres_mod.parquet").check()
 
 
 def _step_runs(workdir: Path) -> list:
-    from mlflow import MlflowClient
-
-    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("music_genre_classification")
-    return client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
+    """Every run of the project's experiment in the module's store, oldest first."""
+    return project_runs(sqlite_uri(workdir))
 
 
 def test_six_step_runs_finished_under_one_pipeline_run(workdir: Path, first_run) -> None:
@@ -217,7 +203,7 @@ def test_each_step_runs_on_its_own_with_its_defaults(workdir: Path, first_run) -
     import yaml
     from mlflow import MlflowClient
 
-    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    client = MlflowClient(sqlite_uri(workdir))
     before = _versions(workdir)
     for step in STEPS:
         result = subprocess.run(
@@ -255,7 +241,7 @@ def test_pipeline_run_logs_its_lineage_and_the_cli_traces_the_model_to_raw(
 ) -> None:
     import mlflow.artifacts
 
-    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    uri = sqlite_uri(workdir)
     pipeline = next(r for r in _step_runs(workdir) if r.info.run_name == "pipeline")
     local = Path(
         mlflow.artifacts.download_artifacts(

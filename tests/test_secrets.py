@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.deploy.pipeline_runs import SMALL_FOREST, mlflow_run, pipeline_env
+from tests.pipeline_runs import SMALL_FOREST, mlflow_run
 from util_lib.arguments import hide_secrets, reveal, secret_env
 from util_lib.logs import setup_logging
 from util_lib.redact import redact_text, redact_url
@@ -103,13 +103,13 @@ def secret_url(dataset_path: Path) -> Iterator[str]:
 
 @pytest.mark.e2e
 def test_a_secret_data_url_is_found_nowhere(tmp_path: Path, secret_url: str) -> None:
-    env = pipeline_env(
+    run = mlflow_run(
         tmp_path,
-        f"sqlite:///{tmp_path / 'mlflow.db'}",
-        WANDB_MODE="offline",
+        "data.file_url='${oc.env:SONGS_URL}'",
+        SMALL_FOREST,
+        wandb_mode="offline",
         SONGS_URL=secret_url,
     )
-    run = mlflow_run(tmp_path, "data.file_url='${oc.env:SONGS_URL}'", SMALL_FOREST, env=env)
     run.check()
     assert "test_auc=" in run.result.stdout
     found = [

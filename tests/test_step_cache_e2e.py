@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.deploy.pipeline_runs import SMALL_FOREST, STEPS, PipelineRun, mlflow_run, pipeline_env
+from tests.pipeline_runs import SMALL_FOREST, STEPS, PipelineRun, mlflow_run
 
 pytestmark = pytest.mark.e2e
 
@@ -22,13 +22,7 @@ def _statuses(run: PipelineRun) -> dict[str, str]:
 
 
 def _step_runs(run: PipelineRun) -> list:
-    from mlflow import MlflowClient
-
-    client = MlflowClient(run.tracking_uri)
-    experiment = client.get_experiment_by_name("music_genre_classification")
-    return client.search_runs(
-        [experiment.experiment_id], filter_string="tags.`util_lib.step` != ''", max_results=1000
-    )
+    return run.runs("tags.`util_lib.step` != ''")
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +33,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def first(workdir: Path) -> PipelineRun:
     # A progress line every second while a step works (30 s by default).
-    env = pipeline_env(workdir, f"sqlite:///{workdir / 'mlflow.db'}", UTIL_LIB_PROGRESS_SECONDS="1")
-    return mlflow_run(workdir, SMALL_FOREST, env=env).check()
+    return mlflow_run(workdir, SMALL_FOREST, UTIL_LIB_PROGRESS_SECONDS="1").check()
 
 
 def test_each_step_says_when_it_starts_ends_and_that_it_still_works(first: PipelineRun) -> None:

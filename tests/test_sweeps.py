@@ -26,9 +26,9 @@ from mlflow import MlflowClient
 from mlflow.entities import Run
 
 from serving.local_server import free_port
+from tests.pipeline_runs import REPO, mlflow_run, pipeline_env, project_runs, sqlite_uri
+from util_lib.tags import STEP_RUN_PREFIX, STEP_STATUS_PREFIX
 
-REPO = Path(__file__).resolve().parents[1]
-PROJECT = "music_genre_classification"
 SMALL = "random_forest_pipeline.random_forest.n_estimators=10"
 TRAIN_EVALUATE = "main.execute_steps='train_random_forest,evaluate'"
 DEPTH = "random_forest_pipeline.random_forest.max_depth"
@@ -42,67 +42,29 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("sweeps")
 
 
-def _env(workdir: Path, wandb_mode: str = "disabled", **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "WANDB_"))}
-    env.update(
-        MLFLOW_TRACKING_URI=f"sqlite:///{workdir / 'mlflow.db'}",
-        WANDB_MODE=wandb_mode,
-        WANDB_DIR=str(workdir),
-        ML_PIPELINE_LOG=str(workdir / "ml_pipeline.log"),
-    )
-    env.update(extra)
-    env.pop("PYTHONPATH", None)
-    return env
-
-
-def mlflow_run(
-    workdir: Path, options: str, python: str = sys.executable, **env: str
-) -> subprocess.CompletedProcess:
-    """`mlflow run <repo> --env-manager local -P hydra_options=<options>` in ``workdir``."""
-    return subprocess.run(
-        [python, "-m", "mlflow", "run", str(REPO), "--env-manager", "local"]
-        + ["-P", f"hydra_options={options}"],
-        cwd=workdir,
-        env=_env(workdir, **env),
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
-
-
-def _ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-8000:]
-    return result
-
-
 @pytest.fixture(scope="module")
 def prepared(workdir: Path, dataset_path: Path) -> Path:
     """The store after one run of the data steps: data_train:v0 and data_test:v0."""
-    _ok(
-        mlflow_run(
-            workdir,
-            f"data.file_url={dataset_path} "
-            "main.execute_steps='get_data,preprocess,check_data,segregate' "
-            f"hydra.run.dir={workdir / 'outputs'}",
-        )
-    )
+    mlflow_run(
+        workdir,
+        f"data.file_url={dataset_path}",
+        "main.execute_steps='get_data,preprocess,check_data,segregate'",
+    ).check()
     return workdir
 
 
 def _client(workdir: Path) -> MlflowClient:
-    return MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    return MlflowClient(sqlite_uri(workdir))
 
 
 def _store(workdir: Path):
     from util_lib.store import MlflowArtifactStore
 
-    return MlflowArtifactStore(f"sqlite:///{workdir / 'mlflow.db'}")
+    return MlflowArtifactStore(sqlite_uri(workdir))
 
 
 def _runs(workdir: Path, filter_string: str) -> list[Run]:
-    client = _client(workdir)
-    experiment = client.get_experiment_by_name(PROJECT).experiment_id
-    return client.search_runs([experiment], filter_string=filter_string, max_results=1000)
+    return project_runs(sqlite_uri(workdir), filter_string)
 
 
 def _report(sweep_dir: Path) -> list[dict[str, str]]:
@@ -119,9 +81,10 @@ def _model(train: Run) -> str:
 def check_sweep(workdir: Path, sweep_dir: Path, jobs: int, steps: tuple[str, ...]) -> dict:
     """What every sweep must leave behind; returns {job number: (pipeline run, step runs)}.
 
-    One FINISHED multirun run holding the report; under it one pipeline run per job with its
-    own FINISHED step runs; as many distinct model_export versions as jobs, each evaluated by
-    its own job; each job's model config in its own folder; one report row per job.
+    One FINISHED multirun run holding the report; under it one pipeline run per job naming
+    each step's FINISHED run (its own child, or the earlier run a CACHED step reused); as many
+    distinct model_export versions as jobs, each evaluated by its own job; each job's model
+    config in its own folder; one report row per job.
     """
     (multirun,) = _runs(workdir, f"tags.`util_lib.sweep_dir` = '{sweep_dir}'")
     assert multirun.info.status == "FINISHED"
@@ -134,10 +97,20 @@ def check_sweep(workdir: Path, sweep_dir: Path, jobs: int, steps: tuple[str, ...
     for pipeline in pipelines:
         assert pipeline.info.status == "FINISHED"
         assert pipeline.data.tags["mlflow.parentRunId"] == multirun.info.run_id
+        # Each step's run: the job's own child run, or (CACHED) the earlier run it reused.
+        tags = pipeline.data.tags
+        by_step = {
+            step: _client(workdir).get_run(tags[STEP_RUN_PREFIX + step]) for step in steps
+        }
+        for step, run in by_step.items():
+            assert run.info.status == "FINISHED"
+            assert run.data.tags["util_lib.step"] == step
+            status = tags[STEP_STATUS_PREFIX + step]
+            assert status in ("FINISHED", "CACHED"), (step, status)
+            own = run.data.tags["mlflow.parentRunId"] == pipeline.info.run_id
+            assert own == (status == "FINISHED"), (step, status)
         children = _runs(workdir, f"tags.`mlflow.parentRunId` = '{pipeline.info.run_id}'")
-        by_step = {r.data.tags["util_lib.step"]: r for r in children}
-        assert sorted(by_step) == sorted(steps)
-        assert {r.info.status for r in children} == {"FINISHED"}
+        assert {r.data.tags["util_lib.step"] for r in children} <= set(steps)
         found[int(pipeline.data.tags["util_lib.job_num"])] = (pipeline, by_step)
     assert sorted(found) == list(range(jobs))
 
@@ -167,13 +140,11 @@ def check_sweep(workdir: Path, sweep_dir: Path, jobs: int, steps: tuple[str, ...
 
 def test_sequential_sweep_groups_reports_and_names_the_best(prepared: Path) -> None:
     sweep_dir = prepared / "sequential"
-    result = _ok(
-        mlflow_run(
-            prepared,
-            f"main.execute_steps=train_random_forest {SMALL} {DEPTH}=range(5,25,5) "
-            f"hydra.sweep.dir={sweep_dir} -m",
-        )
-    )
+    result = mlflow_run(
+        prepared,
+        f"main.execute_steps=train_random_forest {SMALL} {DEPTH}=range(5,25,5) "
+        f"hydra.sweep.dir={sweep_dir} -m",
+    ).check()
     found = check_sweep(prepared, sweep_dir, 4, ("train_random_forest",))
 
     rows = _report(sweep_dir)
@@ -194,7 +165,8 @@ def test_sequential_sweep_groups_reports_and_names_the_best(prepared: Path) -> N
     assert len(launchers) == 1
 
     # The printed command promotes the best model.
-    subprocess.run(command, shell=True, cwd=REPO, env=_env(prepared), check=True, timeout=300)
+    env = pipeline_env(prepared, sqlite_uri(prepared))
+    subprocess.run(command, shell=True, cwd=REPO, env=env, check=True, timeout=300)
     assert _store(prepared).resolve("model_export:prod").spec == best["model_export"]
 
 
@@ -228,13 +200,11 @@ def test_sweep_grid_from_a_config_file(prepared: Path, tmp_path: Path) -> None:
         yaml.safe_dump({"defaults": ["sweep", "_self_"], "hydra": {"sweeper": {"params": grid}}})
     )
     sweep_dir = prepared / "config_file"
-    _ok(
-        mlflow_run(
-            prepared,
-            f"--config-dir {config_dir} --config-name small_sweep {SMALL} "
-            f"hydra.sweep.dir={sweep_dir} -m",
-        )
-    )
+    mlflow_run(
+        prepared,
+        f"--config-dir {config_dir} --config-name small_sweep {SMALL} "
+        f"hydra.sweep.dir={sweep_dir} -m",
+    ).check()
     # sweep.yaml's steps, the file's grid: one job per value of max_depth.
     found = check_sweep(prepared, sweep_dir, 2, ("train_random_forest", "evaluate"))
     rows = _report(sweep_dir)
@@ -253,15 +223,13 @@ def test_parallel_joblib_sweep_keeps_jobs_apart(prepared: Path) -> None:
     sweep_dir = prepared / "joblib"
     wandb_dir = prepared / "wandb_joblib"
     wandb_dir.mkdir()
-    _ok(
-        mlflow_run(
-            prepared,
-            f"hydra/launcher=joblib {TRAIN_EVALUATE} {SMALL} main.experiment_name=sweep_joblib "
-            f"{DEPTH}=5,10 {TERMS}=5,10 hydra.sweep.dir={sweep_dir} -m",
-            wandb_mode="offline",
-            WANDB_DIR=str(wandb_dir),
-        )
-    )
+    mlflow_run(
+        prepared,
+        f"hydra/launcher=joblib {TRAIN_EVALUATE} {SMALL} main.experiment_name=sweep_joblib "
+        f"{DEPTH}=5,10 {TERMS}=5,10 hydra.sweep.dir={sweep_dir} -m",
+        wandb_mode="offline",
+        WANDB_DIR=str(wandb_dir),
+    ).check()
     found = check_sweep(prepared, sweep_dir, 4, ("train_random_forest", "evaluate"))
 
     rows = _report(sweep_dir)
@@ -290,14 +258,14 @@ def test_optuna_sweep_is_repeatable_with_its_seed(prepared: Path) -> None:
     results = []
     for attempt in ("optuna_1", "optuna_2"):
         sweep_dir = prepared / attempt
-        _ok(
-            mlflow_run(
-                prepared,
-                "--config-name optuna hydra.sweeper.n_trials=3 hydra.sweeper.n_jobs=3 "
-                "hydra/launcher=joblib hydra.launcher.n_jobs=3 "
-                f"main.execute_steps=train_random_forest {SMALL} hydra.sweep.dir={sweep_dir} -m",
-            )
-        )
+        mlflow_run(
+            prepared,
+            "--config-name optuna hydra.sweeper.n_trials=3 hydra.sweeper.n_jobs=3 "
+            "hydra/launcher=joblib hydra.launcher.n_jobs=3 "
+            # No step cache: the second attempt must train again to show it is repeatable.
+            f"main.execute_steps=train_random_forest {SMALL} main.cache=false "
+            f"hydra.sweep.dir={sweep_dir} -m",
+        ).check()
         check_sweep(prepared, sweep_dir, 3, ("train_random_forest",))
         rows = _report(sweep_dir)
         optimum = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
@@ -313,13 +281,11 @@ def test_grid_search_exports_the_best_estimator(prepared: Path) -> None:
     from util_lib.pyfunc_model import load_pipeline
 
     grid = "{param_grid:{classifier__max_depth:[2,12]},cv:2,scoring:roc_auc_ovo}"
-    result = _ok(
-        mlflow_run(
-            prepared,
-            f"main.execute_steps=train_random_forest {SMALL} "
-            f"random_forest_pipeline.grid_search={grid} hydra.run.dir={prepared / 'grid'}",
-        )
-    )
+    result = mlflow_run(
+        prepared,
+        f"main.execute_steps=train_random_forest {SMALL} "
+        f"random_forest_pipeline.grid_search={grid} hydra.run.dir={prepared / 'grid'}",
+    ).check()
     # The summary table (printed, and logged to stdout by Hydra's logging too).
     (spec,) = set(
         re.findall(r"train_random_forest\s+FINISHED\s+[\d.]+\s+(model_export:v\d+)", result.stdout)
@@ -422,6 +388,7 @@ def ray_cluster(ray_venv: Path) -> Iterator[tuple[str, dict[str, str]]]:
         log.unlink(missing_ok=True)
 
 
+@pytest.mark.package_index  # ray_venv pip-installs requirements-ray.txt
 def test_ray_sweep_on_a_local_ray_instance(
     prepared: Path, ray_venv: Path, ray_cluster: tuple[str, dict[str, str]]
 ) -> None:
@@ -436,6 +403,6 @@ def test_ray_sweep_on_a_local_ray_instance(
         python=str(ray_venv / "bin" / "python"),
         **path,
     )
-    _ok(result)
+    result.check()
     assert "Ray Launcher is launching 2 jobs" in result.stdout + result.stderr
     check_sweep(prepared, sweep_dir, 2, ("train_random_forest",))

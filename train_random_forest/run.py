@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     with start_run(step="train_random_forest", job_type="train", config=vars(args)) as run:
         model_config = read_model_config(args.model_config)
         run.log_params(model_config)
-        df = pd.read_parquet(run.use_artifact(args.train_data).path)
+        df = pd.read_parquet(run.use_artifact(args.train_data, context="training").path)
         logger.info("read %d rows from %s", len(df), args.train_data)
 
         X_train, X_val, y_train, y_val = split_train_val(

@@ -19,6 +19,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -429,8 +430,73 @@ def _html(lineage: Lineage, svg: str) -> str:
 
 
 # ---------------------------------------------------------------------------------- pipeline
+class WandbLineageRun:
+    """The W&B run of a pipeline's lineage, opened in a thread while the pipeline works.
+
+    Importing wandb and opening an (offline) run take about 2 s: started with the pipeline,
+    they overlap its steps (the driver only waits for them), instead of adding to its end.
+    Does nothing when W&B is disabled or is the artifact store (its own lineage applies).
+    """
+
+    def __init__(self, pipeline_run_id: str, project: str) -> None:
+        from util_lib.backends import choose_backends
+
+        self.pipeline_run_id = pipeline_run_id
+        self.run: Any = None
+        self.error: BaseException | None = None
+        backends = choose_backends()
+        self.mode = backends.wandb_mode
+        self._thread: threading.Thread | None = None
+        if backends.artifact_store == "mlflow" and self.mode != "disabled":
+            # Read now, in the driver's thread: W&B keeps the first settings it sees.
+            settings = {
+                "project": os.environ.get("WANDB_PROJECT") or project,
+                "group": os.environ.get("WANDB_RUN_GROUP") or None,
+                "dir": os.environ.get("WANDB_DIR") or None,
+            }
+            self._thread = threading.Thread(target=self._open, args=(settings,), daemon=True)
+            self._thread.start()
+
+    def _open(self, settings: dict[str, Any]) -> None:
+        try:
+            import wandb
+
+            self.run = wandb.init(
+                job_type="lineage",
+                name="pipeline lineage",
+                mode=self.mode,
+                config={"mlflow_run_id": self.pipeline_run_id},
+                settings=wandb.Settings(silent=True, console="off"),
+                **settings,
+            )
+        except BaseException as exc:  # noqa: BLE001 - reported when the picture is logged
+            self.error = exc
+
+    def wait(self) -> Any:
+        """The open W&B run (None when there is none), once it is open."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self.error is not None:
+            raise self.error
+        return self.run
+
+    def finish(self, failed: bool = False) -> None:
+        """End the W&B run (failed when the pipeline failed)."""
+        try:
+            run = self.wait()
+        except BaseException:  # noqa: BLE001 - nothing to end
+            return
+        if run is not None:
+            run.finish(exit_code=1 if failed else 0)
+            self.run = None
+
+
 def log_pipeline_lineage(
-    pipeline_run_id: str, written_specs: Iterable[str], step_run_ids: Iterable[str] = ()
+    pipeline_run_id: str,
+    written_specs: Iterable[str],
+    step_run_ids: Iterable[str] = (),
+    wandb_run: WandbLineageRun | None = None,
 ) -> Path | None:
     """Log the lineage of a pipeline run as its MLflow artifacts ``lineage/`` (``lineage.png``,
     ``lineage.html``, ``lineage.json``, ``lineage.txt``), and to W&B unless it is disabled.
@@ -439,6 +505,8 @@ def log_pipeline_lineage(
     used and wrote, and ``written_specs``, each back to the raw data. It never raises: a
     failure is logged as a warning (the pipeline's result does not depend on its picture).
     With W&B as the artifact store, W&B's own lineage graph applies and nothing is drawn.
+    ``wandb_run``: the W&B run opened while the pipeline worked (:class:`WandbLineageRun`);
+    without it, one is opened here.
 
     Returns
     -------
@@ -463,7 +531,8 @@ def log_pipeline_lineage(
             (folder / "lineage.txt").write_text(format_lineage(lineage) + "\n", encoding="utf-8")
             store.client.log_artifacts(pipeline_run_id, str(folder), "lineage")
             if backends.wandb_mode != "disabled":
-                _log_to_wandb(folder, pipeline_run_id, backends.wandb_mode, store.project)
+                wandb_run = wandb_run or WandbLineageRun(pipeline_run_id, store.project)
+                _log_to_wandb(folder, wandb_run)
         logger.info(
             "lineage: %d versions, %d runs, raw data %s; artifacts lineage/ of run %s",
             len(lineage.versions),
@@ -487,21 +556,14 @@ def _child_runs(store: MlflowArtifactStore, parent_run_id: str) -> list[str]:
     return [r.info.run_id for r in runs]
 
 
-def _log_to_wandb(folder: Path, pipeline_run_id: str, mode: str, project: str) -> None:
-    """A W&B run of the pipeline's group holding the picture and the page."""
+def _log_to_wandb(folder: Path, wandb_run: WandbLineageRun) -> None:
+    """Log the picture and the page to the pipeline's W&B lineage run, and end it."""
     import wandb
 
-    with wandb.init(
-        project=os.environ.get("WANDB_PROJECT") or project,
-        group=os.environ.get("WANDB_RUN_GROUP") or None,
-        job_type="lineage",
-        name="pipeline lineage",
-        mode=mode,
-        config={"mlflow_run_id": pipeline_run_id},
-        # Read now: W&B keeps the settings of the process's first run otherwise.
-        dir=os.environ.get("WANDB_DIR") or None,
-        settings=wandb.Settings(silent=True, console="off"),
-    ) as run:
+    run = wandb_run.wait()
+    if run is None:
+        return
+    try:
         run.log(
             {
                 "lineage": wandb.Image(str(folder / "lineage.png")),
@@ -510,3 +572,5 @@ def _log_to_wandb(folder: Path, pipeline_run_id: str, mode: str, project: str) -
         )
         # A copy in the run's files (uploaded with them; wandb.save would link the temporary one).
         shutil.copy(folder / "lineage.json", Path(run.dir) / "lineage.json")
+    finally:
+        wandb_run.finish()

@@ -32,6 +32,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import re
 import sys
 from dataclasses import dataclass
 from functools import cache
@@ -119,6 +120,16 @@ class StepCache:
         self.experiment_id = experiment_id
         self.store = store
         self.config = config
+        self._versions: dict[str, Any] = {}  # exact specs (name:vN never change) resolved
+
+    def _resolve(self, spec: str) -> Any:
+        """``store.resolve``, once per exact version."""
+        if spec in self._versions:
+            return self._versions[spec]
+        version = self.store.resolve(spec)
+        if re.fullmatch(r".+:v\d+", spec):
+            self._versions[spec] = version
+        return version
 
     def key(
         self, step: Step, params: dict[str, Any], env_manager: str, source: tuple[str, str | None]
@@ -141,7 +152,7 @@ class StepCache:
             value = params[param.name]
             if param.source in ("input", "artifact"):
                 try:
-                    values[param.name] = "artifact:" + self.store.resolve(value).digest
+                    values[param.name] = "artifact:" + self._resolve(value).digest
                 except Exception:  # an unset alias or a missing input: let the step say so
                     if param.source == "input":
                         return None
@@ -173,7 +184,7 @@ class StepCache:
             if param.source == "input" and str(params[param.name]).endswith(":latest"):
                 # When it does not resolve, the step itself says what is missing.
                 with contextlib.suppress(Exception):
-                    pinned[param.name] = self.store.resolve(params[param.name]).spec
+                    pinned[param.name] = self._resolve(params[param.name]).spec
         return pinned
 
     def lookup(self, step: Step, key: str) -> CacheHit | None:
@@ -192,7 +203,7 @@ class StepCache:
             written = [s for s in tag.split(",") if s]
             try:
                 for spec in written:
-                    self.store.resolve(spec)
+                    self._resolve(spec)
             except Exception:
                 logger.info("%s: an output of run %s is gone", step.name, run.info.run_id)
                 continue

@@ -7,8 +7,10 @@ It gives W&B's artifact semantics to anyone with no W&B account, wherever
   W&B project of the pipeline (``WANDB_PROJECT``, which ``main.py`` sets from
   ``main.project_name``), else config.yaml's ``main.project_name``. A store sees and moves only
   its project's versions; ``project/name:ref`` reads another project's, as W&B allows;
-- an artifact is a registered model of MLflow's Model Registry named ``<project>.<name>`` and
-  tagged ``util_lib.kind=artifact``, ``util_lib.project`` and ``util_lib.name``; the tags are the
+- an artifact is a registered model of MLflow's Model Registry named ``<project>.<name>``,
+  tagged ``util_lib.kind=artifact``, ``util_lib.project``, ``util_lib.name`` and
+  ``util_lib.note`` ("pipeline artifact, not a model"), and described as what it is
+  (:func:`artifact_description`), since the UI's Models page lists it; the tags are the
   truth (MLflow forbids '/' and ':' in registered-model names, so ``project/name`` cannot be the
   name itself; '.' keeps it readable in the MLflow UI, and the tags tell ``a.b`` + ``c`` from
   ``a`` + ``b.c``). Each of its versions is a registry version (``vN`` is registry version N+1,
@@ -61,6 +63,9 @@ FILES_TAG = "util_lib.files"
 METADATA_TAG = "util_lib.metadata"
 PROJECT_TAG = "util_lib.project"
 NAME_TAG = "util_lib.name"
+# On an artifact's registered model, for whoever reads the registry page or its tags.
+NOTE_TAG = "util_lib.note"
+ARTIFACT_NOTE = "pipeline artifact, not a model"
 # The last data check of a version (check_data records it): passed | failed, and its run.
 CHECK_TAG = "util_lib.check"
 CHECK_RUN_TAG = "util_lib.check_run"
@@ -163,6 +168,23 @@ def check_project(project: str) -> str:
 def registry_name(project: str, name: str) -> str:
     """The registered model that holds artifact ``name`` of ``project``: ``<project>.<name>``."""
     return f"{project}.{name}"
+
+
+def artifact_description(project: str, name: str, type: str) -> str:
+    """The description of the registered model that holds artifact ``name`` of ``project``:
+    what it is, so that the registry page does not pass it off as a model."""
+    what = (
+        "the versions of an exported model as the pipeline's steps read them (its files are "
+        "the training run's MLflow logged model; the model to deploy is the registered model "
+        "that main.registered_model_name names)"
+        if type == "model_export"
+        else "versioned data of the embedded artifact store, not a model"
+    )
+    return (
+        f"Pipeline artifact {project}/{name} (type {type}): {what}. Version vN of the "
+        f"artifact is registry version N+1; its aliases are the artifact's. Read it with "
+        f"`python -m util_lib.artifacts list --project {project}` (README, 'Artifacts')."
+    )
 
 
 @lru_cache(maxsize=8)
@@ -798,16 +820,31 @@ class MlflowArtifactStore:
         return model
 
     def _ensure_registered(self, name: str, type: str) -> str:
-        """Create the registered model of artifact ``name`` unless it exists; return its name."""
+        """Create the registered model of artifact ``name`` unless it exists; return its name.
+
+        It says what it is, on the registry page and in searches: its description
+        (:func:`artifact_description`) and tags (``util_lib.kind=artifact``, ``util_lib.note``).
+        One created before descriptions gets them the first time it is logged to.
+        """
         from mlflow.exceptions import MlflowException
 
         model_name = registry_name(self.project, name)
+        description = artifact_description(self.project, name, type)
         try:
             model = self.client.get_registered_model(model_name)
         except MlflowException:
-            tags = {KIND_TAG: "artifact", TYPE_TAG: type, PROJECT_TAG: self.project, NAME_TAG: name}
+            # In this order: the registry page lists a model's first three tags.
+            tags = {
+                KIND_TAG: "artifact",
+                NOTE_TAG: ARTIFACT_NOTE,
+                TYPE_TAG: type,
+                PROJECT_TAG: self.project,
+                NAME_TAG: name,
+            }
             try:
-                self.client.create_registered_model(model_name, tags=tags)
+                self.client.create_registered_model(
+                    model_name, tags=tags, description=description
+                )
             except MlflowException as exc:  # created meanwhile by a concurrent writer
                 if "already exists" not in str(exc).lower():
                     raise
@@ -824,6 +861,9 @@ class MlflowArtifactStore:
                 f"registered model {model_name!r} holds artifact {owner!r}, not "
                 f"{self.project}/{name}: choose another artifact or project name"
             )
+        if not model.description:  # made before artifacts said what they are
+            self.client.update_registered_model(model_name, description=description)
+            self.client.set_registered_model_tag(model_name, NOTE_TAG, ARTIFACT_NOTE)
         return model_name
 
     @staticmethod

@@ -174,12 +174,22 @@ class Run:
         logger.info("%s started: MLflow run %s, log file %s", step, self.run_id, self.log_file)
 
     # ------------------------------------------------------------------ artifacts
-    def use_artifact(self, spec: str) -> UsedArtifact:
+    def use_artifact(self, spec: str, context: str | None = None) -> UsedArtifact:
         """Resolve ``[project/]name:version_or_alias``, make its files local (checked against
         their digests) and record the use.
 
         With no project, the run's own; the use is recorded as ``name:vN``, or
-        ``project/name:vN`` for another project's version.
+        ``project/name:vN`` for another project's version: in the store, in the run's tag,
+        and as an MLflow dataset input of the run named so (:mod:`util_lib.datasets`), or for
+        an exported model, its MLflow logged model as the run's model input.
+
+        Parameters
+        ----------
+        spec : str
+            ``[project/]name[:version_or_alias]``.
+        context : str, optional
+            What the run does with the data (MLflow's dataset context: ``training``,
+            ``testing``, ...); default by the artifact's type (``raw``, ``preprocessed``).
 
         Returns
         -------
@@ -193,6 +203,7 @@ class Run:
             Naming what exists when the artifact, version or alias does not.
         """
         from util_lib.artifact_store import UsedArtifact
+        from util_lib.datasets import read_context
 
         version = self.store.resolve(spec)
         path = self.store.download(version)
@@ -200,6 +211,7 @@ class Run:
         used = version.spec if version.project == self.project else version.qualified_spec
         self.used.append(used)
         self._mlflow.set_tag(USED_TAG, ",".join(self.used))
+        self._log_input(version, used, read_context(version, context))
         logger.info("using %s (from %s) at %s", used, spec, path)
         return UsedArtifact(version, path, used)
 
@@ -211,20 +223,41 @@ class Run:
         description: str,
         metadata: dict[str, Any] | None = None,
         uploaded_to: str | None = None,
+        context: str | None = None,
     ) -> str:
         """Log a file or folder as a new version of artifact ``name``; return ``name:vN``.
 
         The version becomes visible when the run ends successfully; a failed run removes it.
         ``uploaded_to``: where these files already are in MLflow (the embedded store then
-        records that copy instead of uploading another; see :meth:`log_model`).
+        records that copy instead of uploading another; see :meth:`log_model`). A data
+        version is also an MLflow dataset input of the run, in ``context`` (default
+        ``output``).
         """
+        from util_lib.datasets import OUTPUT_CONTEXT
+
         version = self.store.log(
             path, name, type, description, metadata, self.run_id, uploaded_to=uploaded_to
         )
         if version.spec not in self.written:
             self.written.append(version.spec)
         self._mlflow.set_tag(WRITTEN_TAG, ",".join(self.written))
+        self._log_input(version, version.spec, context or OUTPUT_CONTEXT)
         return version.spec
+
+    def _log_input(self, version: ArtifactVersion, name: str, context: str) -> None:
+        """Record ``version`` as an input of the MLflow run: a dataset named ``name`` in
+        ``context``, or an exported model's logged model (none for a model this run logs)."""
+        from mlflow.entities import LoggedModelInput
+
+        from util_lib.datasets import dataset_input, is_dataset
+
+        client = self._mlflow.MlflowClient()
+        if is_dataset(version):
+            client.log_inputs(self.run_id, datasets=[dataset_input(version, name, context)])
+            return
+        model_id = version.metadata.get("model_id")
+        if model_id and model_id not in self._logged_models:
+            client.log_inputs(self.run_id, models=[LoggedModelInput(str(model_id))])
 
     def log_model(
         self,

@@ -7,13 +7,13 @@ steps and the notebooks run once per test session.
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 import nbformat
 import pytest
 
-from tests.data_analysis.notebook_runs import NOTEBOOKS, REPO, SANDBOX, notebook_env
+from tests.data_analysis.notebook_runs import NOTEBOOKS, SANDBOX, notebook_env
+from tests.pipeline_runs import mlflow_run
 
 
 @pytest.fixture(scope="session")
@@ -24,17 +24,13 @@ def store(tmp_path_factory: pytest.TempPathFactory, dataset_path: Path) -> Path:
     `mlflow run`, from the dataset the project ships.
     """
     workdir = tmp_path_factory.mktemp("data_analysis")
-    steps = "main.execute_steps='get_data,preprocess,check_data,segregate'"
-    options = f"{steps} data.file_url={dataset_path} hydra.run.dir={workdir / 'outputs'}"
-    result = subprocess.run(
-        ["mlflow", "run", str(REPO), "--env-manager", "local", "-P", f"hydra_options={options}"],
-        cwd=workdir,
+    mlflow_run(
+        workdir,
+        "main.execute_steps='get_data,preprocess,check_data,segregate'",
+        f"data.file_url={dataset_path}",
         env=notebook_env(workdir, "disabled"),
-        capture_output=True,
-        text=True,
         timeout=900,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    ).check()
     return workdir
 
 

@@ -6,14 +6,14 @@ the runs the notebooks tracked there through these helpers.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import mlflow
 import nbformat
 from mlflow import MlflowClient
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.pipeline_runs import REPO, pipeline_env, project_runs, sqlite_uri
+
 SANDBOX = REPO / "data_analysis"
 # In this order: as a person runs them. Each notebook's tracked run, by its step name.
 NOTEBOOK_STEPS = {
@@ -22,22 +22,14 @@ NOTEBOOK_STEPS = {
     "UnsupervisedLearning.ipynb": "clustering",
 }
 NOTEBOOKS = tuple(NOTEBOOK_STEPS)
-EXPERIMENT = "music_genre_classification"
 
 
 def notebook_env(workdir: Path, wandb_mode: str) -> dict[str, str]:
-    """The test process's environment without tracking settings, pointed at ``workdir``."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("MLFLOW_", "WANDB_", "JUPYTER_", "UTIL_LIB_"))
-    }
-    env.pop("PYTHONPATH", None)  # the notebooks and steps find the project themselves
+    """A pipeline run's environment (tests/pipeline_runs.py) on ``workdir``'s store, with
+    Jupyter's own settings in ``workdir`` too."""
+    env = pipeline_env(workdir, sqlite_uri(workdir), wandb_mode=wandb_mode)
+    env = {k: v for k, v in env.items() if not k.startswith("JUPYTER_")}
     env.update(
-        MLFLOW_TRACKING_URI=tracking_uri(workdir),
-        WANDB_MODE=wandb_mode,
-        WANDB_DIR=str(workdir),
-        ML_PIPELINE_LOG=str(workdir / "ml_pipeline.log"),
         # Jupyter's connection files, server info and config stay in the test's folder.
         JUPYTER_RUNTIME_DIR=str(workdir / "jupyter_runtime"),
         JUPYTER_CONFIG_DIR=str(workdir / "jupyter_config"),
@@ -46,32 +38,23 @@ def notebook_env(workdir: Path, wandb_mode: str) -> dict[str, str]:
     return env
 
 
-def tracking_uri(store: Path) -> str:
-    """The SQLite tracking store in ``store``."""
-    return f"sqlite:///{store / 'mlflow.db'}"
-
-
 def tracked_run(store: Path, step: str) -> mlflow.entities.Run:
     """The one run of ``step`` (tag ``util_lib.step``) in the pipeline's experiment."""
-    client = MlflowClient(tracking_uri(store))
-    experiment = client.get_experiment_by_name(EXPERIMENT)
-    runs = client.search_runs(
-        [experiment.experiment_id], filter_string=f"tags.`util_lib.step` = '{step}'"
-    )
+    runs = project_runs(sqlite_uri(store), f"tags.`util_lib.step` = '{step}'")
     assert len(runs) == 1, [r.info.run_id for r in runs]
     return runs[0]
 
 
 def artifact_paths(store: Path, run_id: str, folder: str = "") -> list[str]:
     """The paths of a run's artifacts at the top or in ``folder``."""
-    client = MlflowClient(tracking_uri(store))
+    client = MlflowClient(sqlite_uri(store))
     return [a.path for a in client.list_artifacts(run_id, folder or None)]
 
 
 def download(store: Path, run_id: str, path: str, dst: Path) -> Path:
     """Download one of a run's artifacts into ``dst``; return its local path."""
     local = mlflow.artifacts.download_artifacts(
-        run_id=run_id, artifact_path=path, dst_path=str(dst), tracking_uri=tracking_uri(store)
+        run_id=run_id, artifact_path=path, dst_path=str(dst), tracking_uri=sqlite_uri(store)
     )
     return Path(local)
 

@@ -19,13 +19,13 @@ from omegaconf import OmegaConf
 from sklearn.metrics import adjusted_rand_score
 
 from tests.data_analysis.notebook_runs import (
-    EXPERIMENT,
     REPO,
     artifact_paths,
     download,
     stdout,
     tracked_run,
 )
+from tests.pipeline_runs import PROJECT, sqlite_uri
 from util_lib.store import MlflowArtifactStore
 
 pytestmark = pytest.mark.e2e
@@ -51,8 +51,8 @@ def clustering(store: Path, executed):
 def data_train(store: Path, tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
     """The training split in the store (data_train:v0), read with the project's store."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store / 'mlflow.db'}")
-        artifacts = MlflowArtifactStore(project=EXPERIMENT)
+        patch.setenv("MLFLOW_TRACKING_URI", sqlite_uri(store))
+        artifacts = MlflowArtifactStore(project=PROJECT)
         path = artifacts.download(artifacts.resolve("data_train:v0"), tmp_path_factory.mktemp("d"))
         return pd.read_parquet(path)
 

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from pipeline_runs import PROJECT, REPO, PipelineRun, mlflow_run
 
 from serving.local_server import free_port
+from tests.pipeline_runs import PROJECT, REPO, PipelineRun, mlflow_run
 
 RELEASE_TAG = "v0.0.0-test"
 

@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from pipeline_runs import PROJECT, REPO, pipeline_env, step_runs
+
+from tests.pipeline_runs import PROJECT, REPO, pipeline_env, step_runs
 
 KUBERNETES = REPO / "deploy" / "kubernetes"
 

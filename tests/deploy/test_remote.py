@@ -10,7 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from pipeline_runs import (
+
+from tests.pipeline_runs import (
     DATA_ARTIFACTS,
     PROJECT,
     SMALL_FOREST,

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from pipeline_runs import DATA_ARTIFACTS, PipelineRun, mlflow_run, step_runs
+
+from tests.pipeline_runs import DATA_ARTIFACTS, PipelineRun, mlflow_run, step_runs
 
 pytestmark = pytest.mark.e2e
 

@@ -19,7 +19,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pipeline_runs import (
+
+from serving.local_server import free_port
+from tests.pipeline_runs import (
     DATA_ARTIFACTS,
     REPO,
     SMALL_FOREST,
@@ -28,8 +30,6 @@ from pipeline_runs import (
     pipeline_env,
     step_runs,
 )
-
-from serving.local_server import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -138,11 +138,6 @@ def team_server(postgres: str, server_artifacts: Path) -> Iterator[str]:
         log.close()
 
 
-def _member_env(workdir: Path, server: str, user: str) -> dict[str, str]:
-    # MLflow records the user (mlflow.user) from the login name.
-    return pipeline_env(workdir, server, USER=user, LOGNAME=user)
-
-
 @pytest.fixture(scope="module")
 def alice(
     team_server: str, tmp_path_factory: pytest.TempPathFactory, dataset_path: Path
@@ -154,7 +149,8 @@ def alice(
         f"main.execute_steps='{DATA_STEPS}'",
         f"data.file_url={dataset_path}",
         tracking_uri=team_server,
-        env=_member_env(workdir, team_server, "alice"),
+        USER="alice",  # MLflow records the user (mlflow.user) from the login name
+        LOGNAME="alice",
     ).check()
 
 
@@ -169,7 +165,8 @@ def bob(
         f"main.execute_steps='{MODEL_STEPS}'",
         SMALL_FOREST,
         tracking_uri=team_server,
-        env=_member_env(workdir, team_server, "bob"),
+        USER="bob",  # MLflow records the user (mlflow.user) from the login name
+        LOGNAME="bob",
     ).check()
 
 

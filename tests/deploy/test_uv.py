@@ -2,7 +2,8 @@
 environment from its own conda.yml (in a fresh MLFLOW_ENV_ROOT; uv's package cache is the
 machine's), the steps inherit the manager, and the model scores as in the current environment.
 
-W&B runs offline here, so each step's environment must hold a working wandb too.
+W&B runs offline here, so each step's environment must hold a working wandb too. uv installs
+every environment's packages from PyPI (or uv's cache): the tests are marked ``package_index``.
 """
 
 from __future__ import annotations
@@ -14,23 +15,23 @@ from pathlib import Path
 
 import pytest
 import yaml
-from pipeline_runs import REPO, STEPS, PipelineRun, mlflow_run, pipeline_env, step_runs
 
-pytestmark = pytest.mark.e2e
+from tests.pipeline_runs import REPO, STEPS, PipelineRun, mlflow_run, step_runs
+
+pytestmark = [pytest.mark.e2e, pytest.mark.package_index]
 
 
 @pytest.fixture(scope="module")
 def uv_run(tmp_path_factory: pytest.TempPathFactory, dataset_path: Path) -> Iterator[PipelineRun]:
     """The whole pipeline with the default configuration, in environments that uv builds."""
     workdir = tmp_path_factory.mktemp("uv_run")
-    env = pipeline_env(
-        workdir,
-        f"sqlite:///{workdir / 'mlflow.db'}",
-        MLFLOW_ENV_ROOT=str(workdir / "envs"),
-        WANDB_MODE="offline",
-    )
     run = mlflow_run(
-        workdir, f"data.file_url={dataset_path}", env_manager="uv", env=env, timeout=2400
+        workdir,
+        f"data.file_url={dataset_path}",
+        env_manager="uv",
+        wandb_mode="offline",
+        timeout=2400,
+        MLFLOW_ENV_ROOT=str(workdir / "envs"),
     )
     print(f"uv pipeline run: {run.seconds:.0f} s")
     yield run.check()

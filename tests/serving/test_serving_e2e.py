@@ -12,7 +12,6 @@ tests tamper with the stored model files (restoring them after) and see them ref
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -28,13 +27,13 @@ from omegaconf import OmegaConf
 
 from serving.local_server import free_port, serve
 from serving.serving_example import to_payload
+from tests.pipeline_runs import SMALL_FOREST, mlflow_run, pipeline_env, sqlite_uri
 
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
 NAME = OmegaConf.select(OmegaConf.load(REPO / "config.yaml"), "main.registered_model_name")
 PROD = f"models:/{NAME}@prod"
-SMALL_FOREST = "random_forest_pipeline.random_forest.n_estimators=20"
 JSON = {"Content-Type": "application/json"}
 
 
@@ -54,15 +53,7 @@ def outside(workdir: Path) -> Path:
 @pytest.fixture(scope="module")
 def env(workdir: Path) -> dict[str, str]:
     """A fresh shell's environment: the test store, W&B off, no PYTHONPATH."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "WANDB_"))}
-    env.pop("PYTHONPATH", None)
-    env.update(
-        MLFLOW_TRACKING_URI=f"sqlite:///{workdir / 'mlflow.db'}",
-        WANDB_MODE="disabled",
-        ML_PIPELINE_LOG=str(workdir / "ml_pipeline.log"),
-        MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false",
-    )
-    return env
+    return pipeline_env(workdir, sqlite_uri(workdir), MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false")
 
 
 def _run(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 600, **kw):
@@ -72,14 +63,7 @@ def _run(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 600, 
 
 
 def _pipeline(workdir: Path, env: dict[str, str], *overrides: str) -> None:
-    options = " ".join([*overrides, SMALL_FOREST, f"hydra.run.dir={workdir / 'outputs'}"])
-    result = _run(
-        ["mlflow", "run", str(REPO), "--env-manager", "local", "-P", f"hydra_options={options}"],
-        env,
-        workdir,
-        timeout=1200,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    mlflow_run(workdir, *overrides, SMALL_FOREST, env=env).check()
 
 
 @pytest.fixture(scope="module")

@@ -158,10 +158,12 @@ def test_only_a_finished_run_whose_outputs_remain_is_reused(
     client.set_tag(failed.info.run_id, CACHE_TAG, "k3")
     client.set_terminated(failed.info.run_id, "FAILED")
     assert cache.lookup(step, "k3") is None
-    # Outputs deleted since: the run cannot be reused.
+    # Outputs deleted since: the next pipeline (a new cache: one pipeline's view of the store
+    # is read once) cannot reuse the run.
     name = MlflowArtifactStore().resolve("data_train:v0").registry_name
     client.delete_registered_model(name)
-    assert cache.lookup(step, "k1") is None
+    fresh = StepCache(client, cache.experiment_id, MlflowArtifactStore(), cache.config)
+    assert fresh.lookup(step, "k1") is None
 
 
 def test_another_data_location_changes_the_key(cache, config, tracking: Path) -> None:

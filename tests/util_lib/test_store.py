@@ -131,9 +131,10 @@ def test_two_concurrent_writers_get_distinct_versions(
         import sys, time
         from pathlib import Path
         from util_lib.tracking import start_run
-        go, content = Path(sys.argv[1]), Path(sys.argv[2])
-        content.write_text(sys.argv[2])
+        go, ready, content = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+        content.write_text(sys.argv[3])
         with start_run("writer", "test") as run:
+            ready.touch()
             while not go.exists():
                 time.sleep(0.01)
             print(run.log_artifact(content, "shared", "demo", "d"))
@@ -247,3 +248,39 @@ def test_registry_names_the_project_and_the_tags_tell_them_apart(tracking: Path)
     assert MlflowArtifactStore(project="a.b").names() == []
     with pytest.raises(ValueError, match="must be a bare name"):
         _log_in("a", tracking, "other/thing", "z")
+
+
+def test_an_artifact_s_registry_entry_says_it_is_not_a_model(tracking: Path) -> None:
+    from mlflow import MlflowClient
+
+    _log(tracking, "rows", "x")
+    client = MlflowClient()
+    model = client.get_registered_model("music_genre_classification.rows")
+    assert model.description.startswith(
+        "Pipeline artifact music_genre_classification/rows (type demo): versioned data of the "
+        "embedded artifact store, not a model."
+    )
+    assert model.tags["util_lib.note"] == "pipeline artifact, not a model"
+    assert (model.tags["util_lib.kind"], model.tags["util_lib.type"]) == ("artifact", "demo")
+    # A search by the note (the Models page's search box takes it too) finds the artifact.
+    note = "tags.`util_lib.note` = 'pipeline artifact, not a model'"
+    assert [m.name for m in client.search_registered_models(note)] == [model.name]
+
+
+def test_an_artifact_registered_before_descriptions_gets_one_when_next_logged(
+    tracking: Path,
+) -> None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    old_tags = {
+        "util_lib.kind": "artifact",
+        "util_lib.type": "demo",
+        "util_lib.project": "music_genre_classification",
+        "util_lib.name": "old",
+    }
+    client.create_registered_model("music_genre_classification.old", tags=old_tags)
+    assert _log(tracking, "old", "x") == "old:v0"
+    model = client.get_registered_model("music_genre_classification.old")
+    assert "not a model" in model.description
+    assert model.tags["util_lib.note"] == "pipeline artifact, not a model"

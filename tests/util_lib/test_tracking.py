@@ -57,7 +57,8 @@ def test_two_processes_starting_together_share_a_new_named_experiment(
         from mlflow import MlflowClient
         from util_lib.tracking import open_run
         MlflowClient().search_experiments()  # the store is open: only the lookup is left
-        go = Path(sys.argv[1])
+        go, ready = Path(sys.argv[1]), Path(sys.argv[2])
+        ready.touch()
         while not go.exists():
             time.sleep(0.001)
         run = open_run("together", "test")
@@ -120,3 +121,87 @@ def test_the_offline_wandb_run_keeps_the_step_s_console_output(
     output = (wandb_dir / "files" / "output.log").read_text()
     assert printed in output
     assert f"[talking] talking: {logged}" in output
+
+
+def _inputs(run_id: str) -> dict[str, tuple[object, dict[str, str]]]:
+    """The MLflow run's dataset inputs: {name: (dataset, input tags)}."""
+    from mlflow import MlflowClient
+
+    inputs = MlflowClient().get_run(run_id).inputs.dataset_inputs
+    return {i.dataset.name: (i.dataset, {t.key: t.value for t in i.tags}) for i in inputs}
+
+
+def test_used_and_written_data_are_the_runs_mlflow_datasets(tracking: Path) -> None:
+    import json
+
+    from util_lib.store import MlflowArtifactStore
+    from util_lib.tracking import start_run
+
+    (tracking / "raw.csv").write_text("a\n1\n")
+    (tracking / "train.csv").write_text("a\n2\n")
+    with start_run("producer", "test") as run:
+        raw = run.log_artifact(tracking / "raw.csv", "raw", "raw_data", "raw rows")
+        producer = run.run_id
+    with start_run("consumer", "test") as run:
+        run.use_artifact("raw:latest")  # its type says the context: raw
+        run.use_artifact(raw, context="again")  # already an input: MLflow keeps the first
+        written = run.log_artifact(tracking / "train.csv", "train", "split", "rows", context="kept")
+        consumer = run.run_id
+    store = MlflowArtifactStore()
+    raw_version, train_version = store.resolve(raw), store.resolve(written)
+
+    dataset, tags = _inputs(producer)["raw:v0"]
+    assert dataset.digest == raw_version.digest[:12]
+    assert tags["util_lib.digest"] == raw_version.digest
+    assert tags["mlflow.data.context"] == "output"
+    assert dataset.source_type == "local"  # a SQLite store keeps the files on this disk
+    assert json.loads(dataset.source) == {"uri": raw_version.source}
+    assert Path(raw_version.source, "raw.csv").read_text() == "a\n1\n"
+
+    inputs = _inputs(consumer)
+    assert set(inputs) == {"raw:v0", "train:v0"}  # the same version used twice: one input
+    assert inputs["raw:v0"][1]["mlflow.data.context"] == "raw"
+    assert inputs["raw:v0"][1]["util_lib.type"] == "raw_data"
+    dataset, tags = inputs["train:v0"]
+    assert (dataset.digest, tags["mlflow.data.context"]) == (train_version.digest[:12], "kept")
+    assert json.loads(dataset.source) == {"uri": train_version.source}
+
+
+def test_a_step_names_the_context_and_another_project_s_version_keeps_its_project(
+    tracking: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from util_lib.tracking import start_run
+
+    (tracking / "train.csv").write_text("a\n2\n")
+    monkeypatch.setenv("WANDB_PROJECT", "other")
+    with start_run("producer", "test") as run:
+        run.log_artifact(tracking / "train.csv", "data_train", "segregated_data", "rows")
+    monkeypatch.setenv("WANDB_PROJECT", "mine")
+    with start_run("train", "test") as run:
+        used = run.use_artifact("other/data_train:latest", context="training")
+    inputs = _inputs(run.run_id)
+    assert used.spec == "other/data_train:v0"
+    assert list(inputs) == ["other/data_train:v0"]
+    assert inputs["other/data_train:v0"][1]["mlflow.data.context"] == "training"
+
+
+def test_an_exported_model_is_the_run_s_logged_model_not_a_dataset(tracking: Path) -> None:
+    import mlflow.sklearn
+    from mlflow import MlflowClient
+    from sklearn.dummy import DummyClassifier
+
+    from util_lib.tracking import start_run
+
+    model_dir = tracking / "model_export"
+    mlflow.sklearn.save_model(
+        DummyClassifier().fit([[0], [1]], [0, 1]), str(model_dir), serialization_format="pickle"
+    )
+    with start_run("train", "test") as run:
+        spec, model_id = run.log_model(model_dir, "model_export", "a model")
+        trainer = run.run_id
+    with start_run("evaluate", "test") as run:
+        run.use_artifact(spec)
+    assert _inputs(trainer) == {}
+    assert _inputs(run.run_id) == {}
+    model_inputs = MlflowClient().get_run(run.run_id).inputs.model_inputs
+    assert [m.model_id for m in model_inputs] == [model_id]

@@ -1,0 +1,215 @@
+"""One way to run the pipeline in an isolated folder: `mlflow run` as a user types it.
+
+Everything a run writes stays in its work folder: the SQLite tracking store (and its
+artifacts), W&B's files, the pipeline's log, temporary files (MLflow's clones of remote
+projects) and Hydra's outputs. Nothing of the caller's environment steers it: no ``MLFLOW_*``
+(another store, run or experiment), ``WANDB_*`` (an account, a mode), ``UTIL_LIB_*`` (an
+artifact store, a secret) or ``PYTHONPATH`` (another checkout's modules) is inherited.
+
+The tests import it as ``tests.pipeline_runs``; ``benchmarks/common.py`` imports it too, with
+the repository root on ``sys.path``, so it needs no pytest: a failed run fails a test through
+``assert`` in :meth:`PipelineRun.check`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from util_lib.graph import step_names
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
+
+    from util_lib.store import MlflowArtifactStore
+
+REPO = Path(__file__).resolve().parents[1]
+PROJECT = "music_genre_classification"  # config.yaml's main.project_name: the experiment
+DATASET = REPO / "dataset" / "genres_mod.parquet"  # the dataset the project ships
+STEPS = step_names()  # pipeline.yaml's steps, in the order they run
+DATA_ARTIFACTS = ("raw_data.parquet", "preprocessed_data", "data_train", "data_test")
+# Where a test is not about the model's quality, a small forest keeps it quick.
+SMALL_FOREST = "random_forest_pipeline.random_forest.n_estimators=20"
+STEP_TAG = "util_lib.step"  # util_lib.tracking tags each step run with its step's name
+# The caller's variables that would send a run elsewhere or change what it does.
+NOT_INHERITED = ("MLFLOW_", "WANDB_", "UTIL_LIB_")
+_RUN_DIR = re.compile(r"(^|\s)hydra\.run\.dir=")
+
+
+def sqlite_uri(folder: Path) -> str:
+    """The tracking URI of the SQLite store ``folder/mlflow.db`` (MLflow's default there)."""
+    return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+def pipeline_env(
+    workdir: Path,
+    tracking_uri: str | None = None,
+    *,
+    wandb_mode: str = "disabled",
+    **extra: str,
+) -> dict[str, str]:
+    """The environment of a run whose outputs (store, log, W&B, temporary files) stay in
+    ``workdir``.
+
+    Parameters
+    ----------
+    workdir : Path
+        The run's folder.
+    tracking_uri : str, optional
+        ``MLFLOW_TRACKING_URI``; without it MLflow uses ``mlflow.db`` in the working directory.
+    wandb_mode : str
+        ``WANDB_MODE``: ``disabled`` (the default), ``offline``, or ``online``.
+    **extra : str
+        More variables, set last (they may replace any of the above).
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith(NOT_INHERITED)}
+    env.pop("PYTHONPATH", None)  # the steps find the project themselves
+    env.update(
+        WANDB_MODE=wandb_mode,
+        WANDB_DIR=str(workdir),
+        ML_PIPELINE_LOG=str(workdir / "ml_pipeline.log"),
+        # MLflow clones remote projects into a temporary folder: keep it in the run's folder.
+        TMPDIR=str(workdir),
+    )
+    if tracking_uri:
+        env["MLFLOW_TRACKING_URI"] = tracking_uri
+    env.update(extra)
+    return env
+
+
+@dataclass
+class PipelineRun:
+    """A finished `mlflow run` of the pipeline: its folder, store, process and wall time."""
+
+    workdir: Path
+    tracking_uri: str
+    result: subprocess.CompletedProcess
+    seconds: float
+
+    @property
+    def returncode(self) -> int:
+        return self.result.returncode
+
+    @property
+    def stdout(self) -> str:
+        return self.result.stdout
+
+    @property
+    def stderr(self) -> str:
+        return self.result.stderr
+
+    def check(self) -> PipelineRun:
+        """Fail (AssertionError) with the run's output when it did not succeed."""
+        assert self.result.returncode == 0, (
+            self.result.stdout[-4000:] + "\n" + self.result.stderr[-8000:]
+        )
+        return self
+
+    def runs(self, filter_string: str = "") -> list[Run]:
+        """The runs of the project's experiment in this run's store, oldest first."""
+        return project_runs(self.tracking_uri, filter_string)
+
+    def step_runs(self) -> dict[str, Run]:
+        """The latest run of each step in this run's store, by step name."""
+        return step_runs(self.tracking_uri)
+
+    def store(self) -> MlflowArtifactStore:
+        """The embedded artifact store on this run's tracking store."""
+        from util_lib.store import MlflowArtifactStore
+
+        return MlflowArtifactStore(self.tracking_uri)
+
+
+def mlflow_run(
+    workdir: Path,
+    *overrides: str,
+    uri: str | Path = REPO,
+    version: str | None = None,
+    env_manager: str = "local",
+    tracking_uri: str | None = None,
+    wandb_mode: str = "disabled",
+    env: Mapping[str, str] | None = None,
+    python: str | None = None,
+    timeout: float | None = 1200,
+    **extra: str,
+) -> PipelineRun:
+    """`mlflow run <uri> [-v version] --env-manager <m> -P hydra_options=...` in ``workdir``.
+
+    Parameters
+    ----------
+    workdir : Path
+        The working directory; created if missing. Hydra's outputs go to ``workdir/outputs``
+        unless an override sets ``hydra.run.dir``.
+    *overrides : str
+        Hydra's command line (``key=value``, ``-m``, ``--config-name``), joined by spaces.
+    uri, version, env_manager
+        The project (this repository by default, a folder or a ``git://`` URL), its version and
+        MLflow's environment manager.
+    tracking_uri : str, optional
+        The store; ``workdir/mlflow.db`` by default, or ``env``'s when ``env`` sets one.
+    wandb_mode : str
+        W&B's mode in the default environment.
+    env : Mapping, optional
+        The whole environment instead of :func:`pipeline_env`'s.
+    python : str, optional
+        Run ``<python> -m mlflow`` instead of the ``mlflow`` command (another interpreter).
+    timeout : float, optional
+        Seconds before the run is killed (``subprocess.TimeoutExpired``); None waits.
+    **extra : str
+        Environment variables on top of the environment.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    tracking_uri = tracking_uri or (env or {}).get("MLFLOW_TRACKING_URI") or sqlite_uri(workdir)
+    if env is None:
+        env = pipeline_env(workdir, tracking_uri, wandb_mode=wandb_mode)
+    environment = {**env, **extra}
+    options = " ".join(overrides)
+    if not _RUN_DIR.search(options):
+        options = _with_override(options, f"hydra.run.dir={workdir / 'outputs'}")
+    command = [python, "-m", "mlflow"] if python else ["mlflow"]
+    command += ["run", str(uri), "--env-manager", env_manager]
+    if version:
+        command += ["--version", version]
+    command += ["-P", f"hydra_options={options}"]
+    start = time.perf_counter()
+    result = subprocess.run(
+        command, cwd=workdir, env=environment, capture_output=True, text=True, timeout=timeout
+    )
+    return PipelineRun(workdir, tracking_uri, result, time.perf_counter() - start)
+
+
+def _with_override(options: str, override: str) -> str:
+    """``options`` with ``override`` beside its other overrides: Hydra's parser (argparse)
+    takes the overrides as one run of words, none after a flag such as ``-m`` that follows
+    them, and none before a ``--config-name`` that precedes them."""
+    words = options.split()
+    first = next(
+        (i for i, w in enumerate(words) if "=" in w and not w.startswith("-")), len(words)
+    )
+    return " ".join([*words[:first], override, *words[first:]])
+
+
+def project_runs(tracking_uri: str, filter_string: str = "") -> list[Run]:
+    """The runs of the project's experiment (steps, pipelines, multiruns), oldest first."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name(PROJECT)
+    assert experiment is not None, f"no experiment {PROJECT!r} in {tracking_uri}"
+    return client.search_runs(
+        [experiment.experiment_id],
+        filter_string=filter_string,
+        order_by=["attributes.start_time ASC"],
+        max_results=1000,
+    )
+
+
+def step_runs(tracking_uri: str) -> dict[str, Run]:
+    """The latest run of each step in the project's experiment, by step name (run order)."""
+    return {r.data.tags[STEP_TAG]: r for r in project_runs(tracking_uri) if STEP_TAG in r.data.tags}
