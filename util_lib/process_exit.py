@@ -20,16 +20,23 @@ from typing import NoReturn
 def exit_quickly(code: int = 0) -> NoReturn:
     """Run what must run at exit, then end the process at once with ``code``.
 
-    Non-daemon threads are joined and the :mod:`atexit` handlers run (W&B's service
-    teardown, MLflow's flush of asynchronous logging), then log handlers and the standard
-    streams are flushed; only the interpreter's own teardown is skipped. Call it as the last
-    statement of a step's ``__main__`` block, after the tracked run has ended; a failing step
-    exits the ordinary way.
+    Executors are shut down and non-daemon threads joined, as at the interpreter's exit, and
+    the :mod:`atexit` handlers run (W&B's service teardown, MLflow's flush of asynchronous
+    logging), then log handlers and the standard streams are flushed; only the interpreter's
+    own teardown is skipped. Call it as the last statement of a step's ``__main__`` block,
+    after the tracked run has ended; a failing step exits the ordinary way.
     """
-    current = threading.current_thread()
-    for thread in threading.enumerate():
-        if thread is not current and not thread.daemon:
-            thread.join()
+    if threading.current_thread() is threading.main_thread():
+        # What the interpreter does first at exit: threading's own exit callbacks, where
+        # concurrent.futures' and joblib's (loky) executors stop their manager threads, then
+        # wait for every other non-daemon thread. Joining first would wait for those managers
+        # forever (a joblib sweep's driver hung so).
+        threading._shutdown()
+    else:
+        current = threading.current_thread()
+        for thread in threading.enumerate():
+            if thread is not current and not thread.daemon and thread.is_alive():
+                thread.join()
     # atexit offers no public way to run its handlers early; _run_exitfuncs (in the C module
     # since Python 3.0) runs them in the same order as the interpreter would.
     atexit._run_exitfuncs()

@@ -36,3 +36,30 @@ def test_exit_quickly_keeps_the_code_atexit_handlers_threads_and_output(tmp_path
     assert done.stdout == "unflushed output"
     assert (tmp_path / "atexit").read_text() == "ran"
     assert (tmp_path / "thread").read_text() == "joined"
+
+
+# A process pool still open at exit, as joblib's (loky) is after a Hydra joblib sweep: its
+# manager thread stops in threading's exit callbacks, which must run before the threads are
+# joined, else the process never ends.
+OPEN_POOL = """
+import sys
+from joblib import Parallel, delayed
+print(sum(Parallel(n_jobs=2)(delayed(abs)(i) for i in range(-3, 0))))
+from concurrent.futures import ProcessPoolExecutor
+pool = ProcessPoolExecutor(1)
+print(pool.submit(abs, -4).result())
+from util_lib.process_exit import exit_quickly
+exit_quickly(0)
+"""
+
+
+def test_exit_quickly_with_open_process_pools_ends(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", OPEN_POOL],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["6", "4"]
