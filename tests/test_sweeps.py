@@ -225,8 +225,9 @@ def test_parallel_joblib_sweep_keeps_jobs_apart(prepared: Path) -> None:
     wandb_dir.mkdir()
     mlflow_run(
         prepared,
+        # No step cache: every step of every job runs, so each is a W&B run of its own.
         f"hydra/launcher=joblib {TRAIN_EVALUATE} {SMALL} main.experiment_name=sweep_joblib "
-        f"{DEPTH}=5,10 {TERMS}=5,10 hydra.sweep.dir={sweep_dir} -m",
+        f"main.cache=false {DEPTH}=5,10 {TERMS}=5,10 hydra.sweep.dir={sweep_dir} -m",
         wandb_mode="offline",
         WANDB_DIR=str(wandb_dir),
     ).check()
@@ -240,18 +241,21 @@ def test_parallel_joblib_sweep_keeps_jobs_apart(prepared: Path) -> None:
         ("5", "10"),
         ("5", "5"),
     ]
-    # Each step of each job is a W&B run of its own, in group main.experiment_name.
+    # Each step of each job is a W&B run of its own, in group main.experiment_name, and so is
+    # each job's lineage picture (util_lib.lineage), which names the job's pipeline run.
     step_runs = {r.info.run_id for _, steps in found.values() for r in steps.values()}
+    pipelines = {pipeline.info.run_id for pipeline, _ in found.values()}
     records = [p.read_bytes() for p in (wandb_dir / "wandb").glob("offline-run-*/*.wandb")]
-    assert len(records) == len(step_runs) == 8
+    assert len(step_runs) == 8 and len(pipelines) == 4
+    assert len(records) == len(step_runs) + len(pipelines)
     assert all(b"sweep_joblib" in record for record in records)
-    # Each W&B run names its own MLflow step run in its config (the console output it keeps
-    # may mention other runs, e.g. in a path).
+    # Each W&B run names its own MLflow run in its config (the console output it keeps may
+    # mention other runs, e.g. in a path).
     owners = [
         {m.decode() for m in re.findall(rb"mlflow_run_id.{1,12}?([0-9a-f]{32})", r, re.S)}
         for r in records
     ]
-    assert all(len(o) == 1 for o in owners) and set.union(*owners) == step_runs
+    assert all(len(o) == 1 for o in owners) and set.union(*owners) == step_runs | pipelines
 
 
 def test_optuna_sweep_is_repeatable_with_its_seed(prepared: Path) -> None:
