@@ -35,14 +35,26 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 # Importing it registers the schema that config.yaml's defaults name (before @hydra.main runs).
 from util_lib.config_schema import ConfigError, check_config
+from util_lib.environment import (
+    ARTIFACT_STORE_ENV,
+    GROUP_ENV,
+    LOG_FILE_ENV,
+    MULTIRUN_ENV,
+    PROGRESS_ENV,
+    PROJECT_ENV,
+)
 from util_lib.graph import get_step, headline_metrics, step_names
-from util_lib.tags import STEP_RUN_PREFIX, STEP_STATUS_PREFIX
+from util_lib.tags import (
+    LAUNCHER_RUN_TAG,
+    STEP_RUN_PREFIX,
+    STEP_STATUS_PREFIX,
+    WRITTEN_TAG,
+)
 
 logger = logging.getLogger("main")
 
 ROOT = Path(__file__).resolve().parent
 STEPS = step_names()  # pipeline.yaml's, in order
-PROGRESS_ENV = "UTIL_LIB_PROGRESS_SECONDS"
 
 
 @dataclass
@@ -150,11 +162,11 @@ def _configure_environment(config: DictConfig, base: Path) -> Path:
     """Environment every step inherits: W&B grouping, store choice, log file, imports."""
     from util_lib.tracking import skip_databricks_probe
 
-    log_file = Path(os.environ.get("ML_PIPELINE_LOG") or base / config.main.log_file).resolve()
-    os.environ["ML_PIPELINE_LOG"] = str(log_file)
-    os.environ["WANDB_PROJECT"] = config.main.project_name
-    os.environ["WANDB_RUN_GROUP"] = config.main.experiment_name
-    os.environ["UTIL_LIB_ARTIFACT_STORE"] = config.main.artifact_store
+    log_file = Path(os.environ.get(LOG_FILE_ENV) or base / config.main.log_file).resolve()
+    os.environ[LOG_FILE_ENV] = str(log_file)
+    os.environ[PROJECT_ENV] = config.main.project_name
+    os.environ[GROUP_ENV] = config.main.experiment_name
+    os.environ[ARTIFACT_STORE_ENV] = config.main.artifact_store
     os.environ.setdefault("WANDB_DIR", str(base))
     skip_databricks_probe()
     # util_lib and the step packages import from the project root, in any env manager.
@@ -197,7 +209,7 @@ def _open_pipeline_run(mlflow: Any, experiment_name: str) -> Any:
             return mlflow.start_run(run_id=launcher)
         os.environ.pop("MLFLOW_RUN_ID")
         os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
-        tags = {"util_lib.launcher_run": launcher}
+        tags = {LAUNCHER_RUN_TAG: launcher}
         # The environment manager `mlflow run` was given (it tags the launcher): steps inherit it.
         env = launcher_run.data.tags.get("mlflow.project.env")
         if env:
@@ -213,7 +225,6 @@ def _multirun_job() -> tuple[str, int, list[str]] | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from util_lib.multirun import MULTIRUN_ENV
 
     multirun = os.environ.get(MULTIRUN_ENV)
     if not multirun or not HydraConfig.initialized():
@@ -240,7 +251,7 @@ def _env_manager(config: DictConfig, parent: Any) -> str:
 def _record(result: StepResult, run: Any) -> None:
     result.run_id = run.info.run_id
     result.status = run.info.status
-    written = run.data.tags.get("util_lib.artifacts_written", "")
+    written = run.data.tags.get(WRITTEN_TAG, "")
     result.written = [s for s in written.split(",") if s]
     result.metrics = {k: v for k, v in run.data.metrics.items() if k in headline_metrics()}
     result.wandb_url = run.data.tags.get("wandb.url", "")
@@ -518,7 +529,7 @@ def _print_where_to_look(
 
     # The artifacts' project (WANDB_PROJECT, set from main.project_name), when the command's
     # default (config.yaml's) is not it.
-    project = os.environ.get("WANDB_PROJECT", "")
+    project = os.environ.get(PROJECT_ENV, "")
     option = f" --project {project}" if project and project != configured_project() else ""
     print(
         f"Artifacts:   python -m util_lib.artifacts list{option}  "

@@ -46,8 +46,7 @@ def setup_sandbox(root: Path) -> DictConfig:
         ``config.yaml``, unresolved (resolve a section with ``OmegaConf.to_container(...,
         resolve=True)``; the ``hydra`` section only resolves inside a Hydra app).
     """
-    from util_lib.backends import ARTIFACT_STORE_ENV
-    from util_lib.logs import LOG_FILE_ENV
+    from util_lib.environment import ARTIFACT_STORE_ENV, GROUP_ENV, LOG_FILE_ENV, PROJECT_ENV
 
     root = Path(root).resolve()
     config = OmegaConf.load(root / CONFIG_FILE)
@@ -55,8 +54,8 @@ def setup_sandbox(root: Path) -> DictConfig:
         "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
         LOG_FILE_ENV: str(root / config.main.log_file),
         "WANDB_DIR": str(root),
-        "WANDB_PROJECT": config.main.project_name,
-        "WANDB_RUN_GROUP": config.main.experiment_name,
+        PROJECT_ENV: config.main.project_name,
+        GROUP_ENV: config.main.experiment_name,
         ARTIFACT_STORE_ENV: config.main.artifact_store,
     }
     if not os.environ.get("MLFLOW_EXPERIMENT_ID"):

@@ -20,12 +20,12 @@ import re
 from pathlib import Path
 from typing import Any
 
+from util_lib.environment import SECRET_ENV_PREFIX
 from util_lib.redact import redact_url
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 _NULLS = frozenset({"", "null", "none"})
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
-SECRET_ENV_PREFIX = "UTIL_LIB_SECRET_"
 
 
 def optional(value: str | None) -> str | None:

@@ -19,7 +19,8 @@ import os
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
-ARTIFACT_STORE_ENV = "UTIL_LIB_ARTIFACT_STORE"
+from util_lib.environment import ARTIFACT_STORE_ENV
+
 STORE_CHOICES = ("auto", "wandb", "mlflow")
 
 

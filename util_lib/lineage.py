@@ -25,12 +25,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from util_lib.environment import GROUP_ENV, PROJECT_ENV
 from util_lib.store import ArtifactNotFoundError, ArtifactVersion, MlflowArtifactStore, parse_spec
-from util_lib.tracking import (
+from util_lib.tags import (
     CODE_DIGEST_TAG,
     CODE_DIR_TAG,
     CONFIG_DIGEST_TAG,
     PROJECT_TAG,
+    STEP_TAG,
     USED_TAG,
     WRITTEN_TAG,
 )
@@ -186,7 +188,7 @@ class _Tracer:
         return RunNode(
             run_id,
             name=run.info.run_name or "",
-            step=tags.get("util_lib.step", ""),
+            step=tags.get(STEP_TAG, ""),
             status=run.info.status,
             code_digest=tags.get(CODE_DIGEST_TAG, ""),
             config_digest=tags.get(CONFIG_DIGEST_TAG, ""),
@@ -450,8 +452,8 @@ class WandbLineageRun:
         if backends.artifact_store == "mlflow" and self.mode != "disabled":
             # Read now, in the driver's thread: W&B keeps the first settings it sees.
             settings = {
-                "project": os.environ.get("WANDB_PROJECT") or project,
-                "group": os.environ.get("WANDB_RUN_GROUP") or None,
+                "project": os.environ.get(PROJECT_ENV) or project,
+                "group": os.environ.get(GROUP_ENV) or None,
                 "dir": os.environ.get("WANDB_DIR") or None,
             }
             self._thread = threading.Thread(target=self._open, args=(settings,), daemon=True)

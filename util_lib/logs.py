@@ -7,9 +7,9 @@ import os
 import sys
 from pathlib import Path
 
+from util_lib.environment import LOG_FILE_ENV
 from util_lib.redact import redact_text
 
-LOG_FILE_ENV = "ML_PIPELINE_LOG"
 DEFAULT_LOG_FILE = "ml_pipeline.log"
 _FORMAT = "%(asctime)s %(levelname)s [{step}] %(name)s: %(message)s"
 _HANDLER_MARK = "_util_lib_handler"

@@ -17,14 +17,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-MULTIRUN_ENV = "UTIL_LIB_MULTIRUN_RUN_ID"
-MULTIRUN_TAG = "util_lib.multirun"
-KIND_TAG = "util_lib.run_kind"
-JOB_NUM_TAG = "util_lib.job_num"
-OVERRIDES_TAG = "util_lib.overrides"
-SWEEP_DIR_TAG = "util_lib.sweep_dir"
-LAUNCHER_RUN_TAG = "util_lib.launcher_run"
-MULTIRUN_RUN_TAG = "util_lib.multirun_run"
+from util_lib.environment import MULTIRUN_ENV
+from util_lib.tags import (
+    JOB_NUM_TAG,
+    KIND_TAG,
+    LAUNCHER_RUN_TAG,
+    MULTIRUN_RUN_TAG,
+    MULTIRUN_TAG,
+    OVERRIDES_TAG,
+    SWEEP_DIR_TAG,
+)
+
 # `mlflow run` records a non-local environment manager here; the jobs' steps use it too.
 ENV_MANAGER_TAG = "mlflow.project.env"
 

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 from util_lib.arguments import PROJECT_ROOT, is_url, optional
 from util_lib.digests import CODE_SKIPPED_SUFFIXES, file_sha256, folder_files, manifest_digest
 from util_lib.graph import Step
+from util_lib.tags import CACHE_TAG, STEP_TAG, WRITTEN_TAG
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -51,7 +52,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-CACHE_TAG = "util_lib.cache_key"
 UTIL_LIB = PROJECT_ROOT / "util_lib"
 
 
@@ -192,14 +192,14 @@ class StepCache:
         runs = self.client.search_runs(
             [self.experiment_id],
             filter_string=(
-                f"tags.`{CACHE_TAG}` = '{key}' and tags.`util_lib.step` = '{step.name}' "
+                f"tags.`{CACHE_TAG}` = '{key}' and tags.`{STEP_TAG}` = '{step.name}' "
                 "and attributes.status = 'FINISHED'"
             ),
             order_by=["attributes.start_time DESC"],
             max_results=5,
         )
         for run in runs:
-            tag = run.data.tags.get("util_lib.artifacts_written", "")
+            tag = run.data.tags.get(WRITTEN_TAG, "")
             written = [s for s in tag.split(",") if s]
             try:
                 for spec in written:

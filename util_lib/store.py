@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from util_lib.arguments import PROJECT_ROOT
+from util_lib.environment import PROJECT_ENV
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -69,7 +70,6 @@ ARTIFACT_NOTE = "pipeline artifact, not a model"
 # The last data check of a version (check_data records it): passed | failed, and its run.
 CHECK_TAG = "util_lib.check"
 CHECK_RUN_TAG = "util_lib.check_run"
-PROJECT_ENV = "WANDB_PROJECT"
 USED_BY_PREFIX = "util_lib.used_by."
 FILES_PREFIX = "util_lib_artifacts"
 # The source of a version whose files are an MLflow logged model's: models:/<model id>.

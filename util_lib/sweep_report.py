@@ -28,15 +28,21 @@ from typing import TYPE_CHECKING, Any
 from hydra.experimental.callback import Callback
 
 from util_lib.multirun import (
-    JOB_NUM_TAG,
-    MULTIRUN_TAG,
-    OVERRIDES_TAG,
     JobContext,
     close_multirun,
     enter_job,
     open_multirun,
 )
-from util_lib.tags import STEP_RUN_PREFIX
+from util_lib.tags import (
+    JOB_NUM_TAG,
+    MULTIRUN_TAG,
+    OVERRIDES_TAG,
+    PROJECT_TAG,
+    STEP_RUN_PREFIX,
+    STEP_TAG,
+    STORE_TAG,
+    WRITTEN_TAG,
+)
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -56,9 +62,6 @@ COLUMNS = (
     "model_export",
     "pipeline_run_id",
 )
-WRITTEN_TAG = "util_lib.artifacts_written"
-STORE_TAG = "util_lib.artifact_store"
-PROJECT_TAG = "util_lib.project"
 # Overrides that select what runs rather than what is tuned: never "swept parameters".
 _NOT_PARAMETERS = ("hydra/", "hydra.", "main.")
 
@@ -105,7 +108,7 @@ def collect_jobs(client: MlflowClient, experiment_id: str, multirun_run_id: str)
     for pipeline in pipelines:
         tags = pipeline.data.tags
         steps = _step_runs(client, experiment_id, pipeline)
-        by_step = {s.data.tags.get("util_lib.step"): s for s in steps}
+        by_step = {s.data.tags.get(STEP_TAG): s for s in steps}
         train = by_step.get(trainer.name) if trainer else None
         metrics = dict(pipeline.data.metrics)
         for step in steps:

@@ -19,7 +19,18 @@ from typing import TYPE_CHECKING, Any
 
 from util_lib.backends import choose_backends
 from util_lib.digests import code_digest, params_digest, running_step_folder
+from util_lib.environment import GROUP_ENV
 from util_lib.logs import setup_logging
+from util_lib.tags import (
+    CODE_DIGEST_TAG,
+    CODE_DIR_TAG,
+    CONFIG_DIGEST_TAG,
+    PROJECT_TAG,
+    STEP_TAG,
+    STORE_TAG,
+    USED_TAG,
+    WRITTEN_TAG,
+)
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -29,15 +40,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-WRITTEN_TAG = "util_lib.artifacts_written"
-USED_TAG = "util_lib.artifacts_used"
-STORE_TAG = "util_lib.artifact_store"
-PROJECT_TAG = "util_lib.project"
-# What the run ran (util_lib.digests): its step folder + util_lib, and its parameters (updated
-# by each log_params); and the name of the step folder digested ("" when none was found).
-CODE_DIGEST_TAG = "util_lib.code_digest"
-CONFIG_DIGEST_TAG = "util_lib.config_digest"
-CODE_DIR_TAG = "util_lib.code_dir"
 # W&B's console capture: "wrap" patches sys.stdout/sys.stderr's write (W&B's "auto" means the
 # same today). "redirect" (file descriptors) costs about 2.4 s more a run here, and pytest,
 # which runs the data check, swaps those descriptors under it.
@@ -150,7 +152,7 @@ class Run:
         step_dir = running_step_folder()
         mlflow.set_tags(
             {
-                "util_lib.step": step,
+                STEP_TAG: step,
                 "util_lib.job_type": job_type,
                 STORE_TAG: self.backends.artifact_store,
                 PROJECT_TAG: self.project,
@@ -288,7 +290,7 @@ class Run:
             name=name,
             source_run_id=self.run_id,
             model_type="model_export",
-            tags={"util_lib.step": self.step},
+            tags={STEP_TAG: self.step},
         )
         self._logged_models.append(model.model_id)
         mlmodel = Model.load(str(Path(model_dir) / "MLmodel"))
@@ -425,7 +427,7 @@ class Run:
 
         run = wandb.init(
             project=self.project,
-            group=os.environ.get("WANDB_RUN_GROUP") or None,
+            group=os.environ.get(GROUP_ENV) or None,
             job_type=self.job_type,
             name=self.step,
             config=flatten(config),

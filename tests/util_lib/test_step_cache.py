@@ -12,8 +12,9 @@ from omegaconf import OmegaConf
 
 from main import step_parameters
 from util_lib.graph import get_step
-from util_lib.step_cache import CACHE_TAG, StepCache, code_digest, util_lib_imports
+from util_lib.step_cache import StepCache, code_digest, util_lib_imports
 from util_lib.store import MlflowArtifactStore
+from util_lib.tags import CACHE_TAG
 from util_lib.tracking import start_run
 
 REPO = Path(__file__).resolve().parents[2]

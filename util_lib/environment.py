@@ -1,0 +1,25 @@
+"""Names of the environment variables that carry the pipeline's context to its steps.
+
+``main.py`` sets them once per pipeline (from config.yaml) before it runs any step; every step
+process, started by `mlflow run`, inherits them and reads them through the modules named below.
+A step run on its own, without them, falls back to config.yaml's values.
+"""
+
+from __future__ import annotations
+
+# The log file every step appends to (main.log_file, resolved): util_lib/logs.py.
+LOG_FILE_ENV = "ML_PIPELINE_LOG"
+# The project the artifacts belong to (main.project_name), W&B's own variable, so that W&B
+# and the embedded store agree: util_lib/store.py, util_lib/tracking.py, util_lib/lineage.py.
+PROJECT_ENV = "WANDB_PROJECT"
+# The W&B group of the runs (main.experiment_name): util_lib/tracking.py, util_lib/lineage.py.
+GROUP_ENV = "WANDB_RUN_GROUP"
+# Which artifact store (main.artifact_store: auto, wandb, mlflow): util_lib/backends.py.
+ARTIFACT_STORE_ENV = "UTIL_LIB_ARTIFACT_STORE"
+# The multirun run a sweep's job belongs to (set by the sweep's callback): util_lib/multirun.py.
+MULTIRUN_ENV = "UTIL_LIB_MULTIRUN_RUN_ID"
+# A secret-holding URL, by parameter name, so it never is an MLflow parameter:
+# UTIL_LIB_SECRET_<NAME> (util_lib/arguments.py).
+SECRET_ENV_PREFIX = "UTIL_LIB_SECRET_"
+# Seconds between the driver's "still working" lines for a long step (default 30): main.py.
+PROGRESS_ENV = "UTIL_LIB_PROGRESS_SECONDS"
