@@ -25,7 +25,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -291,7 +291,6 @@ def run_pipeline(config: DictConfig, output_dir: Path, serve: bool = False) -> f
     log_file = _configure_environment(config, base)
     setup_logging("main")
     backends = choose_backends(config.main.artifact_store)
-    _start_wandb_service(backends.wandb_mode)
     logger.info("artifact store: %s (%s)", backends.artifact_store, backends.reason)
     store_uri = mlflow.get_tracking_uri()  # what the summary names: it outlives the server
     logger.info("W&B: %s; MLflow tracking: %s", backends.wandb_mode, store_uri)
@@ -337,7 +336,7 @@ def run_pipeline(config: DictConfig, output_dir: Path, serve: bool = False) -> f
                 _progress(f"{position} …")
                 with _heartbeat(position, start):
                     _run_step(
-                        result, params, uris[result.step], config, env_manager, start, steps_uri
+                        result, params, uris[result.step], config, env_manager, start, steps_uri()
                     )
                 if result.status == "FAILED":
                     _progress(f"{position} FAILED {result.seconds:.1f} s (run {result.run_id})")
@@ -385,42 +384,36 @@ def run_pipeline(config: DictConfig, output_dir: Path, serve: bool = False) -> f
     return metrics.get("val_auc")
 
 
-def _start_wandb_service(mode: str) -> None:
-    """Start W&B's service now, in a thread: a step started once it is up (``WANDB_SERVICE``
-    in the environment) connects to it instead of starting one of its own (0.3 s a step)."""
-    if mode == "disabled":
-        return
-
-    def setup() -> None:
-        # A failure here only means that each step starts a service of its own, as before.
-        with contextlib.suppress(Exception):
-            import wandb
-
-            wandb.setup()
-
-    threading.Thread(target=setup, name="wandb-service", daemon=True).start()
-
-
 @contextlib.contextmanager
-def _pipeline_server(serve: bool, store_uri: str) -> Iterator[str | None]:
-    """Yield the URL of a tracking server on ``store_uri`` (a local SQLite file) that this
-    process runs while open, for the steps; None (the steps use the store) without one."""
+def _pipeline_server(serve: bool, store_uri: str) -> Iterator[Callable[[], str | None]]:
+    """Yield a function that gives the steps' tracking URI: a tracking server on ``store_uri``
+    (a local SQLite file) that this process runs while open, started with the first step that
+    runs (a pipeline whose steps all come from the cache needs none); None (the steps use the
+    store) without one."""
     from util_lib.tracking_server import start_pipeline_server
 
-    server = start_pipeline_server(store_uri) if serve else None
-    if server is None:
-        yield None
-        return
-    logger.info(
-        "tracking server %s on %s (up in %.2f s): the steps use it",
-        server.url,
-        store_uri,
-        server.start_seconds,
-    )
+    server: Any = None
+    tried = not serve
+
+    def url() -> str | None:
+        nonlocal server, tried
+        if not tried:
+            tried = True
+            server = start_pipeline_server(store_uri)
+            if server is not None:
+                logger.info(
+                    "tracking server %s on %s (up in %.2f s): the steps use it",
+                    server.url,
+                    store_uri,
+                    server.start_seconds,
+                )
+        return server.url if server is not None else None
+
     try:
-        yield server.url
+        yield url
     finally:
-        server.stop()
+        if server is not None:
+            server.stop()
 
 
 def _step_cache(config: DictConfig, client: Any, experiment_id: str) -> Any:
