@@ -26,7 +26,6 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 SERVER_ENV = "UTIL_LIB_TRACKING_SERVER"
-_REGISTRY_ENV = "MLFLOW_REGISTRY_URI"
 
 
 def server_enabled() -> bool:
@@ -70,20 +69,12 @@ class PipelineServer:
         start = time.perf_counter()
         from mlflow.server import app
         from mlflow.server.handlers import initialize_backend_stores
-        from mlflow.tracking._model_registry import utils as registry_utils
         from werkzeug.serving import make_server
 
         self.store_uri = store_uri
-        registry_uri, registry_env = registry_utils._registry_uri, os.environ.get(_REGISTRY_ENV)
+        # The server's stores; the registry is the same store (tests/util_lib checks that the
+        # process's registry URI still follows its tracking URI afterwards).
         initialize_backend_stores(store_uri, None, default_artifact_root)
-        # Initializing sets this process's registry URI (and MLFLOW_REGISTRY_URI, which the
-        # steps would inherit) to the store: put them back, so the registry follows the
-        # tracking URI, as before.
-        registry_utils._registry_uri = registry_uri
-        if registry_env is None:
-            os.environ.pop(_REGISTRY_ENV, None)
-        else:
-            os.environ[_REGISTRY_ENV] = registry_env
         self._server = make_server(
             "127.0.0.1", 0, app, threaded=True, request_handler=_quiet_handler()
         )

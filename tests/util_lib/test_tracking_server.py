@@ -28,9 +28,11 @@ def test_steps_write_through_the_server_to_the_store(tracking: Path) -> None:
     assert server is not None
     try:
         assert server.url.startswith("http://127.0.0.1:")
-        # The registry follows the tracking URI again (the server's start set it to the store).
+        # The registry still follows the tracking URI, in the driver and in the steps.
         assert "MLFLOW_REGISTRY_URI" not in os.environ
-        assert mlflow.get_registry_uri() == mlflow.get_tracking_uri()
+        mlflow.set_tracking_uri(server.url)
+        assert mlflow.get_registry_uri() == server.url
+        mlflow.set_tracking_uri(store_uri)
         script = (
             "import mlflow, sys\n"
             "from mlflow.store.tracking.rest_store import RestStore\n"
