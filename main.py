@@ -25,7 +25,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -274,8 +274,11 @@ def format_summary(results: list[StepResult]) -> str:
     return format_table(rows, ["step", "status", "seconds", "artifacts written", "metrics"])
 
 
-def run_pipeline(config: DictConfig, output_dir: Path) -> float | None:
+def run_pipeline(config: DictConfig, output_dir: Path, serve: bool = False) -> float | None:
     """Run the selected steps; print the summary; return the validation AUC (if trained).
+
+    With ``serve``, the steps reach a local SQLite store through a tracking server that the
+    driver runs for the length of the pipeline (util_lib/tracking_server.py).
 
     Raises
     ------
@@ -300,11 +303,16 @@ def run_pipeline(config: DictConfig, output_dir: Path) -> float | None:
     setup_logging("main")
     backends = choose_backends(config.main.artifact_store)
     logger.info("artifact store: %s (%s)", backends.artifact_store, backends.reason)
-    logger.info("W&B: %s; MLflow tracking: %s", backends.wandb_mode, mlflow.get_tracking_uri())
+    store_uri = mlflow.get_tracking_uri()  # what the summary names: it outlives the server
+    logger.info("W&B: %s; MLflow tracking: %s", backends.wandb_mode, store_uri)
 
     results = [StepResult(step) for step in steps]
     written: dict[str, str] = {}
-    with _open_pipeline_run(mlflow, config.main.project_name) as parent:
+    with (
+        _open_pipeline_run(mlflow, config.main.project_name) as parent,
+        # Opened after the run: the project's experiment is made on the store itself.
+        _pipeline_server(serve, store_uri) as steps_uri,
+    ):
         mlflow.log_params({"execute_steps": ",".join(steps), "config_dir": str(output_dir)})
         env_manager = _env_manager(config, mlflow.get_run(parent.info.run_id))
         logger.info(
@@ -338,11 +346,13 @@ def run_pipeline(config: DictConfig, output_dir: Path) -> float | None:
             else:
                 _progress(f"{position} …")
                 with _heartbeat(position, start):
-                    _run_step(result, params, uris[result.step], config, env_manager, start)
+                    _run_step(
+                        result, params, uris[result.step], config, env_manager, start, steps_uri()
+                    )
                 if result.status == "FAILED":
                     _progress(f"{position} FAILED {result.seconds:.1f} s (run {result.run_id})")
                     lineage_run.finish(failed=True)
-                    _fail(result, results, log_file, cache is not None, mlflow)
+                    _fail(result, results, log_file, cache is not None, mlflow, store_uri)
                 if cache and key:
                     # As of the step's end: it may have moved what it depends on (check_data
                     # sets the reference that its key reads).
@@ -377,12 +387,44 @@ def run_pipeline(config: DictConfig, output_dir: Path) -> float | None:
     _print_where_to_look(
         results,
         log_file,
-        mlflow.get_tracking_uri(),
+        store_uri,
         backends.wandb_mode,
         (parent.info.experiment_id, parent.info.run_id),
     )
     metrics = {k: v for r in results for k, v in r.metrics.items()}
     return metrics.get("val_auc")
+
+
+@contextlib.contextmanager
+def _pipeline_server(serve: bool, store_uri: str) -> Iterator[Callable[[], str | None]]:
+    """Yield a function that gives the steps' tracking URI: a tracking server on ``store_uri``
+    (a local SQLite file) that this process runs while open, started with the first step that
+    runs (a pipeline whose steps all come from the cache needs none); None (the steps use the
+    store) without one."""
+    from util_lib.tracking_server import start_pipeline_server
+
+    server: Any = None
+    tried = not serve
+
+    def url() -> str | None:
+        nonlocal server, tried
+        if not tried:
+            tried = True
+            server = start_pipeline_server(store_uri)
+            if server is not None:
+                logger.info(
+                    "tracking server %s on %s (up in %.2f s): the steps use it",
+                    server.url,
+                    store_uri,
+                    server.start_seconds,
+                )
+        return server.url if server is not None else None
+
+    try:
+        yield url
+    finally:
+        if server is not None:
+            server.stop()
 
 
 def _step_cache(config: DictConfig, client: Any, experiment_id: str) -> Any:
@@ -432,8 +474,12 @@ def _run_step(
     config: DictConfig,
     env_manager: str,
     start: float,
+    tracking_uri: str | None = None,
 ) -> None:
-    """Run one step through ``mlflow.run``; record its run (FAILED when it failed) in ``result``."""
+    """Run one step through ``mlflow.run``; record its run (FAILED when it failed) in ``result``.
+
+    ``tracking_uri``: the step's store (the pipeline's tracking server), when not the driver's.
+    """
     import mlflow
     from mlflow.exceptions import ExecutionException
 
@@ -445,7 +491,11 @@ def _run_step(
     logger.info("%s: starting with %s", result.step, params)
     uri, version = source
     os.environ.update(secrets)
+    store_uri = mlflow.get_tracking_uri()
     try:
+        # `mlflow.run` hands its tracking URI to the step; the driver's other calls stay on
+        # the store it has open (calls to a server in its own process would cost it more).
+        mlflow.set_tracking_uri(tracking_uri or store_uri)
         submitted = mlflow.run(
             uri,
             version=version,
@@ -456,18 +506,25 @@ def _run_step(
             env_manager=env_manager,
             synchronous=True,
         )
+        mlflow.set_tracking_uri(store_uri)
         _record(result, mlflow.MlflowClient().get_run(submitted.run_id))
     except ExecutionException as exc:
         match = re.search(r"ID '([0-9a-f]+)'", str(exc))
         result.status, result.run_id = "FAILED", match[1] if match else "?"
     finally:
+        mlflow.set_tracking_uri(store_uri)
         result.seconds = time.monotonic() - start
         for name in secrets:
             os.environ.pop(name, None)
 
 
 def _fail(
-    result: StepResult, results: list[StepResult], log_file: Path, cache: bool, mlflow: Any
+    result: StepResult,
+    results: list[StepResult],
+    log_file: Path,
+    cache: bool,
+    mlflow: Any,
+    store_uri: str,
 ) -> None:
     """End the pipeline after ``result``'s step failed: say where to look and how to resume."""
     before = results.index(result)
@@ -483,7 +540,7 @@ def _fail(
         result.step,
         result.run_id,
         log_file,
-        mlflow.get_tracking_uri(),
+        store_uri,
         resume,
     )
     mlflow.set_tag("util_lib.failed_step", result.step)
@@ -552,7 +609,9 @@ def go(config: DictConfig) -> float | None:
             raise  # Hydra records the job as failed; the sweep exits non-zero
         print(f"{error}\nNo step was run.", file=sys.stderr, flush=True)
         sys.exit(1)
-    return run_pipeline(config, Path(hydra_config.runtime.output_dir))
+    # A sweep's jobs keep the store they were given: each job is a pipeline of its own.
+    serve = hydra_config.mode != RunMode.MULTIRUN
+    return run_pipeline(config, Path(hydra_config.runtime.output_dir), serve)
 
 
 if __name__ == "__main__":

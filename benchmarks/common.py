@@ -32,12 +32,13 @@ def isolated_env(store: Path) -> dict[str, str]:
     return pipeline_env(store, sqlite_uri(store), wandb_mode=WANDB_MODE)
 
 
-def mlflow_run(store: Path, options: str) -> tuple[float, str]:
+def mlflow_run(store: Path, options: str, **extra: str) -> tuple[float, str]:
     """Run `mlflow run . -P hydra_options=...` in ``store``; return wall seconds and stdout.
 
+    ``extra``: environment variables of the run (``UTIL_LIB_TRACKING_SERVER="false"``).
     Exits with the run's output when it fails: a benchmark of a failed run means nothing.
     """
-    run = run_pipeline(store, options, wandb_mode=WANDB_MODE, timeout=None)
+    run = run_pipeline(store, options, wandb_mode=WANDB_MODE, timeout=None, **extra)
     if run.returncode != 0:
         raise SystemExit(f"`mlflow run` failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}")
     return run.seconds, run.stdout

@@ -10,7 +10,9 @@ through whatever its work, as the steps do them (util_lib.tracking, util_lib.pro
 - start: the interpreter, up to the first line of the step;
 - import mlflow;
 - MLflow run: the SQLAlchemy store (first use in the process) and ``mlflow.start_run``,
-  with MLflow's Databricks probe skipped as the steps do;
+  with MLflow's Databricks probe skipped as the steps do; and the same over REST, through the
+  tracking server that ``main.py`` serves on the store for a pipeline's steps
+  (util_lib/tracking_server.py);
 - W&B: ``import wandb``, ``wandb.init(mode="offline")`` and ``finish``;
 - exit: after the run has ended, until the process is gone; once the ordinary way and once
   with ``util_lib.process_exit.exit_quickly``;
@@ -91,10 +93,12 @@ entry_points:
 PHASES = ("start", "import_mlflow", "mlflow_run", "wandb", "ended")
 
 
-def time_step(store: Path, exit_mode: str) -> dict[str, float]:
-    """Seconds of each phase of one step-like process."""
+def time_step(store: Path, exit_mode: str, tracking_uri: str | None = None) -> dict[str, float]:
+    """Seconds of each phase of one step-like process (on ``tracking_uri``, else the store)."""
     env = isolated_env(store)
     env["PYTHONPATH"] = str(REPO)
+    if tracking_uri:
+        env["MLFLOW_TRACKING_URI"] = tracking_uri
     launched = time.time()
     out = subprocess.run(
         [sys.executable, "-c", STEP, exit_mode],
@@ -206,19 +210,26 @@ def main() -> None:
         compare_console(args.repeat, args.lines)
         return
     print(f"cores: {os.cpu_count()}  rounds: {args.repeat} (medians)")
-    ordinary, quick, empty = [], [], []
+    ordinary, quick, served, empty = [], [], [], []
     with tempfile.TemporaryDirectory(prefix="bench-startup-") as tmp:
         store = Path(tmp)
         time_step(store, "ordinary")  # creates the database: not a step's cost
-        for _ in range(args.repeat):
-            ordinary.append(time_step(store, "ordinary"))
-            quick.append(time_step(store, "quick"))
-            empty.append(time_empty_mlflow_run(store))
+        from util_lib.tracking_server import PipelineServer
+
+        server = PipelineServer(isolated_env(store)["MLFLOW_TRACKING_URI"], str(store / "mlruns"))
+        try:
+            for _ in range(args.repeat):
+                ordinary.append(time_step(store, "ordinary"))
+                quick.append(time_step(store, "quick"))
+                served.append(time_step(store, "quick", server.url))
+                empty.append(time_empty_mlflow_run(store))
+        finally:
+            server.stop()
 
     def median(rounds: list[dict[str, float]], key: str) -> float:
         return statistics.median(r[key] for r in rounds)
 
-    print(f"\n{'phase of one step':<34}{'ordinary exit':>14}{'exit_quickly':>14}")
+    print(f"\n{'phase of one step':<34}{'ordinary exit':>14}{'exit_quickly':>14}{'over REST':>14}")
     labels = {
         "start": "interpreter start",
         "import_mlflow": "import mlflow",
@@ -228,13 +239,21 @@ def main() -> None:
         "total": "total",
     }
     for key, label in labels.items():
-        print(f"{label:<34}{median(ordinary, key):>13.2f}s{median(quick, key):>13.2f}s")
+        print(
+            f"{label:<34}{median(ordinary, key):>13.2f}s{median(quick, key):>13.2f}s"
+            f"{median(served, key):>13.2f}s"
+        )
+    print(
+        f"(over REST: exit_quickly, on the tracking server main.py serves for a pipeline; "
+        f"started in {server.start_seconds:.2f} s)"
+    )
     empty_s = statistics.median(empty)
-    step_s = median(quick, "total")
+    step_s = median(served, "total")
     print(f"\n`mlflow run` of an empty project: {empty_s:.2f} s")
     print(
         f"floor of six steps under one `mlflow run`: {empty_s:.1f} + 6 x {step_s:.2f} = "
-        f"{empty_s + 6 * step_s:.1f} s, before the driver's own start and any work"
+        f"{empty_s + 6 * step_s:.1f} s (steps over REST), before the driver's own start and "
+        "any work"
     )
 
 

@@ -1,0 +1,94 @@
+"""A pipeline that dies mid-step (Ctrl-C, a kill of its process group) leaves no process behind:
+no step, no tracking server, no W&B service.
+
+Real processes: `mlflow run` of the pipeline (W&B offline, so W&B's service runs) in a session
+of its own; once a step is at work, its process group gets the signal; then every process of
+the machine whose command line or environment names the test's folder must be gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.pipeline_runs import DATASET, REPO, SMALL_FOREST, pipeline_env, sqlite_uri
+
+pytestmark = pytest.mark.e2e
+
+
+def _processes_naming(folder: Path) -> dict[int, str]:
+    """Live processes (not zombies) whose command line or environment names ``folder``."""
+    needle = str(folder).encode()
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                continue
+            cmdline = (entry / "cmdline").read_bytes()
+            environ = (entry / "environ").read_bytes()
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if needle in cmdline or needle in environ:
+            found[int(entry.name)] = cmdline.replace(b"\0", b" ").decode(errors="replace")[:200]
+    return found
+
+
+def _wait_for(predicate, seconds: float, what: str, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert process.poll() is None, f"the pipeline ended (exit {process.returncode}) {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill"])
+def test_a_pipeline_that_dies_mid_step_leaves_no_process(tmp_path: Path, sig: int) -> None:
+    workdir = tmp_path / "interrupted"
+    workdir.mkdir()
+    env = pipeline_env(workdir, sqlite_uri(workdir), wandb_mode="offline")
+    options = f"data.file_url={DATASET} hydra.run.dir={workdir / 'outputs'} {SMALL_FOREST}"
+    command = ["mlflow", "run", str(REPO), "--env-manager", "local"]
+    log = workdir / "ml_pipeline.log"
+    with (workdir / "stdout.txt").open("w") as out:
+        process = subprocess.Popen(
+            [*command, "-P", f"hydra_options={options}"],
+            cwd=workdir,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, as a terminal gives a command
+        )
+    try:
+        # The third step at work: the pipeline's tracking server and W&B's service are up.
+        _wait_for(
+            lambda: log.exists() and "[check_data]" in log.read_text(),
+            600,
+            "check_data to start",
+            process,
+        )
+        running = _processes_naming(workdir)
+        assert any("wandb-core" in c for c in running.values()), running
+        assert "tracking server http://127.0.0.1:" in log.read_text()
+        os.killpg(process.pid, sig)
+        process.wait(timeout=120)
+        deadline = time.monotonic() + 30
+        left = _processes_naming(workdir)
+        while left and time.monotonic() < deadline:
+            time.sleep(0.5)
+            left = _processes_naming(workdir)
+        assert not left, f"left behind after {signal.Signals(sig).name}: {left}"
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        for pid in _processes_naming(workdir):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
