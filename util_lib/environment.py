@@ -23,3 +23,7 @@ MULTIRUN_ENV = "UTIL_LIB_MULTIRUN_RUN_ID"
 SECRET_ENV_PREFIX = "UTIL_LIB_SECRET_"
 # Seconds between the driver's "still working" lines for a long step (default 30): main.py.
 PROGRESS_ENV = "UTIL_LIB_PROGRESS_SECONDS"
+# "false" turns off the tracking server the driver runs for a pipeline's steps on a local
+# store (util_lib/tracking_server.py): the steps then open the store themselves. A driver-only
+# setting, read before any step starts.
+SERVER_ENV = "UTIL_LIB_TRACKING_SERVER"

@@ -23,9 +23,10 @@ import threading
 import time
 from typing import Any
 
+from util_lib.environment import SERVER_ENV
+
 logger = logging.getLogger(__name__)
 
-SERVER_ENV = "UTIL_LIB_TRACKING_SERVER"
 
 
 def server_enabled() -> bool:
