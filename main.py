@@ -301,6 +301,7 @@ def run_pipeline(config: DictConfig, output_dir: Path, serve: bool = False) -> f
     uris = {s: step_uri(s, repository, config.main.components_version) for s in steps}
     log_file = _configure_environment(config, base)
     setup_logging("main")
+    _drop_hydra_console_handler()
     backends = choose_backends(config.main.artifact_store)
     logger.info("artifact store: %s (%s)", backends.artifact_store, backends.reason)
     store_uri = mlflow.get_tracking_uri()  # what the summary names: it outlives the server
@@ -412,6 +413,9 @@ def _pipeline_server(serve: bool, store_uri: str) -> Iterator[Callable[[], str |
             tried = True
             server = start_pipeline_server(store_uri)
             if server is not None:
+                # MLflow prints "View run ... at <tracking URI>" as each step's run ends: links
+                # to this server die with the pipeline; the summary gives the lasting one.
+                os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
                 logger.info(
                     "tracking server %s on %s (up in %.2f s): the steps use it",
                     server.url,
@@ -425,6 +429,18 @@ def _pipeline_server(serve: bool, store_uri: str) -> Iterator[Callable[[], str |
     finally:
         if server is not None:
             server.stop()
+
+
+def _drop_hydra_console_handler() -> None:
+    """Remove the console handler Hydra's own logging gave the root logger before the job
+    began: setup_logging's handler prints every line already (redacted, with the step's
+    name), and a person would read each driver line twice. Handlers writing elsewhere (the
+    log file, pytest's capture) stay."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        stream = getattr(handler, "stream", None)
+        if type(handler) is logging.StreamHandler and stream in (sys.stdout, sys.stderr):
+            root.removeHandler(handler)
 
 
 def _step_cache(config: DictConfig, client: Any, experiment_id: str) -> Any:

@@ -44,6 +44,13 @@ def test_each_step_says_when_it_starts_ends_and_that_it_still_works(first: Pipel
             rf"^\[{index}/6\] {step} FINISHED \d+\.\d s \(run [0-9a-f]{{32}}\)$", out, re.M
         )
     assert re.search(r"^\[5/6\] train_random_forest … still running \(\d+ s\)$", out, re.M)
+    # Each of the driver's log lines once on the terminal (not again in Hydra's format), and no
+    # link to the pipeline's own tracking server, which ends with the pipeline.
+    console = out + first.result.stderr
+    for step in STEPS:
+        assert console.count(f"main: {step}: FINISHED in ") == 1, step
+    assert "[HYDRA]" not in console
+    assert "View run" not in console
 
 
 def test_the_same_command_again_runs_nothing(workdir: Path, first: PipelineRun) -> None:
