@@ -225,7 +225,6 @@ def _multirun_job() -> tuple[str, int, list[str]] | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-
     multirun = os.environ.get(MULTIRUN_ENV)
     if not multirun or not HydraConfig.initialized():
         return None
