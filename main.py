@@ -18,6 +18,7 @@ and reports on.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
@@ -609,6 +610,17 @@ def _print_where_to_look(
     )
 
 
+def _steps_open_the_store(serve: bool) -> bool:
+    """Whether the steps will open MLflow's store themselves (not over REST): without the
+    pipeline's tracking server, on a store that is not a server's."""
+    from util_lib.tracking_server import server_enabled
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    if uri.startswith(("http://", "https://")):
+        return False
+    return not (serve and server_enabled() and (not uri or uri.startswith("sqlite:")))
+
+
 @hydra.main(config_path=".", config_name="config", version_base="1.3")
 def go(config: DictConfig) -> float | None:
     """Hydra entry point: check the configuration, then run the pipeline for it (one job of a
@@ -617,6 +629,15 @@ def go(config: DictConfig) -> float | None:
     from hydra.types import RunMode
 
     hydra_config = HydraConfig.get()
+    # A sweep's jobs keep the store they were given: each job is a pipeline of its own.
+    serve = hydra_config.mode != RunMode.MULTIRUN
+    # The steps' libraries load in a process of their own while this one checks the config
+    # and opens its run (util_lib/forkserver.py); one for a whole sweep run by this process.
+    from util_lib import forkserver
+
+    warm = forkserver.start(_steps_open_the_store(serve))
+    if warm is not None:
+        atexit.register(warm.stop)
     try:
         check_config(config)
     except ConfigError as error:
@@ -624,8 +645,6 @@ def go(config: DictConfig) -> float | None:
             raise  # Hydra records the job as failed; the sweep exits non-zero
         print(f"{error}\nNo step was run.", file=sys.stderr, flush=True)
         sys.exit(1)
-    # A sweep's jobs keep the store they were given: each job is a pipeline of its own.
-    serve = hydra_config.mode != RunMode.MULTIRUN
     return run_pipeline(config, Path(hydra_config.runtime.output_dir), serve)
 
 

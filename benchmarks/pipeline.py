@@ -2,6 +2,7 @@
 
     python benchmarks/pipeline.py [--data dataset/genres_mod.parquet] [--repeat 3]
     python benchmarks/pipeline.py --env UTIL_LIB_TRACKING_SERVER=false   # a lever off
+    python benchmarks/pipeline.py --env UTIL_LIB_FORKSERVER=false        # every step cold
 
 (a) baseline: the six steps' work in one plain Python process with no tracking (read and
     check the file, dedupe, data checks, split, fit and validate the same pipeline, score),

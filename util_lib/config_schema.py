@@ -216,9 +216,7 @@ def _check_main(check: _Checker) -> None:
     names = parse_steps(steps) if steps is not _ABSENT else []
     known = ", ".join(STEPS)
     if names is None:
-        check.add(
-            "main.execute_steps", steps, f"must be all, a list or a comma string of: {known}"
-        )
+        check.add("main.execute_steps", steps, f"must be all, a list or a comma string of: {known}")
     elif steps is not _ABSENT and not names:
         check.add("main.execute_steps", steps, f"must name at least one step of: {known}")
     elif unknown := [s for s in names if s not in STEPS]:

@@ -209,4 +209,3 @@ def _select(config: Any, key: str) -> Any:
                 exc
             )
     return node
-

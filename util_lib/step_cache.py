@@ -213,5 +213,3 @@ class StepCache:
     def remember(self, run_id: str, key: str) -> None:
         """Mark the finished run ``run_id`` as the result of ``key``."""
         self.client.set_tag(run_id, CACHE_TAG, key)
-
-

@@ -842,9 +842,7 @@ class MlflowArtifactStore:
                 NAME_TAG: name,
             }
             try:
-                self.client.create_registered_model(
-                    model_name, tags=tags, description=description
-                )
+                self.client.create_registered_model(model_name, tags=tags, description=description)
             except MlflowException as exc:  # created meanwhile by a concurrent writer
                 if "already exists" not in str(exc).lower():
                     raise

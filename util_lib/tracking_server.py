@@ -28,7 +28,6 @@ from util_lib.environment import SERVER_ENV
 logger = logging.getLogger(__name__)
 
 
-
 def server_enabled() -> bool:
     """False when ``UTIL_LIB_TRACKING_SERVER`` says no (0, false, no, off)."""
     value = os.environ.get(SERVER_ENV, "true").strip().lower()

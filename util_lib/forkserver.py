@@ -1,0 +1,553 @@
+"""Warm step processes: the libraries every step imports, loaded once per pipeline.
+
+Each step is its own `mlflow run`, so each step process used to import MLflow, W&B, pandas,
+scikit-learn, matplotlib and pytest before its first line of work: about 2.5 s of this
+2-core machine, six times a pipeline (``python benchmarks/step_startup.py``). ``main.py``
+starts one *fork server* per pipeline (:func:`start`): a process of the driver's interpreter
+that imports those libraries once, while the driver opens its run, and then waits on a Unix
+socket. Every step's MLproject command is ``python -m util_lib.forkserver run.py ...``
+(or ``-m pytest ...``): this module's launcher. It hands its command line, environment,
+working directory, ``sys.path`` and standard streams to the server, which forks a child
+that is the step from then on: same arguments, environment, folder, file descriptors and
+process group (so Ctrl-C and a kill of the group reach it directly); the launcher passes on
+the signals sent to it alone (`mlflow run` cancelling a step) and exits with the child's
+status, so `mlflow run` and the driver see the step's
+process exactly as before. Multiprocessing's forkserver start method does the same for its
+workers.
+
+The launcher runs the step cold, in its own process as ``python run.py`` would, when there
+is no server (a step run on its own: ``UTIL_LIB_FORKSERVER`` unset) or when the server
+cannot stand for this process: another interpreter or environment (``--env-manager uv``),
+another copy of util_lib (steps fetched from a git repository), different interpreter flags
+or a variable the libraries read while importing. It says so in one line. Nothing of the
+step's own code or of util_lib's (beyond this module) is imported before the fork, so an
+edit between two steps is always seen, as the step cache assumes.
+
+A child never outlives its launcher: it watches the socket and ends when the launcher is gone
+(even by ``SIGKILL``). The server ends when the driver closes its end of
+the server's standard input (at the end of the pipeline, or when the driver dies) and on
+Linux when its parent dies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from util_lib.environment import FORKSERVER_ENV
+
+# MLflow's SQLAlchemy store (0.9 s): only steps that open the store themselves import it.
+STORE_MODULE = "mlflow.store.tracking.sqlalchemy_store"
+
+# What the steps import besides the standard library, what all steps need first: whatever
+# fails to import is skipped (a step then imports it itself). About 4 s on this machine.
+WARM_MODULES = (
+    # every step
+    "mlflow",
+    "mlflow.tracking",
+    "mlflow.tracking.request_header",
+    "mlflow.store.tracking.rest_store",
+    "mlflow.data.pandas_dataset",
+    "wandb",
+    "wandb.sdk.launch",  # wandb.init imports it, and IPython
+    "IPython",
+    "numpy",
+    "pandas",
+    "pyarrow.parquet",
+    "pyarrow.dataset",
+    "pyarrow.pandas_compat",
+    # train_random_forest, evaluate (and segregate's split)
+    "sklearn.base",
+    "sklearn.compose",
+    "sklearn.ensemble",
+    "sklearn.impute",
+    "sklearn.metrics",
+    "sklearn.model_selection",
+    "sklearn.pipeline",
+    "sklearn.preprocessing",
+    "omegaconf",
+    "matplotlib.figure",
+    "matplotlib.pyplot",
+    "matplotlib.backends.backend_agg",
+    "skops.io",
+    "mlflow.models",
+    "mlflow.pyfunc",
+    "mlflow.sklearn",
+    # check_data (pandera also guards train's input)
+    "pandera.pandas",
+    "pandera.accessors.pandas_accessor",
+    "pandera.strategies",
+    "hypothesis",
+    "scipy.stats",
+    "pytest",
+    "_pytest.faulthandler",
+    "_pytest.helpconfig",
+    "_pytest.junitxml",
+    "_pytest.pastebin",
+    "_pytest.skipping",
+    "_pytest.unittest",
+    "_pytest.warnings",
+    "_pytest.threadexception",
+    "_pytest.unraisableexception",
+    "_pytest.tracemalloc",
+    "_pytest.setuponly",
+    "_pytest.setupplan",
+    # a step on the SQLite store itself (no pipeline tracking server: sweeps, or turned off)
+    STORE_MODULE,
+)
+
+
+def _draw_text() -> None:
+    """Render a line of text: matplotlib loads its font and glyphs on the first figure."""
+    from io import BytesIO
+
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(1, 1))
+    figure.text(0.5, 0.5, "warm 0.95")
+    figure.savefig(BytesIO(), format="png")
+
+
+def _installed_packages() -> None:
+    """MLflow's map of the installed packages, which it builds (0.8 s here) for every model
+    it saves (requirements_utils checks the model's requirements against it): built once."""
+    from mlflow.utils import requirements_utils
+
+    requirements_utils._init_modules_to_packages_map()
+
+
+# What the steps compute once per process whatever their data, run after the imports.
+WARM_CALLS = (_installed_packages, _draw_text)
+
+# Variables that libraries read while being imported: a step whose value differs from the
+# server's starts cold (the warm modules would not be what its own imports would give).
+IMPORT_TIME_VARIABLES = (
+    "PYTHONHASHSEED",
+    "PYTHONWARNINGS",
+    "PYTHONIOENCODING",
+    "PYTHONUTF8",
+    "MPLBACKEND",
+    "MPLCONFIGDIR",
+    "HOME",
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "SCIPY_ARRAY_API",
+)
+
+_HEADER = struct.Struct("!I")
+_CHILD_READY = b"\x00"
+
+
+def _import_env(env: dict[str, str]) -> dict[str, str | None]:
+    return {name: env.get(name) for name in IMPORT_TIME_VARIABLES}
+
+
+def _identity(env: dict[str, str]) -> dict[str, Any]:
+    """What must be equal between the server and a launcher for a warm child to stand for it."""
+    return {
+        "executable": os.path.realpath(sys.executable),
+        "prefix": sys.prefix,
+        "version": sys.version,
+        "flags": list(sys.flags),
+        "warnoptions": list(sys.warnoptions),
+        "util_lib": str(Path(__file__).resolve().parent),
+        "env": _import_env(env),
+    }
+
+
+def _send(conn: socket.socket, message: dict[str, Any]) -> None:
+    data = json.dumps(message).encode()
+    conn.sendall(_HEADER.pack(len(data)) + data)
+
+
+def _receive(conn: socket.socket, first: bytes = b"") -> dict[str, Any] | None:
+    """One length-prefixed JSON message, or None at the end of the stream."""
+    data = first
+    while len(data) < _HEADER.size or len(data) < _HEADER.size + _HEADER.unpack_from(data)[0]:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return None
+        data += chunk
+    return json.loads(data[_HEADER.size :])
+
+
+# --- the launcher (a step's MLproject command) -------------------------------------------
+
+
+def _run_here(mode: str, target: str, args: list[str]) -> None:
+    """Run the step in this process, as ``python <target>`` or ``python -m <target>`` would."""
+    import runpy
+
+    if mode == "module":
+        sys.argv = [target, *args]
+        sys.path[0] = os.getcwd()
+        runpy.run_module(target, run_name="__main__", alter_sys=True)
+    else:
+        sys.argv = [target, *args]
+        sys.path[0] = str(Path(target).resolve().parent)
+        runpy.run_path(target, run_name="__main__")
+
+
+def _launch(mode: str, target: str, args: list[str]) -> None:
+    """Hand the step to the fork server and end as it ends; run it here when that cannot be."""
+    address = os.environ.get(FORKSERVER_ENV, "")
+    if not address or address.lower() in ("0", "false", "no", "off"):
+        _run_here(mode, target, args)
+        return
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        conn.connect(address)
+        request = {
+            "mode": mode,
+            "target": target,
+            "args": args,
+            "cwd": os.getcwd(),
+            "path": [str(Path(target).resolve().parent) if mode == "path" else os.getcwd()]
+            + sys.path[1:],
+            "env": dict(os.environ),
+            "identity": _identity(dict(os.environ)),
+            "stdout": [sys.stdout.line_buffering, sys.stdout.write_through],
+            "stderr": [sys.stderr.line_buffering, sys.stderr.write_through],
+            "pgid": os.getpgrp(),
+        }
+        data = json.dumps(request).encode()
+        socket.send_fds(conn, [_HEADER.pack(len(data)) + data], [0, 1, 2])
+        reply = _receive(conn)
+    except OSError as error:
+        reply = {"refused": f"fork server at {address} unreachable ({error})"}
+    if reply is None or "refused" in reply:
+        conn.close()
+        why = reply["refused"] if reply else "the fork server ended"
+        print(f"util_lib.forkserver: {why}; starting the step cold", file=sys.stderr, flush=True)
+        _run_here(mode, target, args)
+        return
+    child = int(reply["pid"])
+    # The child is in this process's group: a signal to the group (Ctrl-C, a kill of the
+    # group) reaches it directly, as it reached the step's own process; a signal to this
+    # process alone (`mlflow run` cancelling its command) is passed on.
+    grouped = reply.get("pgid") == os.getpgrp()
+
+    def forward(signum: int, _frame: Any) -> None:
+        if signum == signal.SIGINT and grouped:
+            return  # the terminal's Ctrl-C reached the child too: once is enough
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signum)
+        if signum == signal.SIGTERM:
+            # Terminate, then kill: a step still at work 10 s after (say, retrying calls to
+            # the pipeline's tracking server, which ended with the driver) is killed.
+            signal.alarm(10)
+
+    def kill(_signum: int, _frame: Any) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
+
+    signal.signal(signal.SIGALRM, kill)
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+        signal.signal(signum, forward)
+    reply = _receive(conn)
+    conn.close()
+    if reply is None:
+        # The server died first: the child sees this socket close and ends too.
+        print("util_lib.forkserver: the fork server ended during the step", file=sys.stderr)
+        os._exit(1)
+    status = int(reply["status"])
+    if os.WIFSIGNALED(status):
+        # Die of the same signal, as the step's own process would have.
+        signum = os.WTERMSIG(status)
+        if signum not in (signal.SIGKILL, signal.SIGSTOP):  # their handlers cannot change
+            signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        os._exit(128 + signum)
+    os._exit(os.waitstatus_to_exitcode(status))
+
+
+# --- the server ----------------------------------------------------------------------------
+
+
+def _watch_launcher(conn: socket.socket, own_group: bool) -> None:
+    """In the child: end (with its process group if it leads one) when the launcher is gone."""
+    with contextlib.suppress(OSError):
+        while conn.recv(1):
+            pass
+    if own_group:
+        os.killpg(os.getpgrp(), signal.SIGKILL)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _become_step(conn: socket.socket, request: dict[str, Any], fds: list[int]) -> None:
+    """In the forked child: take the launcher's place and run its step; never returns."""
+    code = 1
+    try:
+        # The launcher's process group, as the step's own process was in; a group of its own
+        # when that cannot be (a launcher in another session).
+        try:
+            os.setpgid(0, int(request["pgid"]))
+        except (OSError, KeyError, ValueError):
+            os.setpgid(0, 0)
+        own_group = os.getpgrp() == os.getpid()
+        for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+            signal.signal(signum, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.set_wakeup_fd(-1)
+        for target_fd, fd in enumerate(fds):
+            os.dup2(fd, target_fd)
+            os.close(fd)
+        for stream, (line_buffering, write_through) in (
+            (sys.stdout, request["stdout"]),
+            (sys.stderr, request["stderr"]),
+        ):
+            stream.reconfigure(line_buffering=line_buffering, write_through=write_through)
+        os.environ.clear()
+        os.environ.update(request["env"])
+        os.chdir(request["cwd"])
+        sys.path[:] = request["path"]
+        importlib.invalidate_caches()
+        threading.Thread(target=_watch_launcher, args=(conn, own_group), daemon=True).start()
+        _send(conn, {"pid": os.getpid(), "pgid": os.getpgrp()})
+        try:
+            if request["mode"] == "module":
+                sys.argv = [request["target"], *request["args"]]
+                import runpy
+
+                runpy.run_module(request["target"], run_name="__main__", alter_sys=True)
+            else:
+                sys.argv = [request["target"], *request["args"]]
+                import runpy
+
+                runpy.run_path(request["target"], run_name="__main__")
+            code = 0
+        except SystemExit as stop:
+            if stop.code is None:
+                code = 0
+            elif isinstance(stop.code, int):
+                code = stop.code
+            else:
+                print(stop.code, file=sys.stderr)
+                code = 1
+        except KeyboardInterrupt:
+            sys.excepthook(*sys.exc_info())
+            _flush()
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGINT)
+        except BaseException:  # noqa: BLE001 - what the interpreter does with any uncaught one
+            sys.excepthook(*sys.exc_info())
+            code = 1
+        from util_lib.process_exit import exit_quickly
+
+        exit_quickly(code)
+    finally:
+        _flush()
+        os._exit(code)
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+
+
+def _refusal(request: dict[str, Any]) -> str | None:
+    """Why this server cannot stand for the launcher, or None."""
+    mine, theirs = _identity(dict(os.environ)), request.get("identity", {})
+    for key in ("executable", "prefix", "version", "flags", "warnoptions", "util_lib"):
+        if mine[key] != theirs.get(key):
+            return f"{key} differs from the fork server's ({theirs.get(key)!r})"
+    for name, value in mine["env"].items():
+        if theirs.get("env", {}).get(name) != value:
+            return f"${name} differs from the fork server's"
+    return None
+
+
+def serve(address: str, skip: tuple[str, ...] = ()) -> None:
+    """Listen on ``address`` and fork a step for each launcher until stdin ends.
+
+    The warm modules are imported one by one between the launchers' requests: a step that
+    comes before the warm-up is over starts from what is loaded by then.
+    """
+    import selectors
+
+    with contextlib.suppress(Exception):
+        # Linux: end with the driver even if it is killed before it can close our stdin.
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(address)
+    listener.listen(16)
+    wake_read, wake_write = socket.socketpair()
+    wake_read.setblocking(False)
+    wake_write.setblocking(False)
+    signal.set_wakeup_fd(wake_write.fileno())
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    children: dict[int, socket.socket] = {}
+    selector = selectors.DefaultSelector()
+    selector.register(listener, selectors.EVENT_READ, "accept")
+    selector.register(wake_read, selectors.EVENT_READ, "reap")
+    selector.register(sys.stdin, selectors.EVENT_READ, "driver")
+    warm_up: list[Any] = [m for m in WARM_MODULES if m not in skip] + list(WARM_CALLS)
+    driver = os.getppid()
+    while True:
+        events = selector.select(timeout=0 if warm_up else 1.0)
+        if os.getppid() != driver:  # the driver is gone, whatever became of our stdin
+            events = [(key, 0) for key in selector.get_map().values() if key.data == "driver"]
+        for key, _ in events:
+            if key.data == "driver" and (os.getppid() != driver or not os.read(key.fd, 1024)):
+                listener.close()
+                with contextlib.suppress(OSError):
+                    os.unlink(address)
+                os._exit(0)
+            elif key.data == "reap":
+                with contextlib.suppress(BlockingIOError):
+                    wake_read.recv(4096)
+            elif key.data == "accept":
+                conn, _ = listener.accept()
+                conn.setblocking(True)
+                _accept(conn, listener, selector, children)
+        _reap(children)
+        if warm_up:
+            item = warm_up.pop(0)
+            with contextlib.suppress(Exception):  # a module a step may not even need
+                importlib.import_module(item) if isinstance(item, str) else item()
+
+
+def _accept(
+    conn: socket.socket, listener: socket.socket, selector: Any, children: dict[int, Any]
+) -> None:
+    try:
+        first, fds, _flags, _addr = socket.recv_fds(conn, 1 << 20, 3)
+        request = _receive(conn, first)
+    except (OSError, ValueError):
+        conn.close()
+        return
+    why = _refusal(request) if request is not None else "no request"
+    if why is not None or len(fds) != 3:
+        for fd in fds:
+            os.close(fd)
+        with contextlib.suppress(OSError):
+            _send(conn, {"refused": why or "no standard streams"})
+        conn.close()
+        return
+    _flush()
+    pid = os.fork()
+    if pid == 0:
+        selector.close()
+        listener.close()
+        _become_step(conn, request, fds)
+    for fd in fds:
+        os.close(fd)
+    children[pid] = conn
+
+
+def _reap(children: dict[int, socket.socket]) -> None:
+    while children:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        conn = children.pop(pid, None)
+        if conn is not None:
+            with contextlib.suppress(OSError):
+                _send(conn, {"status": status})
+            conn.close()
+
+
+# --- the driver's side ---------------------------------------------------------------------
+
+
+class ForkServer:
+    """A running fork server: its process and socket; :meth:`stop` ends it."""
+
+    def __init__(self, process: subprocess.Popen, folder: str, address: str) -> None:
+        self.process, self.folder, self.address = process, folder, address
+
+    def stop(self) -> None:
+        """Close the server's input (it exits at once) and remove its socket."""
+        if self.process.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.process.stdin.close()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        with contextlib.suppress(OSError):
+            os.unlink(self.address)
+        with contextlib.suppress(OSError):
+            os.rmdir(self.folder)
+        if os.environ.get(FORKSERVER_ENV) == self.address:
+            del os.environ[FORKSERVER_ENV]
+
+
+def enabled() -> bool:
+    """False when ``UTIL_LIB_FORKSERVER`` says no (0, false, no, off)."""
+    value = os.environ.get(FORKSERVER_ENV, "true").strip().lower()
+    return value not in ("0", "false", "no", "off")
+
+
+def start(steps_open_the_store: bool = True) -> ForkServer | None:
+    """Start a fork server for this process's steps; set ``UTIL_LIB_FORKSERVER`` to it.
+
+    ``steps_open_the_store``: False when the steps reach MLflow over REST (a tracking server),
+    so the server does not import MLflow's SQLAlchemy store for them. Returns None when
+    ``UTIL_LIB_FORKSERVER`` turns it off or one is already set.
+    """
+    if not enabled() or os.environ.get(FORKSERVER_ENV):
+        return None
+    folder = tempfile.mkdtemp(prefix="util_lib-fork-")
+    address = os.path.join(folder, "socket")
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "util_lib.forkserver", "--serve", address]
+        + ([] if steps_open_the_store else ["--skip", STORE_MODULE]),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        env=env,
+        # Its own process group in the driver's session: a terminal's Ctrl-C does not reach it,
+        # and each child can join its launcher's group.
+        process_group=0,
+    )
+    # Launchers wait in the listen queue while the server imports; bound the wait for bind().
+    deadline = time.monotonic() + 10
+    while not os.path.exists(address) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    if not os.path.exists(address):
+        process.kill()
+        process.wait()
+        return None
+    os.environ[FORKSERVER_ENV] = address
+    return ForkServer(process, folder, address)
+
+
+def main(argv: list[str]) -> None:
+    """``python -m util_lib.forkserver (--serve ADDRESS | -m MODULE ... | SCRIPT ...)``."""
+    if argv[:1] == ["--serve"]:
+        serve(argv[1], tuple(argv[3:4]) if argv[2:3] == ["--skip"] else ())
+    elif argv[:1] == ["-m"]:
+        _launch("module", argv[1], argv[2:])
+    elif argv:
+        _launch("path", argv[0], argv[1:])
+    else:
+        sys.exit("usage: python -m util_lib.forkserver (SCRIPT | -m MODULE) [ARGS ...]")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
