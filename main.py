@@ -18,7 +18,6 @@ and reports on.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import logging
 import os
@@ -31,12 +30,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import hydra
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from util_lib import forkserver
+
+if __name__ == "__main__":
+    # The steps' libraries start loading now, in a process of their own
+    # (util_lib/forkserver.py), while this one imports Hydra and MLflow, checks the config and
+    # opens its run; go() adds the modules of the steps the config runs. One for a whole
+    # sweep run from this process (a joblib sweep's workers use it too).
+    forkserver.start(wait=False)
+
+import hydra  # noqa: E402 - after the fork server's start, on purpose
+from omegaconf import DictConfig, ListConfig, OmegaConf  # noqa: E402
 
 # Importing it registers the schema that config.yaml's defaults name (before @hydra.main runs).
-from util_lib.config_schema import ConfigError, check_config
-from util_lib.environment import (
+from util_lib.config_schema import ConfigError, check_config  # noqa: E402
+from util_lib.environment import (  # noqa: E402
     ARTIFACT_STORE_ENV,
     GROUP_ENV,
     LOG_FILE_ENV,
@@ -44,8 +52,8 @@ from util_lib.environment import (
     PROGRESS_ENV,
     PROJECT_ENV,
 )
-from util_lib.graph import get_step, headline_metrics, step_names
-from util_lib.tags import (
+from util_lib.graph import get_step, headline_metrics, step_names  # noqa: E402
+from util_lib.tags import (  # noqa: E402
     LAUNCHER_RUN_TAG,
     STEP_RUN_PREFIX,
     STEP_STATUS_PREFIX,
@@ -610,15 +618,24 @@ def _print_where_to_look(
     )
 
 
-def _steps_open_the_store(serve: bool) -> bool:
-    """Whether the steps will open MLflow's store themselves (not over REST): without the
-    pipeline's tracking server, on a store that is not a server's."""
+def _warm_steps(config: DictConfig, serve: bool) -> None:
+    """Have the fork server import what the steps this config runs import, in their order."""
     from util_lib.tracking_server import server_enabled
 
+    try:
+        steps = selected_steps(config.main.execute_steps)
+    except Exception:  # noqa: BLE001 - the config check, next, says what is wrong
+        steps = list(STEPS)
     uri = os.environ.get("MLFLOW_TRACKING_URI", "")
-    if uri.startswith(("http://", "https://")):
-        return False
-    return not (serve and server_enabled() and (not uri or uri.startswith("sqlite:")))
+    # Over REST (a server's URI, or the pipeline's own server on a SQLite store) the steps
+    # never load MLflow's SQLAlchemy store.
+    over_rest = uri.startswith(("http://", "https://")) or (
+        serve and server_enabled() and (not uri or uri.startswith("sqlite:"))
+    )
+    store = [] if over_rest else [forkserver.STORE_MODULE]
+    for name in steps:
+        step = get_step(name)
+        forkserver.warm([*step.imports, *store], step=step.folder)
 
 
 @hydra.main(config_path=".", config_name="config", version_base="1.3")
@@ -631,13 +648,10 @@ def go(config: DictConfig) -> float | None:
     hydra_config = HydraConfig.get()
     # A sweep's jobs keep the store they were given: each job is a pipeline of its own.
     serve = hydra_config.mode != RunMode.MULTIRUN
-    # The steps' libraries load in a process of their own while this one checks the config
-    # and opens its run (util_lib/forkserver.py); one for a whole sweep run by this process.
-    from util_lib import forkserver
-
-    warm = forkserver.start(_steps_open_the_store(serve))
-    if warm is not None:
-        atexit.register(warm.stop)
+    # What the steps this config runs import, loaded by the fork server ahead of them (one is
+    # started here when none runs yet, e.g. main.py imported rather than run).
+    forkserver.start()
+    _warm_steps(config, serve)
     try:
         check_config(config)
     except ConfigError as error:

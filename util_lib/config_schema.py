@@ -283,12 +283,47 @@ def _check_data(check: _Checker) -> None:
     )
 
 
+def _checked_marker(arguments: dict[str, Any]) -> Path | None:
+    """Where a passed check of these exact arguments under this scikit-learn is remembered."""
+    import hashlib
+    import json
+    import os
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        text = json.dumps(
+            [version("scikit-learn"), arguments], sort_keys=True, default=repr, allow_nan=True
+        )
+    except (PackageNotFoundError, TypeError, ValueError):
+        return None
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "util_lib" / "forest_checks" / hashlib.sha256(text.encode()).hexdigest()
+
+
 def forest_problems(arguments: dict[str, Any], key: str = FOREST) -> list[Problem]:
     """Check keyword arguments of ``RandomForestClassifier`` with scikit-learn's own rules.
 
     Each argument is validated alone against the class's ``_parameter_constraints`` (what
     ``RandomForestClassifier(**arguments).fit`` checks first), so that every bad one is named.
+    Arguments that passed once under the same scikit-learn version pass again without it:
+    importing scikit-learn costs the driver 1.3 s before its first step (a marker file per
+    passed set, named by the digest of the version and the arguments, in
+    ``$XDG_CACHE_HOME/util_lib/forest_checks``, default ``~/.cache``).
     """
+    marker = _checked_marker(arguments)
+    if marker is not None and marker.is_file():
+        return []
+    problems = _validate_forest(arguments, key)
+    if not problems and marker is not None:
+        try:
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
+        except OSError:  # a read-only home: the check just runs every time
+            pass
+    return problems
+
+
+def _validate_forest(arguments: dict[str, Any], key: str) -> list[Problem]:
     import sklearn
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.utils._param_validation import (

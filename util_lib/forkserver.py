@@ -31,6 +31,7 @@ Linux when its parent dies.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import importlib
 import json
@@ -51,10 +52,10 @@ from util_lib.environment import FORKSERVER_ENV
 # MLflow's SQLAlchemy store (0.9 s): only steps that open the store themselves import it.
 STORE_MODULE = "mlflow.store.tracking.sqlalchemy_store"
 
-# What the steps import besides the standard library, what all steps need first: whatever
-# fails to import is skipped (a step then imports it itself). About 4 s on this machine.
-WARM_MODULES = (
-    # every step
+# What every step imports besides the standard library, loaded first; each step's own heavy
+# modules are declared in pipeline.yaml (``imports``). Whatever fails to import is skipped (a
+# step then imports it itself).
+COMMON_MODULES = (
     "mlflow",
     "mlflow.tracking",
     "mlflow.tracking.request_header",
@@ -68,44 +69,6 @@ WARM_MODULES = (
     "pyarrow.parquet",
     "pyarrow.dataset",
     "pyarrow.pandas_compat",
-    # train_random_forest, evaluate (and segregate's split)
-    "sklearn.base",
-    "sklearn.compose",
-    "sklearn.ensemble",
-    "sklearn.impute",
-    "sklearn.metrics",
-    "sklearn.model_selection",
-    "sklearn.pipeline",
-    "sklearn.preprocessing",
-    "omegaconf",
-    "matplotlib.figure",
-    "matplotlib.pyplot",
-    "matplotlib.backends.backend_agg",
-    "skops.io",
-    "mlflow.models",
-    "mlflow.pyfunc",
-    "mlflow.sklearn",
-    # check_data (pandera also guards train's input)
-    "pandera.pandas",
-    "pandera.accessors.pandas_accessor",
-    "pandera.strategies",
-    "hypothesis",
-    "scipy.stats",
-    "pytest",
-    "_pytest.faulthandler",
-    "_pytest.helpconfig",
-    "_pytest.junitxml",
-    "_pytest.pastebin",
-    "_pytest.skipping",
-    "_pytest.unittest",
-    "_pytest.warnings",
-    "_pytest.threadexception",
-    "_pytest.unraisableexception",
-    "_pytest.tracemalloc",
-    "_pytest.setuponly",
-    "_pytest.setupplan",
-    # a step on the SQLite store itself (no pipeline tracking server: sweeps, or turned off)
-    STORE_MODULE,
 )
 
 
@@ -128,8 +91,9 @@ def _installed_packages() -> None:
     requirements_utils._init_modules_to_packages_map()
 
 
-# What the steps compute once per process whatever their data, run after the imports.
-WARM_CALLS = (_installed_packages, _draw_text)
+# What the steps compute once per process whatever their data, run after the imports: each
+# when the module that needs it is among them.
+WARM_CALLS = (("mlflow.sklearn", _installed_packages), ("matplotlib.figure", _draw_text))
 
 # Variables that libraries read while being imported: a step whose value differs from the
 # server's starts cold (the warm modules would not be what its own imports would give).
@@ -372,11 +336,13 @@ def _refusal(request: dict[str, Any]) -> str | None:
     return None
 
 
-def serve(address: str, skip: tuple[str, ...] = ()) -> None:
+def serve(address: str, modules: list[str]) -> None:
     """Listen on ``address`` and fork a step for each launcher until stdin ends.
 
-    The warm modules are imported one by one between the launchers' requests: a step that
-    comes before the warm-up is over starts from what is loaded by then.
+    The warm modules are imported one by one between the launchers' requests; :func:`warm`
+    adds the modules of a step. A step's launcher that comes before its modules are loaded
+    waits for them (they are imported next), then is forked: the child does not import them
+    a second time beside the server.
     """
     import selectors
 
@@ -399,41 +365,117 @@ def serve(address: str, skip: tuple[str, ...] = ()) -> None:
     selector.register(listener, selectors.EVENT_READ, "accept")
     selector.register(wake_read, selectors.EVENT_READ, "reap")
     selector.register(sys.stdin, selectors.EVENT_READ, "driver")
-    warm_up: list[Any] = [m for m in WARM_MODULES if m not in skip] + list(WARM_CALLS)
+    warm_up = _WarmUp(modules)
+    held: list[tuple[socket.socket, dict[str, Any], list[int]]] = []
+
+    def fork(conn: socket.socket, request: dict[str, Any], fds: list[int]) -> None:
+        _flush()
+        pid = os.fork()
+        if pid == 0:
+            selector.close()
+            listener.close()
+            for other, _, other_fds in held:
+                other.close()
+                for fd in other_fds:
+                    os.close(fd)
+            _become_step(conn, request, fds)
+        for fd in fds:
+            os.close(fd)
+        children[pid] = conn
+
     driver = os.getppid()
     while True:
         events = selector.select(timeout=0 if warm_up else 1.0)
         if os.getppid() != driver:  # the driver is gone, whatever became of our stdin
             events = [(key, 0) for key in selector.get_map().values() if key.data == "driver"]
         for key, _ in events:
-            if key.data == "driver" and (os.getppid() != driver or not os.read(key.fd, 1024)):
-                listener.close()
-                with contextlib.suppress(OSError):
-                    os.unlink(address)
-                os._exit(0)
+            if key.data == "driver":
+                if os.getppid() != driver or not os.read(key.fd, 1024):
+                    listener.close()
+                    with contextlib.suppress(OSError):
+                        os.unlink(address)
+                    os._exit(0)
             elif key.data == "reap":
                 with contextlib.suppress(BlockingIOError):
                     wake_read.recv(4096)
             elif key.data == "accept":
                 conn, _ = listener.accept()
                 conn.setblocking(True)
-                _accept(conn, listener, selector, children)
+                accepted = _accept(conn, warm_up)
+                if accepted is not None:
+                    step = Path(accepted[1]["cwd"]).name
+                    if warm_up.ready(step):
+                        fork(*accepted)
+                    else:
+                        warm_up.first(step)
+                        held.append(accepted)
         _reap(children)
-        if warm_up:
-            item = warm_up.pop(0)
+        warm_up.next()
+        for request in [h for h in held if warm_up.ready(Path(h[1]["cwd"]).name)]:
+            held.remove(request)
+            fork(*request)
+
+
+class _WarmUp:
+    """The server's queue of modules to import, and of WARM_CALLS, each run right after the
+    module it needs; which modules each step needs."""
+
+    def __init__(self, modules: list[str]) -> None:
+        self.queue: list[Any] = []
+        self.seen: set[str] = set()
+        self.done: set[Any] = set()
+        self.initial = list(modules)
+        self.needs: dict[str, list[str]] = {}
+        self.add(modules)
+
+    def __bool__(self) -> bool:
+        return bool(self.queue)
+
+    def add(self, modules: list[str], step: str | None = None) -> None:
+        if step:
+            self.needs[step] = list(modules)
+        for name in modules:
+            if name not in self.seen:
+                self.seen.add(name)
+                self.queue.append(name)
+                self.queue.extend(call for needs, call in WARM_CALLS if needs == name)
+
+    def ready(self, step: str) -> bool:
+        """Whether what every step and ``step`` need is imported (or was tried)."""
+        wanted = [*self.initial, *self.needs.get(step, ())]
+        return not self.queue or all(name in self.done for name in wanted)
+
+    def first(self, step: str) -> None:
+        """Import ``step``'s modules before anything else still queued."""
+        wanted = set(self.needs.get(step, ()))
+        calls = {call for needs, call in WARM_CALLS if needs in wanted}
+        ahead = [item for item in self.queue if item in wanted or item in calls]
+        self.queue = ahead + [item for item in self.queue if item not in ahead]
+
+    def next(self) -> None:
+        if self.queue:
+            item = self.queue.pop(0)
             with contextlib.suppress(Exception):  # a module a step may not even need
                 importlib.import_module(item) if isinstance(item, str) else item()
+            self.done.add(item)
 
 
 def _accept(
-    conn: socket.socket, listener: socket.socket, selector: Any, children: dict[int, Any]
-) -> None:
+    conn: socket.socket, warm_up: _WarmUp
+) -> tuple[socket.socket, dict[str, Any], list[int]] | None:
+    """Read a request: add the modules of a :func:`warm` one (None); return a launcher's, or
+    refuse it (None) when this server cannot stand for it."""
     try:
         first, fds, _flags, _addr = socket.recv_fds(conn, 1 << 20, 3)
         request = _receive(conn, first)
     except (OSError, ValueError):
         conn.close()
-        return
+        return None
+    if request is not None and "warm" in request:
+        with contextlib.suppress(KeyError, TypeError):
+            warm_up.add([str(m) for m in request["warm"]["modules"]], request["warm"]["step"])
+        conn.close()
+        return None
     why = _refusal(request) if request is not None else "no request"
     if why is not None or len(fds) != 3:
         for fd in fds:
@@ -441,16 +483,8 @@ def _accept(
         with contextlib.suppress(OSError):
             _send(conn, {"refused": why or "no standard streams"})
         conn.close()
-        return
-    _flush()
-    pid = os.fork()
-    if pid == 0:
-        selector.close()
-        listener.close()
-        _become_step(conn, request, fds)
-    for fd in fds:
-        os.close(fd)
-    children[pid] = conn
+        return None
+    return conn, request, fds
 
 
 def _reap(children: dict[int, socket.socket]) -> None:
@@ -495,17 +529,40 @@ class ForkServer:
             del os.environ[FORKSERVER_ENV]
 
 
+def warm(modules: list[str] | tuple[str, ...], step: str | None = None) -> bool:
+    """Have this process's fork server (``UTIL_LIB_FORKSERVER``) import ``modules`` too, after
+    what it has: those of step folder ``step``, whose launcher then waits for them. Any
+    process may ask (a sweep's worker asks its parent's). False when there is no server to
+    ask or it does not answer within 5 s (it may still be starting)."""
+    address = os.environ.get(FORKSERVER_ENV, "")
+    if not enabled() or not address:
+        return False
+    data = json.dumps({"warm": {"modules": list(modules), "step": step}}).encode()
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+                conn.connect(address)
+                conn.sendall(_HEADER.pack(len(data)) + data)
+            return True
+        except OSError:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+
+
 def enabled() -> bool:
     """False when ``UTIL_LIB_FORKSERVER`` says no (0, false, no, off)."""
     value = os.environ.get(FORKSERVER_ENV, "true").strip().lower()
     return value not in ("0", "false", "no", "off")
 
 
-def start(steps_open_the_store: bool = True) -> ForkServer | None:
+def start(modules: list[str] | None = None, wait: bool = True) -> ForkServer | None:
     """Start a fork server for this process's steps; set ``UTIL_LIB_FORKSERVER`` to it.
 
-    ``steps_open_the_store``: False when the steps reach MLflow over REST (a tracking server),
-    so the server does not import MLflow's SQLAlchemy store for them. Returns None when
+    ``modules``: what it imports first, in order (default: what every step imports;
+    :meth:`ForkServer.warm` adds each step's). ``wait``: return once it listens (else
+    at once: a launcher that comes before it listens runs cold). Returns None when
     ``UTIL_LIB_FORKSERVER`` turns it off or one is already set.
     """
     if not enabled() or os.environ.get(FORKSERVER_ENV):
@@ -517,7 +574,7 @@ def start(steps_open_the_store: bool = True) -> ForkServer | None:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     process = subprocess.Popen(
         [sys.executable, "-m", "util_lib.forkserver", "--serve", address]
-        + ([] if steps_open_the_store else ["--skip", STORE_MODULE]),
+        + list(COMMON_MODULES if modules is None else modules),
         stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         env=env,
@@ -527,20 +584,25 @@ def start(steps_open_the_store: bool = True) -> ForkServer | None:
     )
     # Launchers wait in the listen queue while the server imports; bound the wait for bind().
     deadline = time.monotonic() + 10
-    while not os.path.exists(address) and process.poll() is None and time.monotonic() < deadline:
+    while wait and not os.path.exists(address) and time.monotonic() < deadline:
+        if process.poll() is not None:
+            break
         time.sleep(0.005)
-    if not os.path.exists(address):
+    if wait and not os.path.exists(address):
         process.kill()
         process.wait()
         return None
     os.environ[FORKSERVER_ENV] = address
-    return ForkServer(process, folder, address)
+    server = ForkServer(process, folder, address)
+    # It ends with this process's own end; exit_quickly runs atexit handlers too.
+    atexit.register(server.stop)
+    return server
 
 
 def main(argv: list[str]) -> None:
-    """``python -m util_lib.forkserver (--serve ADDRESS | -m MODULE ... | SCRIPT ...)``."""
+    """``python -m util_lib.forkserver (--serve ADDR [MODULE ...] | -m MODULE ... | SCRIPT)``."""
     if argv[:1] == ["--serve"]:
-        serve(argv[1], tuple(argv[3:4]) if argv[2:3] == ["--skip"] else ())
+        serve(argv[1], argv[2:])
     elif argv[:1] == ["-m"]:
         _launch("module", argv[1], argv[2:])
     elif argv:

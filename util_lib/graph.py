@@ -48,6 +48,7 @@ class Step:
     parameters: tuple[Parameter, ...]
     outputs: tuple[Any, ...] = ()  # names, or {"config": KEY}
     metrics: tuple[str, ...] = ()
+    imports: tuple[str, ...] = ()  # heavy modules it imports, for the fork server to load
 
     def input_names(self, config: Any) -> list[str]:
         """The artifacts this step reads that earlier steps write (``input`` parameters)."""
@@ -99,6 +100,7 @@ def load_graph(path: Path = GRAPH_FILE) -> tuple[Step, ...]:
                 parameters=tuple(parameters),
                 outputs=tuple(entry.get("outputs") or ()),
                 metrics=tuple(entry.get("metrics") or ()),
+                imports=tuple(entry.get("imports") or ()),
             )
         )
     names = [s.name for s in steps]

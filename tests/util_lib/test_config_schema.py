@@ -278,3 +278,24 @@ def test_optuna_sweeps_check_what_they_do_not_sweep() -> None:
         "invalid configuration of the sweep; no job was run:\n"
         "  data.test_size=2.0: must be a number in (0, 1)"
     )
+
+
+def test_a_forest_that_passed_is_remembered_and_a_bad_one_never(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The driver skips importing scikit-learn for arguments that passed before, under the
+    same scikit-learn; a failed check is never remembered."""
+    from util_lib.config_schema import forest_problems
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    folder = tmp_path / "util_lib" / "forest_checks"
+    assert forest_problems({"n_estimators": 10, "max_depth": None}) == []
+    (marker,) = folder.iterdir()
+    bad = {"n_estimators": -1}
+    for _ in range(2):
+        (problem,) = forest_problems(bad)
+        assert problem.key.endswith(".n_estimators") and "range" in problem.allowed
+    assert list(folder.iterdir()) == [marker]
+    # Same arguments, other types: a different set (10.0 is no int for scikit-learn).
+    assert forest_problems({"n_estimators": 10.0, "max_depth": None})
+    assert list(folder.iterdir()) == [marker]

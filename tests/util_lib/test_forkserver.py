@@ -261,3 +261,41 @@ def test_stop_ends_the_server_and_removes_its_socket() -> None:
     assert started.process.returncode == 0
     assert not Path(started.address).exists()
     assert FORKSERVER_ENV not in os.environ
+
+
+def test_every_module_the_server_warms_exists() -> None:
+    """A misspelt module in pipeline.yaml's ``imports`` would be skipped without a word."""
+    import importlib.util
+
+    from util_lib.graph import load_graph
+
+    modules = [
+        *forkserver.COMMON_MODULES,
+        forkserver.STORE_MODULE,
+        *(m for step in load_graph() for m in step.imports),
+    ]
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    assert not missing, f"not importable here: {missing}"
+
+
+def test_a_step_that_comes_early_waits_for_its_modules(tmp_path: Path) -> None:
+    """A launcher that comes while the server still imports waits for what its step needs
+    (imported next), instead of importing it again beside the server."""
+    import json
+
+    folder = _step(tmp_path)
+    (folder / "run.py").write_text(
+        "import json, sys\n"
+        "print(json.dumps({m: m in sys.modules for m in ('mlflow', 'xml.dom.minidom')}))\n"
+    )
+    os.environ.pop(FORKSERVER_ENV, None)
+    started = forkserver.start()
+    assert started is not None
+    try:
+        assert forkserver.warm(["xml.dom.minidom"], step=folder.name)
+        launcher = _launch(folder, "run.py", env=_env(started))
+        out, err = launcher.communicate(timeout=120)
+    finally:
+        started.stop()
+    assert launcher.returncode == 0, err
+    assert json.loads(out) == {"mlflow": True, "xml.dom.minidom": True}
