@@ -1,32 +1,34 @@
-"""Warm step processes: the libraries every step imports, loaded once per pipeline.
+"""Warm step processes: the libraries the steps import, loaded once per pipeline.
 
 Each step is its own `mlflow run`, so each step process used to import MLflow, W&B, pandas,
-scikit-learn, matplotlib and pytest before its first line of work: about 2.5 s of this
-2-core machine, six times a pipeline (``python benchmarks/step_startup.py``). ``main.py``
-starts one *fork server* per pipeline (:func:`start`): a process of the driver's interpreter
-that imports those libraries once, while the driver opens its run, and then waits on a Unix
-socket. Every step's MLproject command is ``python -m util_lib.forkserver run.py ...``
-(or ``-m pytest ...``): this module's launcher. It hands its command line, environment,
-working directory, ``sys.path`` and standard streams to the server, which forks a child
-that is the step from then on: same arguments, environment, folder, file descriptors and
-process group (so Ctrl-C and a kill of the group reach it directly); the launcher passes on
-the signals sent to it alone (`mlflow run` cancelling a step) and exits with the child's
-status, so `mlflow run` and the driver see the step's
-process exactly as before. Multiprocessing's forkserver start method does the same for its
-workers.
+scikit-learn, matplotlib or pytest before its first line of work: 2.3-3 s of this 2-core
+machine, six times a pipeline (``python benchmarks/step_startup.py``). ``main.py`` starts a
+*fork server* (:func:`start`) as its first statement: a process of the driver's interpreter
+that imports what every step imports (:data:`COMMON_MODULES`), then what each step of the
+config declares in ``pipeline.yaml`` (``imports``, sent by :func:`warm`), while the driver
+checks the config and opens its run, and waits on a Unix socket. Every step's MLproject
+command is ``python -m util_lib.forkserver run.py ...`` (check_data's ``... -m pytest ...``):
+this module's launcher. It hands its command line, environment, working directory,
+``sys.path`` and standard streams to the server, which forks a child that is the step from
+then on: same arguments, environment, folder, file descriptors and process group (Ctrl-C and
+a kill of the group reach it directly). The launcher passes on the signals sent to it alone
+(`mlflow run` cancelling a step) and exits with the child's status, or dies of its signal:
+`mlflow run` and the driver see the step's process as before. A launcher that comes before
+its step's modules are loaded waits for them. Multiprocessing's forkserver start method does
+the same for its workers.
 
 The launcher runs the step cold, in its own process as ``python run.py`` would, when there
-is no server (a step run on its own: ``UTIL_LIB_FORKSERVER`` unset) or when the server
-cannot stand for this process: another interpreter or environment (``--env-manager uv``),
-another copy of util_lib (steps fetched from a git repository), different interpreter flags
-or a variable the libraries read while importing. It says so in one line. Nothing of the
-step's own code or of util_lib's (beyond this module) is imported before the fork, so an
-edit between two steps is always seen, as the step cache assumes.
+is no server (a step run on its own: ``UTIL_LIB_FORKSERVER`` unset or ``false``) or when the
+server cannot stand for this process: another interpreter or environment
+(``--env-manager uv``), another copy of util_lib (steps fetched from a git repository),
+different interpreter flags or a variable the libraries read while importing. It says so in
+one line. Nothing of the steps' own code or of util_lib's (beyond this module) is imported
+before the fork, so an edit between two steps is always seen, as the step cache assumes.
 
 A child never outlives its launcher: it watches the socket and ends when the launcher is gone
-(even by ``SIGKILL``). The server ends when the driver closes its end of
-the server's standard input (at the end of the pipeline, or when the driver dies) and on
-Linux when its parent dies.
+(even by ``SIGKILL``). The server ends when its driver ends: the driver closes the server's
+standard input (:meth:`ForkServer.stop`, at exit), or dies, which closes it too, and on Linux
+the server also gets ``SIGKILL`` when its parent dies.
 """
 
 from __future__ import annotations
@@ -283,16 +285,7 @@ def _become_step(conn: socket.socket, request: dict[str, Any], fds: list[int]) -
         threading.Thread(target=_watch_launcher, args=(conn, own_group), daemon=True).start()
         _send(conn, {"pid": os.getpid(), "pgid": os.getpgrp()})
         try:
-            if request["mode"] == "module":
-                sys.argv = [request["target"], *request["args"]]
-                import runpy
-
-                runpy.run_module(request["target"], run_name="__main__", alter_sys=True)
-            else:
-                sys.argv = [request["target"], *request["args"]]
-                import runpy
-
-                runpy.run_path(request["target"], run_name="__main__")
+            _run_here(request["mode"], request["target"], request["args"])
             code = 0
         except SystemExit as stop:
             if stop.code is None:
