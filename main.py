@@ -324,6 +324,10 @@ def run_pipeline(config: DictConfig, output_dir: Path, serve: bool = False) -> f
     ):
         mlflow.log_params({"execute_steps": ",".join(steps), "config_dir": str(output_dir)})
         env_manager = _env_manager(config, mlflow.get_run(parent.info.run_id))
+        if env_manager != "local":
+            # The steps run in their environment's interpreter, which the fork server (this
+            # one's) cannot stand for.
+            forkserver.stop()
         logger.info(
             "pipeline run %s; steps %s; env manager %s", parent.info.run_id, steps, env_manager
         )
@@ -620,18 +624,16 @@ def _print_where_to_look(
 
 def _warm_steps(config: DictConfig, serve: bool) -> None:
     """Have the fork server import what the steps this config runs import, in their order."""
-    from util_lib.tracking_server import server_enabled
+    from util_lib.tracking_server import serves
 
     try:
         steps = selected_steps(config.main.execute_steps)
     except Exception:  # noqa: BLE001 - the config check, next, says what is wrong
         steps = list(STEPS)
-    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
-    # Over REST (a server's URI, or the pipeline's own server on a SQLite store) the steps
-    # never load MLflow's SQLAlchemy store.
-    over_rest = uri.startswith(("http://", "https://")) or (
-        serve and server_enabled() and (not uri or uri.startswith("sqlite:"))
-    )
+    # MLflow's default store is a SQLite file too. Over REST (a server's URI, or the
+    # pipeline's own server on that file) the steps never load MLflow's SQLAlchemy store.
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    over_rest = uri.startswith(("http://", "https://")) or (serve and serves(uri))
     store = [] if over_rest else [forkserver.STORE_MODULE]
     for name in steps:
         step = get_step(name)

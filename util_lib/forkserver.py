@@ -162,6 +162,9 @@ def _run_here(mode: str, target: str, args: list[str]) -> None:
         sys.path[0] = os.getcwd()
         runpy.run_module(target, run_name="__main__", alter_sys=True)
     else:
+        if not os.path.isfile(target):
+            # As `python run.py` says it, without runpy's traceback.
+            sys.exit(f"{sys.executable}: can't open file {os.path.abspath(target)!r}: no such file")
         sys.argv = [target, *args]
         sys.path[0] = str(Path(target).resolve().parent)
         runpy.run_path(target, run_name="__main__")
@@ -522,6 +525,9 @@ class ForkServer:
             del os.environ[FORKSERVER_ENV]
 
 
+_started: list[ForkServer] = []  # by start(), for stop()
+
+
 def warm(modules: list[str] | tuple[str, ...], step: str | None = None) -> bool:
     """Have this process's fork server (``UTIL_LIB_FORKSERVER``) import ``modules`` too, after
     what it has: those of step folder ``step``, whose launcher then waits for them. Any
@@ -589,7 +595,16 @@ def start(modules: list[str] | None = None, wait: bool = True) -> ForkServer | N
     server = ForkServer(process, folder, address)
     # It ends with this process's own end; exit_quickly runs atexit handlers too.
     atexit.register(server.stop)
+    _started.append(server)
     return server
+
+
+def stop() -> None:
+    """Stop the fork servers this process started, and start none after: the steps then
+    start cold, silently (``UTIL_LIB_FORKSERVER=false`` from here on)."""
+    while _started:
+        _started.pop().stop()
+    os.environ[FORKSERVER_ENV] = "false"
 
 
 def main(argv: list[str]) -> None:

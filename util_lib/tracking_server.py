@@ -92,13 +92,19 @@ class PipelineServer:
         self._thread.join(timeout=5)
 
 
+def serves(tracking_uri: str) -> bool:
+    """Whether a pipeline on ``tracking_uri`` serves it to its steps: a local SQLite file,
+    unless ``UTIL_LIB_TRACKING_SERVER`` says no."""
+    return server_enabled() and tracking_uri.startswith("sqlite:///")
+
+
 def start_pipeline_server(tracking_uri: str) -> PipelineServer | None:
     """Serve the store at ``tracking_uri`` when it is a local SQLite file; else None.
 
     Also None with ``UTIL_LIB_TRACKING_SERVER=false``, and when the server cannot start (the
     reason is logged; the steps then use the store directly).
     """
-    if not server_enabled() or not tracking_uri.startswith("sqlite:///"):
+    if not serves(tracking_uri):
         return None
     from pathlib import Path
 

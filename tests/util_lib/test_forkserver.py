@@ -122,6 +122,10 @@ def test_errors_end_the_step_as_the_interpreter_would(server, tmp_path: Path) ->
     _, err = message.communicate(timeout=120)
     assert message.returncode == 1
     assert "no such thing" in err
+    missing = _launch(folder, "no_such_step.py", env=_env(server))
+    _, err = missing.communicate(timeout=120)
+    assert missing.returncode == 1
+    assert f"can't open file '{folder / 'no_such_step.py'}'" in err and "Traceback" not in err
     (folder / "boom.py").write_text("raise ValueError('the column danceability is missing')\n")
     boom = _launch(folder, "boom.py", env=_env(server))
     _, err = boom.communicate(timeout=120)
@@ -299,3 +303,16 @@ def test_a_step_that_comes_early_waits_for_its_modules(tmp_path: Path) -> None:
         started.stop()
     assert launcher.returncode == 0, err
     assert json.loads(out) == {"mlflow": True, "xml.dom.minidom": True}
+
+
+def test_stopping_them_all_starts_no_other(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The driver stops its server when the steps run in another environment (uv): the
+    steps then start cold without a word, and a sweep's next job starts none."""
+    monkeypatch.delenv(FORKSERVER_ENV, raising=False)
+    started = forkserver.start()
+    assert started is not None
+    forkserver.stop()
+    assert started.process.returncode == 0
+    assert os.environ[FORKSERVER_ENV] == "false"
+    assert forkserver.start() is None
+    assert not forkserver.warm(["json"])
