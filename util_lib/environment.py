@@ -7,6 +7,8 @@ A step run on its own, without them, falls back to config.yaml's values.
 
 from __future__ import annotations
 
+import os
+
 # The log file every step appends to (main.log_file, resolved): util_lib/logs.py.
 LOG_FILE_ENV = "ML_PIPELINE_LOG"
 # The project the artifacts belong to (main.project_name), W&B's own variable, so that W&B
@@ -30,3 +32,8 @@ SERVER_ENV = "UTIL_LIB_TRACKING_SERVER"
 # The Unix socket of the fork server that main.py starts for a pipeline's steps ("false" turns
 # it off): util_lib/forkserver.py, whose launcher is every step's MLproject command.
 FORKSERVER_ENV = "UTIL_LIB_FORKSERVER"
+
+
+def switched_on(name: str) -> bool:
+    """False when the variable ``name`` says no (0, false, no, off); unset means yes."""
+    return os.environ.get(name, "true").strip().lower() not in ("0", "false", "no", "off")

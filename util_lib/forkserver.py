@@ -49,7 +49,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from util_lib.environment import FORKSERVER_ENV
+from util_lib.environment import FORKSERVER_ENV, switched_on
 
 # MLflow's SQLAlchemy store (0.9 s): only steps that open the store themselves import it.
 STORE_MODULE = "mlflow.store.tracking.sqlalchemy_store"
@@ -114,7 +114,6 @@ IMPORT_TIME_VARIABLES = (
 )
 
 _HEADER = struct.Struct("!I")
-_CHILD_READY = b"\x00"
 
 
 def _import_env(env: dict[str, str]) -> dict[str, str | None]:
@@ -173,7 +172,7 @@ def _run_here(mode: str, target: str, args: list[str]) -> None:
 def _launch(mode: str, target: str, args: list[str]) -> None:
     """Hand the step to the fork server and end as it ends; run it here when that cannot be."""
     address = os.environ.get(FORKSERVER_ENV, "")
-    if not address or address.lower() in ("0", "false", "no", "off"):
+    if not address or not enabled():
         _run_here(mode, target, args)
         return
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -552,8 +551,7 @@ def warm(modules: list[str] | tuple[str, ...], step: str | None = None) -> bool:
 
 def enabled() -> bool:
     """False when ``UTIL_LIB_FORKSERVER`` says no (0, false, no, off)."""
-    value = os.environ.get(FORKSERVER_ENV, "true").strip().lower()
-    return value not in ("0", "false", "no", "off")
+    return switched_on(FORKSERVER_ENV)
 
 
 def start(modules: list[str] | None = None, wait: bool = True) -> ForkServer | None:

@@ -18,20 +18,18 @@ A tracking URI that is not a local SQLite file (a team's server, PostgreSQL) is 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from typing import Any
 
-from util_lib.environment import SERVER_ENV
+from util_lib.environment import SERVER_ENV, switched_on
 
 logger = logging.getLogger(__name__)
 
 
 def server_enabled() -> bool:
     """False when ``UTIL_LIB_TRACKING_SERVER`` says no (0, false, no, off)."""
-    value = os.environ.get(SERVER_ENV, "true").strip().lower()
-    return value not in ("0", "false", "no", "off")
+    return switched_on(SERVER_ENV)
 
 
 def _quiet_handler() -> Any:
