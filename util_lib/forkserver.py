@@ -204,26 +204,33 @@ def _launch(mode: str, target: str, args: list[str]) -> None:
         return
     child = int(reply["pid"])
     # The child is in this process's group: a signal to the group (Ctrl-C, a kill of the
-    # group) reaches it directly, as it reached the step's own process; a signal to this
-    # process alone (`mlflow run` cancelling its command) is passed on.
+    # group) reaches it directly, as it reached the step's own process. A signal to this
+    # process alone (`mlflow run` cancelling its command with SIGTERM) does not: it is passed
+    # on unless the child ends within 2 s (it got it then). Ctrl-C is never passed on twice.
     grouped = reply.get("pgid") == os.getpgrp()
+    later: list[int] = []
 
-    def forward(signum: int, _frame: Any) -> None:
-        if signum == signal.SIGINT and grouped:
-            return  # the terminal's Ctrl-C reached the child too: once is enough
+    def pass_on(signum: int) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(child, signum)
         if signum == signal.SIGTERM:
             # Terminate, then kill: a step still at work 10 s after (say, retrying calls to
             # the pipeline's tracking server, which ended with the driver) is killed.
+            later[:] = [signal.SIGKILL]
             signal.alarm(10)
 
-    def kill(_signum: int, _frame: Any) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(child, signal.SIGKILL)
+    def forward(signum: int, _frame: Any) -> None:
+        if not grouped:
+            pass_on(signum)
+        elif signum != signal.SIGINT:
+            later[:] = [signum]
+            signal.alarm(2)
 
-    signal.signal(signal.SIGALRM, kill)
+    def on_alarm(_signum: int, _frame: Any) -> None:
+        if later:
+            pass_on(later.pop())
 
+    signal.signal(signal.SIGALRM, on_alarm)
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
         signal.signal(signum, forward)
     reply = _receive(conn)
