@@ -28,7 +28,10 @@ before the fork, so an edit between two steps is always seen, as the step cache 
 A child never outlives its launcher: it watches the socket and ends when the launcher is gone
 (even by ``SIGKILL``). The server ends when its driver ends: the driver closes the server's
 standard input (:meth:`ForkServer.stop`, at exit), or dies, which closes it too, and on Linux
-the server also gets ``SIGKILL`` when its parent dies.
+the server also gets ``SIGKILL`` when its parent dies, and its children ``SIGTERM``. A
+launcher, warm or cold, gets ``SIGTERM`` when the process that started it dies: a driver
+killed before it could cancel its step (Ctrl-C reaches `mlflow run` and the driver together,
+and `mlflow run` cancels the driver) leaves no step at work.
 """
 
 from __future__ import annotations
@@ -149,6 +152,18 @@ def _receive(conn: socket.socket, first: bytes = b"") -> dict[str, Any] | None:
     return json.loads(data[_HEADER.size :])
 
 
+def _end_with_parent(signum: int, parent: int | None = None) -> None:
+    """Get ``signum`` when the parent process (``parent``, else the present one) dies: Linux's
+    PR_SET_PDEATHSIG; at once if it died already. Elsewhere a no-op."""
+    parent = parent or os.getppid()
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signum)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # it died before the call: no signal will come
+        os.kill(os.getpid(), signum)
+
+
 # --- the launcher (a step's MLproject command) -------------------------------------------
 
 
@@ -171,6 +186,10 @@ def _run_here(mode: str, target: str, args: list[str]) -> None:
 
 def _launch(mode: str, target: str, args: list[str]) -> None:
     """Hand the step to the fork server and end as it ends; run it here when that cannot be."""
+    # A step ends with the process that started it (`mlflow run`, the pipeline's driver), as
+    # when that process cancels it: one killed before it could (Ctrl-C reaches `mlflow run`
+    # and the driver together; the first cancels the second) leaves no step at work.
+    _end_with_parent(signal.SIGTERM)
     address = os.environ.get(FORKSERVER_ENV, "")
     if not address or not enabled():
         _run_here(mode, target, args)
@@ -263,10 +282,13 @@ def _watch_launcher(conn: socket.socket, own_group: bool) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _become_step(conn: socket.socket, request: dict[str, Any], fds: list[int]) -> None:
+def _become_step(conn: socket.socket, request: dict[str, Any], fds: list[int], server: int) -> None:
     """In the forked child: take the launcher's place and run its step; never returns."""
     code = 1
     try:
+        # The server ends with its driver: so does the step, whatever it was doing (a step
+        # interrupted by Ctrl-C may be retrying calls to the driver's tracking server).
+        _end_with_parent(signal.SIGTERM, server)
         # The launcher's process group, as the step's own process was in; a group of its own
         # when that cannot be (a launcher in another session).
         try:
@@ -348,11 +370,8 @@ def serve(address: str, modules: list[str]) -> None:
     """
     import selectors
 
-    with contextlib.suppress(Exception):
-        # Linux: end with the driver even if it is killed before it can close our stdin.
-        import ctypes
-
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    # End with the driver even if it is killed before it can close our stdin.
+    _end_with_parent(signal.SIGKILL)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(address)
     listener.listen(16)
@@ -372,6 +391,7 @@ def serve(address: str, modules: list[str]) -> None:
 
     def fork(conn: socket.socket, request: dict[str, Any], fds: list[int]) -> None:
         _flush()
+        server = os.getpid()
         pid = os.fork()
         if pid == 0:
             selector.close()
@@ -380,7 +400,7 @@ def serve(address: str, modules: list[str]) -> None:
                 other.close()
                 for fd in other_fds:
                     os.close(fd)
-            _become_step(conn, request, fds)
+            _become_step(conn, request, fds, server)
         for fd in fds:
             os.close(fd)
         children[pid] = conn

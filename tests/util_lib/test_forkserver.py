@@ -5,6 +5,7 @@ for it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -255,6 +256,59 @@ def test_the_server_ends_with_the_process_that_started_it(tmp_path: Path) -> Non
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _alive(pid), "the fork server outlived the driver"
+
+
+@pytest.mark.parametrize("warm", [True, False], ids=["warm", "cold"])
+def test_a_step_ends_with_the_process_that_started_it(tmp_path: Path, warm: bool) -> None:
+    """Ctrl-C reaches `mlflow run` and the pipeline's driver at once; the first kills the
+    second before it can cancel its step: the step, still at work (an interrupted step may
+    retry calls to the driver's tracking server for minutes), must end with it."""
+    folder = _step(
+        tmp_path,
+        """
+        import os, pathlib, signal, time
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # busy with what Ctrl-C started
+        pathlib.Path("ready").write_text(str(os.getpid()))
+        time.sleep(120)
+        """,
+    )
+    started = tmp_path / "launcher"
+    driver = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import os, pathlib, subprocess, sys, time\n"
+            "from util_lib import forkserver\n"
+            f"server = forkserver.start() if {warm} else None\n"
+            "launcher = subprocess.Popen(\n"
+            "    [sys.executable, '-m', 'util_lib.forkserver', 'run.py'],\n"
+            f"    cwd={str(folder)!r},\n"
+            ")\n"
+            f"pathlib.Path({str(started)!r}).write_text(str(launcher.pid))\n"
+            "time.sleep(120)\n",
+        ],
+        env=_env(None),
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (folder / "ready").exists() or not (folder / "ready").read_text():
+            assert driver.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        step, launcher = int((folder / "ready").read_text()), int(started.read_text())
+        assert (step != launcher) is warm
+        driver.kill()  # no chance to cancel its step
+        driver.wait()
+        deadline = time.monotonic() + 30
+        while (_alive(step) or _alive(launcher)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(step), "the step outlived the process that started it"
+        assert not _alive(launcher), "the launcher outlived the process that started it"
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(driver.pid, signal.SIGKILL)
 
 
 def test_stop_ends_the_server_and_removes_its_socket() -> None:
