@@ -153,8 +153,8 @@ def _receive(conn: socket.socket, first: bytes = b"") -> dict[str, Any] | None:
 
 
 def _end_with_parent(signum: int, parent: int | None = None) -> None:
-    """Get ``signum`` when the parent process (``parent``, else the present one) dies: Linux's
-    PR_SET_PDEATHSIG; at once if it died already. Elsewhere a no-op."""
+    """Get ``signum`` when the parent process (``parent``, else the present one) dies (Linux's
+    PR_SET_PDEATHSIG; not elsewhere), and at once if it died already."""
     parent = parent or os.getppid()
     with contextlib.suppress(Exception):
         import ctypes
