@@ -562,13 +562,13 @@ def warm(modules: list[str] | tuple[str, ...], step: str | None = None) -> bool:
     address = os.environ.get(FORKSERVER_ENV, "")
     if not enabled() or not address:
         return False
-    data = json.dumps({"warm": {"modules": list(modules), "step": step}}).encode()
+    request = {"warm": {"modules": list(modules), "step": step}}
     deadline = time.monotonic() + 5
     while True:
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
                 conn.connect(address)
-                conn.sendall(_HEADER.pack(len(data)) + data)
+                _send(conn, request)
             return True
         except OSError:
             if time.monotonic() > deadline:
@@ -585,7 +585,7 @@ def start(modules: list[str] | None = None, wait: bool = True) -> ForkServer | N
     """Start a fork server for this process's steps; set ``UTIL_LIB_FORKSERVER`` to it.
 
     ``modules``: what it imports first, in order (default: what every step imports;
-    :meth:`ForkServer.warm` adds each step's). ``wait``: return once it listens (else
+    :func:`warm` adds each step's). ``wait``: return once it listens (else
     at once: a launcher that comes before it listens runs cold). Returns None when
     ``UTIL_LIB_FORKSERVER`` turns it off or one is already set.
     """
