@@ -25,7 +25,9 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(
         REPO,
         copy,
-        ignore=shutil.ignore_patterns(".git", "__pycache__", "mlruns", "mlflow.db", "wandb"),
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv*", "__pycache__", "mlruns", "mlflow.db", "wandb"
+        ),
     )
     step = copy / "count_rows"
     step.mkdir()

@@ -53,3 +53,118 @@ def test_every_step_has_its_files() -> None:
     ):
         for name in ("MLproject", "conda.yml", "README.md"):
             assert (REPO / step / name).exists(), f"{step}/{name} is missing"
+
+
+# --- every module the project imports is installed by requirements.txt ----------------------
+
+# Folders that hold what runs leave behind, never the project's code.
+_NOT_CODE = {"outputs", "multirun", "mlruns", "mlartifacts", "wandb", "artifacts", "build"}
+
+
+def _project_sources() -> list[tuple[str, str]]:
+    """(where, source) of every Python file and notebook code cell of the project."""
+    sources = []
+    for path in sorted(REPO.rglob("*.py")):
+        parts = path.relative_to(REPO).parts
+        if not any(p.startswith(".") or p in _NOT_CODE for p in parts):
+            sources.append((str(path.relative_to(REPO)), path.read_text()))
+    for path in sorted(REPO.rglob("*.ipynb")):
+        parts = path.relative_to(REPO).parts
+        if any(p.startswith(".") or p in _NOT_CODE for p in parts):
+            continue
+        import json
+
+        cells = json.loads(path.read_text())["cells"]
+        for number, cell in enumerate(cells):
+            if cell["cell_type"] == "code":
+                # IPython magics (%, !) are not Python.
+                code = "".join(
+                    line for line in cell["source"] if not line.lstrip().startswith(("%", "!"))
+                )
+                sources.append((f"{path.relative_to(REPO)} cell {number}", code))
+    return sources
+
+
+def _imported_top_levels() -> dict[str, str]:
+    """Top-level module -> one place that imports it: static imports of every source, the
+    modules pipeline.yaml has the fork server import, and those it imports for every step."""
+    import ast
+
+    from util_lib.forkserver import COMMON_MODULES
+    from util_lib.graph import load_graph
+
+    found: dict[str, str] = {}
+    for where, source in _project_sources():
+        for node in ast.walk(ast.parse(source, filename=where)):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                found.setdefault(name.split(".")[0], where)
+    for step in load_graph():
+        for name in step.imports:
+            found.setdefault(name.split(".")[0], f"pipeline.yaml ({step.name} imports)")
+    for name in COMMON_MODULES:
+        found.setdefault(name.split(".")[0], "util_lib/forkserver.py COMMON_MODULES")
+    return found
+
+
+def _installed_by_requirements() -> set[str]:
+    """Normalised names of the distributions requirements.txt installs, with their own
+    requirements (markers evaluated here, extras followed), transitively."""
+    import importlib.metadata as metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    pending = [
+        Requirement(line.split("#")[0].strip())
+        for line in (REPO / "requirements.txt").read_text().splitlines()
+        if line.split("#")[0].strip()
+    ]
+    seen: set[str] = set()
+    while pending:
+        requirement = pending.pop()
+        name = canonicalize_name(requirement.name)
+        key = name + "[" + ",".join(sorted(requirement.extras)) + "]"
+        if key in seen:
+            continue
+        seen.add(key)
+        seen.add(name)
+        try:
+            requires = metadata.requires(requirement.name) or []
+        except metadata.PackageNotFoundError:
+            continue  # not installed here: a marker excluded it
+        for text in requires:
+            nested = Requirement(text)
+            extras = requirement.extras or {""}
+            if nested.marker is None or any(
+                nested.marker.evaluate({"extra": extra}) for extra in extras
+            ):
+                pending.append(nested)
+    return {name for name in seen if "[" not in name}
+
+
+def test_every_module_the_project_imports_is_installed_by_requirements() -> None:
+    """A module installed here by chance (the machine's image, another project) is not one a
+    user gets from `pip install -r requirements.txt`: each import must come from a distribution
+    that requirements.txt installs, directly or as a dependency."""
+    import importlib.metadata as metadata
+    import sys
+
+    from packaging.utils import canonicalize_name
+
+    local = {p.stem for p in REPO.rglob("*.py")} | {p.name for p in REPO.iterdir() if p.is_dir()}
+    providers = metadata.packages_distributions()
+    installed = _installed_by_requirements()
+    missing = []
+    for module, where in sorted(_imported_top_levels().items()):
+        if module in sys.stdlib_module_names or module in local or module == "__future__":
+            continue
+        distributions = {canonicalize_name(d) for d in providers.get(module, [])}
+        if not distributions & installed:
+            missing.append(f"{module} (imported by {where}; provided by {sorted(distributions)})")
+    assert not missing, "not installed by requirements.txt: " + "; ".join(missing)
