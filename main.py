@@ -22,7 +22,9 @@ import contextlib
 import logging
 import os
 import re
+import signal
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -40,10 +42,19 @@ if __name__ == "__main__":
     forkserver.start(wait=False)
 
 import hydra  # noqa: E402 - after the fork server's start, on purpose
+from hydra.errors import CompactHydraException  # noqa: E402
 from omegaconf import DictConfig, ListConfig, OmegaConf  # noqa: E402
 
 # Importing it registers the schema that config.yaml's defaults name (before @hydra.main runs).
 from util_lib.config_schema import ConfigError, check_config  # noqa: E402
+from util_lib.endings import (  # noqa: E402
+    DRIVER_TAG,
+    Interrupted,
+    driver_identity,
+    interrupts_as_exceptions,
+    mark_abandoned_runs,
+    mark_interrupted,
+)
 from util_lib.environment import (  # noqa: E402
     ARTIFACT_STORE_ENV,
     GROUP_ENV,
@@ -243,8 +254,12 @@ def _multirun_job() -> tuple[str, int, list[str]] | None:
     return multirun, int(hydra_config.job.num), list(hydra_config.overrides.task)
 
 
-class StepFailedError(RuntimeError):
-    """A step of a sweep's job failed (Hydra records the job as failed and goes on or stops)."""
+class StepFailedError(CompactHydraException):
+    """A step of a sweep's job failed (Hydra records the job as failed and goes on or stops).
+
+    Compact: Hydra prints its message alone, without a traceback and a HYDRA_FULL_ERROR hint
+    after it, so the message (the step and its cause) stays the last line.
+    """
 
 
 def _env_manager(config: DictConfig, parent: Any) -> str:
@@ -318,10 +333,15 @@ def run_pipeline(config: DictConfig, output_dir: Path, serve: bool = False) -> f
     results = [StepResult(step) for step in steps]
     written: dict[str, str] = {}
     with (
+        # Ctrl-C and SIGTERM become an exception: the runs opened below end KILLED.
+        interrupts_as_exceptions(),
         _open_pipeline_run(mlflow, config.main.project_name) as parent,
         # Opened after the run: the project's experiment is made on the store itself.
         _pipeline_server(serve, store_uri) as steps_uri,
+        # Where `mlflow.run` makes each step's temporary folder: removed with the pipeline.
+        tempfile.TemporaryDirectory(prefix="util_lib-steps-") as storage_dir,
     ):
+        mlflow.set_tag(DRIVER_TAG, driver_identity())
         mlflow.log_params({"execute_steps": ",".join(steps), "config_dir": str(output_dir)})
         env_manager = _env_manager(config, mlflow.get_run(parent.info.run_id))
         if env_manager != "local":
@@ -338,65 +358,81 @@ def run_pipeline(config: DictConfig, output_dir: Path, serve: bool = False) -> f
                 config.main.components_version or "its default branch",
             )
         client = mlflow.MlflowClient()
+        # Runs that a pipeline killed outright left RUNNING say so now.
+        mark_abandoned_runs(client, parent.info.experiment_id, parent.info.run_id)
         cache = _step_cache(config, client, parent.info.experiment_id)
         from util_lib.lineage import WandbLineageRun, log_pipeline_lineage
 
         # The W&B run of the lineage picture opens while the steps work (2 s off the end).
         lineage_run = WandbLineageRun(parent.info.run_id, config.main.project_name)
-        for index, result in enumerate(results, 1):
-            step = get_step(result.step)
-            params = step_parameters(result.step, config, written, output_dir)
-            if cache:
-                params = cache.pin_inputs(step, params)
-            key = cache.key(step, params, env_manager, uris[result.step]) if cache else None
-            position = f"[{index}/{len(results)}] {result.step}"
-            hit = cache.lookup(step, key) if cache and key else None
-            start = time.monotonic()
-            if hit is not None:
-                _record(result, hit.run)
-                result.status = "CACHED"
-                result.seconds = time.monotonic() - start
-            else:
-                _progress(f"{position} …")
-                with _heartbeat(position, start):
-                    _run_step(
-                        result, params, uris[result.step], config, env_manager, start, steps_uri()
-                    )
-                if result.status == "FAILED":
-                    _progress(f"{position} FAILED {result.seconds:.1f} s (run {result.run_id})")
-                    lineage_run.finish(failed=True)
-                    _fail(result, results, log_file, cache is not None, mlflow, store_uri)
-                if cache and key:
-                    # As of the step's end: it may have moved what it depends on (check_data
-                    # sets the reference that its key reads).
-                    after = cache.key(step, params, env_manager, uris[result.step])
-                    if after:
-                        cache.remember(result.run_id, after)
-            _progress(f"{position} {result.status} {result.seconds:.1f} s (run {result.run_id})")
-            mlflow.set_tags(
-                {
-                    STEP_RUN_PREFIX + result.step: result.run_id,
-                    STEP_STATUS_PREFIX + result.step: result.status,
-                }
-            )
-            written.update({spec.split(":")[0]: spec for spec in result.written})
-            mlflow.log_metrics({k: v for k, v in result.metrics.items()})
-            logger.info(
-                "%s: %s in %.1f s (run %s), wrote %s",
-                result.step,
-                result.status,
-                result.seconds,
-                result.run_id,
-                result.written or "nothing",
-            )
-        from util_lib.datasets import log_pipeline_inputs
+        at_work: tuple[str | None, int] = (None, parent.info.start_time)  # step, its start (ms)
+        try:
+            for index, result in enumerate(results, 1):
+                step = get_step(result.step)
+                params = step_parameters(result.step, config, written, output_dir)
+                if cache:
+                    params = cache.pin_inputs(step, params)
+                key = cache.key(step, params, env_manager, uris[result.step]) if cache else None
+                position = f"[{index}/{len(results)}] {result.step}"
+                hit = cache.lookup(step, key) if cache and key else None
+                start = time.monotonic()
+                if hit is not None:
+                    _record(result, hit.run)
+                    result.status = "CACHED"
+                    result.seconds = time.monotonic() - start
+                else:
+                    _progress(f"{position} …")
+                    at_work = (result.step, int(time.time() * 1000))
+                    with _heartbeat(position, start):
+                        _run_step(
+                            result,
+                            params,
+                            uris[result.step],
+                            config,
+                            env_manager,
+                            start,
+                            steps_uri(),
+                            storage_dir,
+                        )
+                    if result.status == "FAILED":
+                        _progress(f"{position} FAILED {result.seconds:.1f} s (run {result.run_id})")
+                        lineage_run.finish(failed=True)
+                        _fail(result, results, log_file, cache is not None, mlflow, store_uri)
+                    if cache and key:
+                        # As of the step's end: it may have moved what it depends on (check_data
+                        # sets the reference that its key reads).
+                        after = cache.key(step, params, env_manager, uris[result.step])
+                        if after:
+                            cache.remember(result.run_id, after)
+                _progress(
+                    f"{position} {result.status} {result.seconds:.1f} s (run {result.run_id})"
+                )
+                mlflow.set_tags(
+                    {
+                        STEP_RUN_PREFIX + result.step: result.run_id,
+                        STEP_STATUS_PREFIX + result.step: result.status,
+                    }
+                )
+                written.update({spec.split(":")[0]: spec for spec in result.written})
+                mlflow.log_metrics({k: v for k, v in result.metrics.items()})
+                logger.info(
+                    "%s: %s in %.1f s (run %s), wrote %s",
+                    result.step,
+                    result.status,
+                    result.seconds,
+                    result.run_id,
+                    result.written or "nothing",
+                )
+            from util_lib.datasets import log_pipeline_inputs
 
-        # The printed link opens this run: its page shows the data and models of its steps.
-        log_pipeline_inputs(client, parent.info.run_id, [r.run_id for r in results])
-        # A failure to draw only warns.
-        log_pipeline_lineage(
-            parent.info.run_id, written.values(), [r.run_id for r in results], lineage_run
-        )
+            # The printed link opens this run: its page shows the data and models of its steps.
+            log_pipeline_inputs(client, parent.info.run_id, [r.run_id for r in results])
+            # A failure to draw only warns.
+            log_pipeline_lineage(
+                parent.info.run_id, written.values(), [r.run_id for r in results], lineage_run
+            )
+        except Interrupted as stop:
+            _end_interrupted(stop, at_work, client, parent.info.run_id, lineage_run, results)
     _print_where_to_look(
         results,
         log_file,
@@ -503,10 +539,12 @@ def _run_step(
     env_manager: str,
     start: float,
     tracking_uri: str | None = None,
+    storage_dir: str | None = None,
 ) -> None:
     """Run one step through ``mlflow.run``; record its run (FAILED when it failed) in ``result``.
 
     ``tracking_uri``: the step's store (the pipeline's tracking server), when not the driver's.
+    ``storage_dir``: where MLflow makes the step's temporary folder (default: the system's).
     """
     import mlflow
     from mlflow.exceptions import ExecutionException
@@ -532,6 +570,7 @@ def _run_step(
             experiment_name=config.main.project_name,
             run_name=result.step,
             env_manager=env_manager,
+            storage_dir=storage_dir,
             synchronous=True,
         )
         mlflow.set_tracking_uri(store_uri)
@@ -573,12 +612,54 @@ def _fail(
     )
     mlflow.set_tag("util_lib.failed_step", result.step)
     mlflow.end_run(status="FAILED")
+    # The last line a person reads: what went wrong, as the step recorded it.
+    cause = f"{result.step} failed: {_failure_cause(mlflow.MlflowClient(), result.run_id)}"
     if _multirun_job() is not None:
         # SystemExit would end the whole sweep (and kill joblib's workers).
-        raise StepFailedError(
-            f"step {result.step} failed (MLflow run {result.run_id}); see {log_file}"
-        )
+        raise StepFailedError(cause)
+    logger.error("%s", cause)
     sys.exit(1)
+
+
+def _end_interrupted(
+    stop: Interrupted,
+    at_work: tuple[str | None, int],
+    client: Any,
+    run_id: str,
+    lineage_run: Any,
+    results: list[StepResult],
+) -> None:
+    """End the pipeline after Ctrl-C or SIGTERM: its runs KILLED, the sweep (if any) stopped."""
+    step, since = at_work
+    for result in results:
+        if result.step == step:
+            result.status = "KILLED"
+    lineage_run.finish(failed=True)
+    mark_interrupted(client, run_id, step, since, stop.signum)
+    import mlflow
+
+    mlflow.end_run(status="KILLED")  # already so in the store; this forgets it as active
+    logger.error(
+        "interrupted (%s) during %s: the pipeline run %s and its step's run are KILLED",
+        signal.Signals(stop.signum).name,
+        step or "the pipeline's start",
+        run_id,
+    )
+    if _multirun_job() is not None:
+        raise stop  # the whole sweep stops
+    sys.exit(stop.exit_code)
+
+
+def _failure_cause(client: Any, run_id: str) -> str:
+    """Why the step's run failed, as the step recorded it (util_lib.tracking); else where its
+    own words are."""
+    from util_lib.tags import FAILURE_TAG
+
+    try:
+        cause = client.get_run(run_id).data.tags.get(FAILURE_TAG)
+    except Exception:  # noqa: BLE001 - no run (the step did not start): say where to look
+        cause = None
+    return cause or "it stopped before recording why: its output above says it"
 
 
 def _print_where_to_look(

@@ -197,12 +197,18 @@ def ks_results(
     return {r.column: r for r in results}
 
 
+# The checks that failed, "name: first line of why", for the run's failure cause.
+_FAILED_CHECKS: list[str] = []
+
+
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     """Write every check's outcome to the pipeline log (pytest only prints its own report)."""
     if report.failed:
         crash = getattr(report.longrepr, "reprcrash", None)
         reason = crash.message if crash is not None else str(report.longrepr)
         logger.error("%s FAILED (%s): %s", report.nodeid, report.when, reason)
+        first = next((line for line in reason.splitlines() if line.strip()), "")
+        _FAILED_CHECKS.append(f"{report.nodeid.split('::')[-1]} ({first.strip()})")
     elif report.when == "call":
         logger.info("%s %s", report.nodeid, report.outcome)
     elif report.skipped:
@@ -253,7 +259,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             session.testsfailed,
             session.testscollected,
         )
-        tracked.close(failed=failed)
+        cause = (
+            f"{session.testsfailed} of {session.testscollected} data checks failed: "
+            + "; ".join(_FAILED_CHECKS)
+            if _FAILED_CHECKS
+            else f"data check ended with exit status {int(exitstatus)}"
+        )
+        tracked.close(failed=failed, cause=cause if failed else None)
     session.config.stash[_PASSED] = not failed
 
 

@@ -21,6 +21,9 @@ CODE_DIGEST_TAG = "util_lib.code_digest"
 CONFIG_DIGEST_TAG = "util_lib.config_digest"
 CODE_DIR_TAG = "util_lib.code_dir"
 CACHE_TAG = "util_lib.cache_key"  # the step cache's key of the run (util_lib/step_cache.py)
+# Why a failed run failed, one line, redacted (the exception, the checks that failed): the
+# driver prints it as its last line.
+FAILURE_TAG = "util_lib.failure"
 
 # On a pipeline run.
 STEP_RUN_PREFIX = "util_lib.step_run."  # + step name: the run id

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +25,7 @@ from util_lib.tags import (
     CODE_DIGEST_TAG,
     CODE_DIR_TAG,
     CONFIG_DIGEST_TAG,
+    FAILURE_TAG,
     PROJECT_TAG,
     STEP_TAG,
     STORE_TAG,
@@ -389,8 +390,11 @@ class Run:
                 self.wandb_run.log({name: wandb.Image(str(png))})
 
     # ------------------------------------------------------------------ ending
-    def close(self, failed: bool = False) -> None:
-        """End the run: commit its artifact versions, or discard them when it failed."""
+    def close(self, failed: bool = False, cause: str | None = None) -> None:
+        """End the run: commit its artifact versions, or discard them when it failed.
+
+        ``cause``: why it failed, recorded (one line, redacted) for the pipeline's last line.
+        """
         if self.closed:
             return
         self.closed = True
@@ -399,14 +403,16 @@ class Run:
                 committed = self.store.commit()
                 if committed:
                     logger.info("%s wrote %s", self.step, ", ".join(committed))
-            except Exception:
+            except Exception as error:
                 logger.exception("%s: committing artifacts failed", self.step)
-                failed = True
+                failed, cause = True, f"committing artifacts failed: {describe(error)}"
         if failed:
+            with suppress(Exception):  # the run still ends, failed, without its cause
+                self._mlflow.set_tag(FAILURE_TAG, one_line(cause or "failed"))
             discarded = self.store.discard()
             for model_id in self._logged_models:
                 try:
-                    self._mlflow.MlflowClient().delete_logged_model(model_id)
+                    _delete_logged_model(self._mlflow.MlflowClient(), model_id)
                     discarded.append(f"logged model {model_id}")
                 except Exception:  # keep ending the run; the version is gone already
                     logger.exception("could not delete logged model %s", model_id)
@@ -446,6 +452,21 @@ class Run:
         return run
 
 
+def _delete_logged_model(client: Any, model_id: str) -> None:
+    """Delete a logged model and its files: MLflow's delete only marks it deleted, and a
+    failed export would leave its folder (12 MB for the forest) behind."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    location = client.get_logged_model(model_id).artifact_location
+    client.delete_logged_model(model_id)
+    get_artifact_repository(location).delete_artifacts()
+    local = Path(location.removeprefix("file://"))
+    if local.is_absolute() and local.name == "artifacts":
+        # The model's own folder (models/<id>/) holds nothing else once its files are gone.
+        with suppress(OSError):
+            local.parent.rmdir()
+
+
 def open_run(step: str, job_type: str, config: dict[str, Any] | None = None) -> Run:
     """Open a tracked run for ``step``; end it with :meth:`Run.close`."""
     return Run(step, job_type, config)
@@ -462,7 +483,25 @@ def start_run(step: str, job_type: str, config: dict[str, Any] | None = None) ->
     try:
         yield run
     except BaseException as exc:
-        logger.error("%s failed: %s: %s", step, type(exc).__name__, exc)
-        run.close(failed=True)
+        logger.error("%s failed: %s", step, describe(exc))
+        run.close(failed=True, cause=describe(exc))
         raise
     run.close(failed=False)
+
+
+def describe(error: BaseException) -> str:
+    """What went wrong, as a person reads it: ``Type: message`` (the message alone for
+    ``sys.exit("message")``; "interrupted" for Ctrl-C)."""
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted"
+    if isinstance(error, SystemExit):
+        return str(error.code) if isinstance(error.code, str) else f"exit status {error.code}"
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+
+
+def one_line(text: str, limit: int = 500) -> str:
+    """``text`` on one line, secrets masked, at most ``limit`` characters."""
+    from util_lib.redact import redact_text
+
+    line = " ".join(redact_text(text).split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"

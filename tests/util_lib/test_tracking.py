@@ -205,3 +205,38 @@ def test_an_exported_model_is_the_run_s_logged_model_not_a_dataset(tracking: Pat
     assert _inputs(run.run_id) == {}
     model_inputs = MlflowClient().get_run(run.run_id).inputs.model_inputs
     assert [m.model_id for m in model_inputs] == [model_id]
+
+
+def test_a_failed_run_records_its_cause_on_one_line_without_secrets(tracking: Path) -> None:
+    from mlflow import MlflowClient
+
+    from util_lib.tags import FAILURE_TAG
+    from util_lib.tracking import start_run
+
+    with pytest.raises(KeyError), start_run("segregate", "test") as run:
+        raise KeyError("column 'genre'\nnot in https://alice:hunter2@example.com/data.parquet")
+    cause = MlflowClient().get_run(run.run_id).data.tags[FAILURE_TAG]
+    assert cause.startswith("KeyError: ")
+    assert "column 'genre'" in cause and "\n" not in cause
+    assert "hunter2" not in cause
+
+
+def test_a_failed_export_leaves_no_logged_model_files(tracking: Path) -> None:
+    import mlflow.sklearn
+    from mlflow import MlflowClient
+    from sklearn.dummy import DummyClassifier
+
+    from util_lib.tracking import start_run
+
+    model_dir = tracking / "model_export"
+    mlflow.sklearn.save_model(
+        DummyClassifier().fit([[0], [1]], [0, 1]), str(model_dir), serialization_format="pickle"
+    )
+    with pytest.raises(RuntimeError), start_run("train", "test") as run:
+        _, model_id = run.log_model(model_dir, "model_export", "a model")
+        location = MlflowClient().get_logged_model(model_id).artifact_location
+        files = Path(location.removeprefix("file://"))
+        assert (files / "MLmodel").is_file()  # the export is there while the run works
+        raise RuntimeError("evaluation of the export failed")
+    assert not files.exists()
+    assert not files.parent.exists()  # the model's folder, models/<id>, too
