@@ -446,17 +446,21 @@ def test_without_fork_or_unix_sockets_nothing_reaches_them(
     driver's start() (main.py's first statement), asked for the server or not, nor a step's
     launcher, given a server's address or not, touches them."""
     monkeypatch.setattr(sys, "platform", "win32")
-    for module, name in ((os, "fork"), (socket, "AF_UNIX"), (signal, "SIGHUP")):
+    for module, name in ((os, "fork"), (socket, "AF_UNIX")) + tuple(
+        (signal, name) for name in ("SIGHUP", "SIGQUIT", "SIGALRM")
+    ):
         monkeypatch.delattr(module, name)
-    monkeypatch.delattr(signal, "SIGQUIT")
-    monkeypatch.delattr(signal, "SIGALRM")
-    monkeypatch.setenv(FORKSERVER_ENV, "true")
-    assert forkserver.start(wait=False) is None and forkserver.start() is None
-    assert os.environ[FORKSERVER_ENV] == "false"
-    assert capsys.readouterr().err.splitlines() == [
-        "util_lib.forkserver: the steps start cold: win32 has no os.fork and no "
-        "socket.AF_UNIX, which the fork server needs"
-    ]
+    for asked in (True, False):
+        if asked:
+            monkeypatch.setenv(FORKSERVER_ENV, "true")
+        else:
+            monkeypatch.delenv(FORKSERVER_ENV)
+        assert forkserver.start(wait=False) is None and forkserver.start() is None
+        assert os.environ[FORKSERVER_ENV] == "false"
+        assert capsys.readouterr().err.splitlines() == [
+            "util_lib.forkserver: the steps start cold: win32 has no os.fork and no "
+            "socket.AF_UNIX, which the fork server needs"
+        ]
     folder = tmp_path / "step"
     folder.mkdir()
     (folder / "run.py").write_text(
