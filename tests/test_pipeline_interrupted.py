@@ -1,5 +1,5 @@
 """A pipeline that dies mid-step (Ctrl-C, a kill of its process group) leaves no process behind:
-no step, no tracking server, no W&B service.
+no step, no tracking server, no W&B service, and no fork server or its socket folder.
 
 Real processes: `mlflow run` of the pipeline (W&B offline, so W&B's service runs) in a session
 of its own; once a step is at work, its process group gets the signal; then every process of
@@ -85,6 +85,10 @@ def test_a_pipeline_that_dies_mid_step_leaves_no_process(tmp_path: Path, sig: in
             time.sleep(0.5)
             left = _processes_naming(workdir)
         assert not left, f"left behind after {signal.Signals(sig).name}: {left}"
+        # Nor the fork server's socket folder (TMPDIR is the run's folder), however it ended.
+        assert not list(workdir.glob("util_lib-fork-*")), "the fork server's folder was left"
+        # The steps that ran were forked warm: the server's threads were all known to be safe.
+        assert "starting the step cold" not in (workdir / "stdout.txt").read_text()
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)

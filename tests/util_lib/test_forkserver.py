@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -230,7 +231,10 @@ def test_without_a_server_the_launcher_runs_the_step_itself(tmp_path: Path) -> N
         assert "cold" not in err  # nothing to say: no server was asked
 
 
-def test_the_server_ends_with_the_process_that_started_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["term", "kill"])
+def test_the_server_ends_with_the_process_that_started_it(tmp_path: Path, sig: int) -> None:
+    """A driver that dies of a signal (mlflow's cancel, a kill) runs no atexit handler: the
+    server ends by itself, and leaves no socket or folder in the temporary folder."""
     ready = tmp_path / "server"
     driver = subprocess.Popen(
         [
@@ -239,7 +243,8 @@ def test_the_server_ends_with_the_process_that_started_it(tmp_path: Path) -> Non
             "import os, pathlib, sys, time\n"
             "from util_lib import forkserver\n"
             "server = forkserver.start()\n"
-            f"pathlib.Path({str(ready)!r}).write_text(str(server.process.pid))\n"
+            "said = f'{server.process.pid} {server.folder}'\n"
+            f"pathlib.Path({str(ready)!r}).write_text(said)\n"
             "time.sleep(120)\n",
         ],
         env=_env(None),
@@ -248,14 +253,15 @@ def test_the_server_ends_with_the_process_that_started_it(tmp_path: Path) -> Non
     while not ready.exists() or not ready.read_text():
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    pid = int(ready.read_text())
-    assert _alive(pid)
-    driver.kill()  # no chance to stop it
+    pid, folder = ready.read_text().split(" ", 1)
+    assert _alive(int(pid)) and Path(folder, "socket").exists()
+    driver.send_signal(sig)  # no chance to stop it
     driver.wait()
     deadline = time.monotonic() + 30
-    while _alive(pid) and time.monotonic() < deadline:
+    while (_alive(int(pid)) or Path(folder).exists()) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not _alive(pid), "the fork server outlived the driver"
+    assert not _alive(int(pid)), "the fork server outlived the driver"
+    assert not Path(folder).exists(), f"the fork server left {folder} behind"
 
 
 @pytest.mark.parametrize("warm", [True, False], ids=["warm", "cold"])
@@ -370,3 +376,226 @@ def test_stopping_them_all_starts_no_other(monkeypatch: pytest.MonkeyPatch) -> N
     assert os.environ[FORKSERVER_ENV] == "false"
     assert forkserver.start() is None
     assert not forkserver.warm(["json"])
+
+
+# --- where it runs -------------------------------------------------------------------------
+
+
+def test_off_linux_a_pipeline_says_once_that_its_steps_start_cold(tmp_path: Path) -> None:
+    """macOS: no server unless asked for; one line for the whole pipeline, none per step."""
+    import json
+
+    folder = _step(tmp_path)
+    driver = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import subprocess, sys\n"
+            "sys.platform = 'darwin'\n"
+            "from util_lib import forkserver\n"
+            "assert forkserver.start(wait=False) is None and forkserver.start() is None\n"
+            "for code in ('0', '5'):\n"
+            "    launcher = [sys.executable, '-m', 'util_lib.forkserver', 'run.py', code]\n"
+            f"    subprocess.run(launcher, cwd={str(folder)!r})\n",
+        ],
+        env=_env(None),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert driver.returncode == 0, driver.stderr
+    said = [line for line in driver.stderr.splitlines() if "util_lib.forkserver" in line]
+    assert said == [
+        "util_lib.forkserver: the steps start cold: the fork server runs by default on Linux "
+        f"only, fork being unsafe on darwin ({FORKSERVER_ENV}=true turns it on)"
+    ]
+    steps = [json.loads(line) for line in driver.stdout.splitlines()]
+    assert [step["argv"][1] for step in steps] == ["0", "5"]
+    assert not any(step["warm"] for step in steps)
+
+
+def test_on_macos_true_turns_the_server_on(tmp_path: Path, monkeypatch) -> None:
+    import json
+
+    monkeypatch.setattr(sys, "platform", "darwin")
+    monkeypatch.setenv(FORKSERVER_ENV, "true")
+    started = forkserver.start(["json"])
+    assert started is not None
+    try:
+        assert os.environ[FORKSERVER_ENV] == started.address
+        launcher = _launch(_step(tmp_path), "run.py", "0", env=_env(started))
+        out, err = launcher.communicate(timeout=120)
+    finally:
+        started.stop()
+    assert launcher.returncode == 0, err
+    assert json.loads(out)["ppid"] == started.process.pid
+
+
+def _death_signal() -> int:
+    import ctypes
+
+    value = ctypes.c_int()
+    ctypes.CDLL(None).prctl(2, ctypes.byref(value))  # PR_GET_PDEATHSIG
+    return value.value
+
+
+def test_without_fork_or_unix_sockets_nothing_reaches_them(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """Windows: no os.fork, no AF_UNIX, no SIGHUP/SIGQUIT/SIGALRM, no prctl. Neither the
+    driver's start() (main.py's first statement), asked for the server or not, nor a step's
+    launcher, given a server's address or not, touches them."""
+    monkeypatch.setattr(sys, "platform", "win32")
+    for module, name in ((os, "fork"), (socket, "AF_UNIX")) + tuple(
+        (signal, name) for name in ("SIGHUP", "SIGQUIT", "SIGALRM")
+    ):
+        monkeypatch.delattr(module, name)
+    for asked in (True, False):
+        if asked:
+            monkeypatch.setenv(FORKSERVER_ENV, "true")
+        else:
+            monkeypatch.delenv(FORKSERVER_ENV)
+        assert forkserver.start(wait=False) is None and forkserver.start() is None
+        assert os.environ[FORKSERVER_ENV] == "false"
+        assert capsys.readouterr().err.splitlines() == [
+            "util_lib.forkserver: the steps start cold: win32 has no os.fork and no "
+            "socket.AF_UNIX, which the fork server needs"
+        ]
+    folder = tmp_path / "step"
+    folder.mkdir()
+    (folder / "run.py").write_text(
+        "import pathlib, sys\npathlib.Path('ran').write_text(' '.join(sys.argv))\n"
+    )
+    monkeypatch.chdir(folder)
+    monkeypatch.setattr(sys, "argv", list(sys.argv))
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    before = _death_signal()
+    try:
+        forkserver.main(["run.py", "a", "b"])
+        assert (folder / "ran").read_text() == "run.py a b"
+        assert capsys.readouterr().err == ""
+        monkeypatch.setenv(FORKSERVER_ENV, str(tmp_path / "socket"))  # given one, somehow
+        forkserver.main(["run.py", "c"])
+        assert (folder / "ran").read_text() == "run.py c"
+        assert capsys.readouterr().err.splitlines() == [
+            "util_lib.forkserver: win32 has no os.fork and no socket.AF_UNIX; "
+            "starting the step cold"
+        ]
+        assert _death_signal() == before, "the launcher called prctl"
+    finally:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, before)  # PR_SET_PDEATHSIG
+
+
+# --- what the server holds, and who may hold it up -----------------------------------------
+
+# Modules that start a thread when imported: a Python thread, a native one that names
+# itself, an unnamed native one.
+THREAD_STARTERS = {
+    "python": (
+        "import threading, time\n"
+        "threading.Thread(target=time.sleep, args=(3600,), name='poller', daemon=True).start()\n",
+        "Python thread 'poller'",
+    ),
+    "native": (
+        "import _thread, ctypes, time\n"
+        "named = _thread.allocate_lock()\n"
+        "named.acquire()\n"
+        "def run():\n"
+        "    ctypes.CDLL(None).prctl(15, b'gmain')  # PR_SET_NAME, as GLib's thread does\n"
+        "    named.release()\n"
+        "    time.sleep(3600)\n"
+        "_thread.start_new_thread(run, ())\n"
+        "named.acquire()\n",
+        "native thread 'gmain'",
+    ),
+    "unnamed": (
+        "import _thread, time\n_thread.start_new_thread(time.sleep, (3600,))\n",
+        "1 unnamed native threads, OpenBLAS's workers being 0",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", THREAD_STARTERS)
+def test_a_server_holding_an_unknown_thread_runs_the_step_cold(
+    tmp_path: Path, monkeypatch, kind: str
+) -> None:
+    import json
+
+    source, described = THREAD_STARTERS[kind]
+    modules = tmp_path / "modules"
+    modules.mkdir()
+    (modules / "starts_a_thread.py").write_text(source)
+    monkeypatch.setenv("PYTHONPATH", str(modules))
+    monkeypatch.delenv(FORKSERVER_ENV, raising=False)
+    started = forkserver.start(["json", "starts_a_thread"])
+    assert started is not None
+    try:
+        launcher = _launch(_step(tmp_path), "run.py", "6", "x", env=_env(started))
+        out, err = launcher.communicate(timeout=120)
+    finally:
+        started.stop()
+    assert launcher.returncode == 6, err
+    assert err.splitlines() == [
+        "util_lib.forkserver: the fork server holds threads unsafe to fork "
+        f"({described}); starting the step cold",
+        "to stderr",
+    ]
+    seen = json.loads(out)
+    assert seen["pid"] == launcher.pid and seen["argv"] == ["run.py", "6", "x"]
+
+
+def test_the_known_native_threads_do_not_stop_a_fork(tmp_path: Path, monkeypatch) -> None:
+    """pyarrow's jemalloc background thread and numpy's OpenBLAS worker: the server holds
+    them (named jemalloc_bg_thd, and unnamed) and forks all the same."""
+    import json
+
+    monkeypatch.delenv(FORKSERVER_ENV, raising=False)
+    started = forkserver.start(["numpy", "pyarrow"])
+    assert started is not None
+    try:
+        tasks = Path(f"/proc/{started.process.pid}/task")
+        main = (tasks / str(started.process.pid) / "comm").read_text()
+        deadline = time.monotonic() + 60
+        others: list[str] = []
+        while "jemalloc_bg_thd\n" not in others or main not in others:  # one of each
+            assert time.monotonic() < deadline, others
+            time.sleep(0.1)
+            others = [
+                (t / "comm").read_text() for t in tasks.iterdir() if t.name != tasks.parent.name
+            ]
+        launcher = _launch(_step(tmp_path), "run.py", "0", env=_env(started))
+        out, err = launcher.communicate(timeout=120)
+    finally:
+        started.stop()
+    assert launcher.returncode == 0, err
+    assert json.loads(out)["ppid"] == started.process.pid
+
+
+def test_a_stalled_client_holds_no_step_up(tmp_path: Path, monkeypatch) -> None:
+    """A client that sends half a request and holds its connection: the next launcher is
+    served warm all the same, and the stalled connection is dropped."""
+    import json
+    import struct
+
+    monkeypatch.delenv(FORKSERVER_ENV, raising=False)
+    started = forkserver.start(["json"])
+    assert started is not None
+    stalled = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    launcher = None
+    try:
+        stalled.connect(started.address)
+        stalled.sendall(struct.pack("!I", 1000) + b'{"mode": "pa')
+        launcher = _launch(_step(tmp_path), "run.py", "0", env=_env(started))
+        out, err = launcher.communicate(timeout=60)
+        assert launcher.returncode == 0, err
+        assert json.loads(out)["ppid"] == started.process.pid
+        stalled.settimeout(60)
+        assert stalled.recv(1) == b"", "the stalled connection was kept"
+    finally:
+        stalled.close()
+        if launcher is not None and launcher.poll() is None:
+            launcher.kill()
+            launcher.wait()
+        started.stop()
