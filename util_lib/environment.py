@@ -29,8 +29,9 @@ PROGRESS_ENV = "UTIL_LIB_PROGRESS_SECONDS"
 # store (util_lib/tracking_server.py): the steps then open the store themselves. A driver-only
 # setting, read before any step starts.
 SERVER_ENV = "UTIL_LIB_TRACKING_SERVER"
-# The Unix socket of the fork server that main.py starts for a pipeline's steps ("false" turns
-# it off): util_lib/forkserver.py, whose launcher is every step's MLproject command.
+# The Unix socket of the fork server that main.py starts for a pipeline's steps (on Linux;
+# "true" turns it on on macOS, "false" off everywhere): util_lib/forkserver.py, whose launcher
+# is every step's MLproject command.
 FORKSERVER_ENV = "UTIL_LIB_FORKSERVER"
 
 
