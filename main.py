@@ -731,6 +731,12 @@ def go(config: DictConfig) -> float | None:
     hydra_config = HydraConfig.get()
     # A sweep's jobs keep the store they were given: each job is a pipeline of its own.
     serve = hydra_config.mode != RunMode.MULTIRUN
+    if serve and os.environ.get("MLFLOW_RUN_ID"):
+        # Started by `mlflow run`: a stop of that process (a kill of it alone) stops the
+        # pipeline too, which then ends its runs KILLED. (Not when run directly: nohup keeps
+        # a pipeline going after its terminal closes. Not a sweep's jobs: a joblib worker's
+        # parent is a thread of the sweep that may end before the job.)
+        forkserver.end_with_parent(signal.SIGTERM)
     # What the steps this config runs import, loaded by the fork server ahead of them (one is
     # started here when none runs yet, e.g. main.py imported rather than run).
     forkserver.start()

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.pipeline_runs import DATASET, REPO, SMALL_FOREST, pipeline_env, sqlite_uri
+from tests.pipeline_runs import DATASET, PROJECT, REPO, SMALL_FOREST, pipeline_env, sqlite_uri
+from util_lib.endings import ENDED_BY_TAG
 
 pytestmark = pytest.mark.e2e
 
@@ -49,8 +50,30 @@ def _wait_for(predicate, seconds: float, what: str, process: subprocess.Popen) -
         time.sleep(0.2)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill"])
-def test_a_pipeline_that_dies_mid_step_leaves_no_process(tmp_path: Path, sig: int) -> None:
+def _statuses(workdir: Path) -> dict[str, list[tuple[str, str]]]:
+    """run name -> [(status, why it ended)] of the runs of that name in the project's
+    experiment, oldest first."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(sqlite_uri(workdir))
+    experiment = client.get_experiment_by_name(PROJECT)
+    found: dict[str, list[tuple[str, str]]] = {}
+    runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time"])
+    for run in runs:
+        ended = (run.info.status, run.data.tags.get(ENDED_BY_TAG, ""))
+        found.setdefault(run.info.run_name, []).append(ended)
+    return found
+
+
+# Ctrl-C reaches the whole process group (a terminal's); SIGTERM reaches `mlflow run` alone
+# (`kill <pid>`, a service manager's stop); SIGKILL the whole group, which can mark nothing.
+ENDINGS = [(signal.SIGINT, True), (signal.SIGTERM, False), (signal.SIGKILL, True)]
+
+
+@pytest.mark.parametrize(("sig", "group"), ENDINGS, ids=["ctrl-c", "term", "kill"])
+def test_a_pipeline_that_dies_mid_step_leaves_no_process(
+    tmp_path: Path, sig: int, group: bool
+) -> None:
     workdir = tmp_path / "interrupted"
     workdir.mkdir()
     env = pipeline_env(workdir, sqlite_uri(workdir), wandb_mode="offline")
@@ -77,7 +100,10 @@ def test_a_pipeline_that_dies_mid_step_leaves_no_process(tmp_path: Path, sig: in
         running = _processes_naming(workdir)
         assert any("wandb-core" in c for c in running.values()), running
         assert "tracking server http://127.0.0.1:" in log.read_text()
-        os.killpg(process.pid, sig)
+        if group:
+            os.killpg(process.pid, sig)
+        else:
+            os.kill(process.pid, sig)
         process.wait(timeout=120)
         deadline = time.monotonic() + 30
         left = _processes_naming(workdir)
@@ -89,6 +115,28 @@ def test_a_pipeline_that_dies_mid_step_leaves_no_process(tmp_path: Path, sig: in
         assert not list(workdir.glob("util_lib-fork-*")), "the fork server's folder was left"
         # The steps that ran were forked warm: the server's threads were all known to be safe.
         assert "starting the step cold" not in (workdir / "stdout.txt").read_text()
+        # The store says how it ended: no run left RUNNING by a pipeline that could end them.
+        statuses = _statuses(workdir)
+        assert statuses["get_data"][0][0] == statuses["preprocess"][0][0] == "FINISHED"
+        why = f"interrupted by {signal.Signals(sig).name} during check_data"
+        if sig == signal.SIGKILL:
+            assert statuses["pipeline"][0][0] == statuses["check_data"][0][0] == "RUNNING"
+            # The next pipeline on that store marks them (here one that runs get_data alone).
+            rerun = subprocess.run(
+                [*command, "-P", f"hydra_options={options} main.execute_steps=get_data"],
+                cwd=workdir,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
+            assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+            statuses = _statuses(workdir)
+            assert statuses["pipeline"][1][0] == "FINISHED", statuses
+            why = "ended without closing it"
+        for name in ("pipeline", "check_data"):
+            status, ended_by = statuses[name][0]
+            assert status == "KILLED" and why in ended_by, (name, status, ended_by)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)

@@ -120,7 +120,7 @@ def _receive(conn: socket.socket) -> dict[str, Any] | None:
     return json.loads(data[_HEADER.size :])
 
 
-def _end_with_parent(signum: int, parent: int | None = None) -> None:
+def end_with_parent(signum: int, parent: int | None = None) -> None:
     """Get ``signum`` when the parent process (``parent``, else the present one) dies, and at
     once if it died already: Linux's PR_SET_PDEATHSIG; nothing elsewhere."""
     if not sys.platform.startswith("linux"):
@@ -180,7 +180,7 @@ def _launch(mode: str, target: str, args: list[str]) -> None:
     # A step ends with the process that started it (`mlflow run`, the pipeline's driver), as
     # when that process cancels it: one killed before it could (Ctrl-C reaches `mlflow run`
     # and the driver together; the first cancels the second) leaves no step at work.
-    _end_with_parent(signal.SIGTERM)
+    end_with_parent(signal.SIGTERM)
     address = _address()
     if not address or not enabled():
         _run_here(mode, target, args)

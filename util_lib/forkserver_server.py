@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, NoReturn
 
-from util_lib.forkserver import _HEADER, _end_with_parent, _identity, _run_here, _send
+from util_lib.forkserver import _HEADER, _identity, _run_here, _send, end_with_parent
 from util_lib.forkserver_warmup import WarmUp
 
 # Seconds a connection has, from its accept, to send a whole request.
@@ -99,7 +99,7 @@ def _become_step(conn: socket.socket, request: dict[str, Any], fds: list[int], s
     try:
         # The step ends with the server, which ends with its driver (an interrupted step may
         # be retrying calls to the driver's tracking server).
-        _end_with_parent(signal.SIGTERM, server)
+        end_with_parent(signal.SIGTERM, server)
         # The launcher's process group; its own when that cannot be (another session).
         try:
             os.setpgid(0, int(request["pgid"]))
@@ -215,7 +215,7 @@ class _Server:
         self.address, self.pid, self.driver = address, os.getpid(), os.getppid()
         # End with the driver, socket and folder removed, even if it dies before closing stdin.
         signal.signal(signal.SIGTERM, self._on_sigterm)
-        _end_with_parent(signal.SIGTERM)
+        end_with_parent(signal.SIGTERM)
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.listener.bind(address)
         self.listener.listen(16)
