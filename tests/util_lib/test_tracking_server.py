@@ -79,6 +79,28 @@ def test_steps_write_through_the_server_to_the_store(tracking: Path) -> None:
         urllib.request.urlopen(f"{server.url}/health", timeout=2)
 
 
+def test_a_second_server_in_a_process_serves_its_own_store(
+    tracking: Path, migrated_store: Path
+) -> None:
+    """MLflow's app keeps its stores in module globals: the second server must not serve the
+    first one's store."""
+    from mlflow import MlflowClient
+
+    from tests.pipeline_runs import sqlite_uri
+
+    second = tracking / "second"
+    second.mkdir()
+    shutil.copyfile(migrated_store, second / "mlflow.db")
+    for uri, name in ((os.environ["MLFLOW_TRACKING_URI"], "first"), (sqlite_uri(second), "two")):
+        server = start_pipeline_server(uri)
+        assert server is not None
+        try:
+            MlflowClient(server.url).create_experiment(name)
+        finally:
+            server.stop()
+        assert MlflowClient(uri).get_experiment_by_name(name) is not None, (uri, name)
+
+
 def test_no_server_for_a_remote_store_or_when_turned_off(
     tracking: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
