@@ -29,6 +29,16 @@ PROGRESS_ENV = "UTIL_LIB_PROGRESS_SECONDS"
 # store (util_lib/tracking_server.py): the steps then open the store themselves. A driver-only
 # setting, read before any step starts.
 SERVER_ENV = "UTIL_LIB_TRACKING_SERVER"
+# The pipeline's tracking server's secret, MLflow's own bearer-token variable (its REST client
+# sends "Authorization: Bearer <token>"): set by util_lib/tracking_server.py for the steps while
+# the server runs, never logged or recorded. A user's own value (a team server's token) makes
+# the pipeline do without the server rather than overwrite it.
+TRACKING_TOKEN_ENV = "MLFLOW_TRACKING_TOKEN"
+# MLflow's HTTP client settings that util_lib/tracking_server.py bounds for the steps while the
+# pipeline serves (a user's values stand): retries, backoff between them, and a request's timeout.
+HTTP_MAX_RETRIES_ENV = "MLFLOW_HTTP_REQUEST_MAX_RETRIES"
+HTTP_BACKOFF_FACTOR_ENV = "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"
+HTTP_TIMEOUT_ENV = "MLFLOW_HTTP_REQUEST_TIMEOUT"
 # The Unix socket of the fork server that main.py starts for a pipeline's steps (on Linux;
 # "true" turns it on on macOS, "false" off everywhere): util_lib/forkserver.py, whose launcher
 # is every step's MLproject command.
