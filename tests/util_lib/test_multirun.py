@@ -65,8 +65,12 @@ def test_forwarded_environment_keeps_settings_not_secrets_or_the_launcher_run() 
     }
 
 
-def test_open_multirun_creates_the_store_before_any_job(tracking: Path) -> None:
-    db = tracking / "mlflow.db"
+def test_open_multirun_creates_the_store_before_any_job(
+    tracking: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tracking / "new" / "mlflow.db"  # not the fixture's store: one nobody made yet
+    db.parent.mkdir()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
     assert not db.exists()
     context = open_multirun(PROJECT, str(tracking / "multirun"), ["a=1,2"], {"launcher": "joblib"})
 
