@@ -16,6 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from serving.local_server import free_port
 from tests.pipeline_runs import SMALL_FOREST, mlflow_run
 from util_lib import redact
 from util_lib.arguments import hide_secrets, reveal, secret_env
@@ -200,15 +201,32 @@ def secret_url(dataset_path: Path) -> Iterator[str]:
     thread.start()
     port = server.server_address[1]
     try:
-        yield f"http://{USER}:{SECRET}@127.0.0.1:{port}/genres_mod.parquet?token={SECRET}"
+        yield (
+            f"http://{USER}:{SECRET}@127.0.0.1:{port}/genres_mod.parquet?token={SECRET}&code={CODE}"
+        )
     finally:
         server.shutdown()
         server.server_close()
         assert handler.served >= 1, "get_data never fetched with the credentials"
 
 
+def _found(run, *secrets: str) -> list[str]:
+    """Where the run wrote or printed one of ``secrets``: files of its folder (store, log,
+    W&B's offline files, Hydra's outputs), its stdout and stderr."""
+    found = [
+        str(path.relative_to(run.workdir))
+        for path in run.workdir.rglob("*")
+        if path.is_file() and any(s.encode() in path.read_bytes() for s in secrets)
+    ]
+    found += [
+        name for name in ("stdout", "stderr") if any(s in getattr(run, name) for s in secrets)
+    ]
+    return found
+
+
 @pytest.mark.e2e
 def test_a_secret_data_url_is_found_nowhere(tmp_path: Path, secret_url: str) -> None:
+    """``?code=`` is secret too: the URL came from the environment."""
     run = mlflow_run(
         tmp_path,
         "data.file_url='${oc.env:SONGS_URL}'",
@@ -218,16 +236,34 @@ def test_a_secret_data_url_is_found_nowhere(tmp_path: Path, secret_url: str) -> 
     )
     run.check()
     assert "test_auc=" in run.result.stdout
-    found = [
-        str(path.relative_to(tmp_path))
-        for path in tmp_path.rglob("*")
-        if path.is_file() and SECRET.encode() in path.read_bytes()
-    ]
-    assert found == [], f"the secret is written in {found}"
-    assert SECRET not in run.result.stdout + run.result.stderr
+    assert _found(run, SECRET, CODE) == [], "the secret is written or printed"
     assert (tmp_path / "wandb").is_dir() and (tmp_path / "ml_pipeline.log").is_file()
     # The redacted URL is what the records show.
-    assert f"{USER}:***@127.0.0.1" in (tmp_path / "ml_pipeline.log").read_text()
+    log = (tmp_path / "ml_pipeline.log").read_text()
+    assert f"{USER}:***@127.0.0.1" in log and "code=***" in log
+
+
+@pytest.mark.e2e
+def test_a_secret_data_url_that_cannot_be_reached_is_found_nowhere(tmp_path: Path) -> None:
+    """The download fails (a closed port): urllib3's error names the path and query, which
+    reach neither the terminal, the log, MLflow's records nor W&B's files."""
+    url = f"http://{USER}:{SECRET}@127.0.0.1:{free_port()}/genres_mod.parquet?code={CODE}"
+    run = mlflow_run(
+        tmp_path,
+        "data.file_url='${oc.env:SONGS_URL}'",
+        "main.execute_steps=get_data",
+        wandb_mode="offline",
+        SONGS_URL=url,
+    )
+    assert run.returncode != 0, run.stdout[-3000:]
+    assert _found(run, SECRET, CODE) == [], "the secret is written or printed"
+    assert list(tmp_path.glob("wandb/offline-run-*/files/output.log")), "W&B captured nothing"
+    log = (tmp_path / "ml_pipeline.log").read_text()
+    failure = next(line for line in log.splitlines() if "get_data failed: " in line)
+    assert f"Could not download http://{USER}:***@127.0.0.1:" in failure
+    assert "/genres_mod.parquet?code=***: connection failed" in failure
+    assert "Connection refused" in failure
+    assert "step get_data failed" in run.stdout + run.stderr
 
 
 class _GitAuthHandler(BaseHTTPRequestHandler):
