@@ -49,7 +49,7 @@ _BYTES_LITERAL = re.compile(r"b'(?:[^'\\]|\\.)*+'" + r'|b"(?:[^"\\]|\\.)*+"')
 _STEP = np.zeros(256, dtype=np.int8)
 _STEP[list(b"[{")] = 1
 _STEP[list(b"]}")] = -1
-_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
+_NOT_MARKS = bytes(sorted(set(range(256)) - set(b'[]{}"\\/bfnrtu')))
 # An absolute path of two or more parts: /usr/lib/python3.11/..., /tmp/verified-x/model.
 _PATH = re.compile(r"(?:/[\w.@+-]+){2,}/?")
 # MLflow's messages that repeat the request: (start, end) of each echo, end included.
@@ -149,15 +149,24 @@ def media_type(content_type: str) -> tuple[str, str]:
 def json_depth(body: bytes) -> int:
     """How deep the arrays and objects of a JSON text nest, counted without parsing it.
 
-    The brackets inside strings do not count: escaped backslashes and quotes go first, so
-    that the text splits into strings (odd parts) and the rest at the remaining quotes.
+    Only brackets, quotes and escapes are kept (each backslash with the character after it,
+    which JSON allows to be one of ``"\\/bfnrtu``); escaped backslashes and quotes go next,
+    so that the quotes left split the text into strings (odd parts, whose brackets do not
+    count) and the rest. A 1,000-row request takes a fraction of a millisecond.
     """
-    plain = body.replace(b"\\\\", b"").replace(b'\\"', b"")
-    brackets = b"".join(plain.split(b'"')[::2]).translate(None, delete=_NOT_BRACKETS)
+    marks = body.translate(None, delete=_NOT_MARKS)
+    if b"\\" in marks:
+        marks = marks.replace(b"\\\\", b"").replace(b'\\"', b"")
+    brackets = b"".join(marks.split(b'"')[::2])
     if not brackets:
         return 0
     steps = _STEP[np.frombuffer(brackets, dtype=np.uint8)]
     return int(np.cumsum(steps, dtype=np.int64).max())
+
+
+def _may_nest_deeper(body: bytes) -> bool:
+    """Whether ``body`` holds enough opening brackets to nest over :data:`MAX_JSON_DEPTH`."""
+    return body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH
 
 
 def refuse_request(content_type: str | None, body: bytes) -> tuple[int, str, str] | None:
@@ -192,7 +201,7 @@ def _unreadable(content_type: str | None, body: bytes) -> str | None:
             body.decode("utf-8")
         except UnicodeDecodeError as exc:
             return f"the request body is not valid UTF-8: {exc.reason} at byte {exc.start}"
-    if mime == JSON and (depth := json_depth(body)) > MAX_JSON_DEPTH:
+    if mime == JSON and _may_nest_deeper(body) and (depth := json_depth(body)) > MAX_JSON_DEPTH:
         return f"JSON nested {depth} levels deep: at most {MAX_JSON_DEPTH} are accepted"
     return None
 

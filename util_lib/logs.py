@@ -73,9 +73,16 @@ def _redacting_thread_excepthook(args: threading.ExceptHookArgs) -> None:
 
 
 def install_redacting_excepthooks() -> None:
-    """Make an uncaught exception's traceback (main thread or any other) print redacted."""
+    """Make an uncaught exception's traceback (main thread or any other) print redacted.
+
+    ``sys.excepthook`` is replaced whatever it is: W&B's (``wandb.init``), which prints the
+    traceback unredacted before calling the previous hook, is the one to displace, so call
+    this again after ``wandb.init``. ``threading.excepthook`` is replaced only when it is
+    Python's own (pytest puts its own there during a test).
+    """
     sys.excepthook = redacting_excepthook
-    threading.excepthook = _redacting_thread_excepthook
+    if threading.excepthook is threading.__excepthook__:
+        threading.excepthook = _redacting_thread_excepthook
 
 
 def log_file_path() -> Path:
