@@ -236,11 +236,11 @@ def _http_writer(url: str, timeout: float, chunk_size: int) -> _Writer:
                 total = _content_length(response)
                 _copy_with_progress(response.iter_content(chunk_size), handle, total, shown)
         except requests.RequestException as exc:
-            # Raised outside the handler: no chained exception repeats urllib3's message.
-            error = DownloadError(f"Could not download {shown}: {_describe(exc, timeout)}")
+            cause = _describe(exc, timeout)
         else:
             return
-        raise error
+        # Raised outside the handler: no exception is chained that repeats urllib3's message.
+        raise DownloadError(f"Could not download {shown}: {cause}")
 
     return write
 
