@@ -34,6 +34,7 @@ import os
 import re
 import threading
 from urllib.parse import (
+    SplitResult,
     parse_qsl,
     quote,
     quote_plus,
@@ -128,7 +129,7 @@ def register_secret_url(url: str) -> None:
             register_secret(raw.partition("=")[2] or raw)
 
 
-def _place(parts) -> tuple[str, str, str]:
+def _place(parts: SplitResult) -> tuple[str, str, str]:
     host = parts.netloc.rpartition("@")[2].lower()
     return parts.scheme.lower(), host, parts.path or "/"
 
