@@ -1,10 +1,17 @@
-"""Fetch the raw dataset from a URL or a local path, verify it and check it is Parquet."""
+"""Fetch the raw dataset from a URL or a local path, verify it and check it is Parquet.
+
+Every error names the source redacted (:func:`util_lib.redact.redact_url`) and its cause. A
+failed request is re-raised as a :class:`DownloadError` whose message holds the cause alone
+(urllib3's own names the request's path and query, ``Max retries exceeded with url:
+/file.parquet?token=...``), redacted again, with no chained exception to print.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable
@@ -17,6 +24,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import requests
 
+from util_lib.redact import redact_text, redact_url
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 60.0
@@ -24,6 +33,8 @@ DEFAULT_CHUNK_SIZE = 1 << 20  # 1 MiB
 _HTTP_SCHEMES = ("http", "https")
 
 _Writer = Callable[[BinaryIO], None]
+# "<urllib3.connection.HTTPConnection object at 0x7f...>: " before urllib3's causes.
+_OBJECT_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-f]+>:?\s*")
 
 
 class DownloadError(RuntimeError):
@@ -84,16 +95,17 @@ def download_dataset(
         If the source cannot be fetched, the digest differs or the bytes are not Parquet.
     """
     path = fetch_file(source, destination, timeout=timeout)
+    shown = redact_url(source)
     try:
         digest = file_sha256(path)
         if sha256:
-            verify_sha256(digest, sha256, source)
-        rows = parquet_row_count(path, source)
+            verify_sha256(digest, sha256, shown)
+        rows = parquet_row_count(path, shown)
     except DownloadError:
         path.unlink(missing_ok=True)
         raise
     n_bytes = path.stat().st_size
-    logger.info("Fetched %s: %d bytes, %d rows, sha256 %s", source, n_bytes, rows, digest)
+    logger.info("Fetched %s: %d bytes, %d rows, sha256 %s", shown, n_bytes, rows, digest)
     return DownloadedFile(path=path, sha256=digest, n_bytes=n_bytes, rows=rows)
 
 
@@ -136,7 +148,7 @@ def fetch_file(
         writer = _http_writer(source, timeout, chunk_size)
     else:
         writer = _copy_writer(_local_source_path(source))
-    _write_atomically(destination, writer, source)
+    _write_atomically(destination, writer, redact_url(source))
     return destination
 
 
@@ -170,7 +182,7 @@ def verify_sha256(actual: str, expected: str, source: str) -> None:
     expected : str
         Expected hex digest (case and surrounding spaces are ignored).
     source : str
-        URL or path the bytes came from, named in the error.
+        URL or path the bytes came from (redacted), named in the error.
 
     Raises
     ------
@@ -191,7 +203,7 @@ def parquet_row_count(path: str | os.PathLike[str], source: str) -> int:
     path : str or os.PathLike
         Local file to read.
     source : str
-        URL or path the bytes came from, named in the error.
+        URL or path the bytes came from (redacted), named in the error.
 
     Returns
     -------
@@ -214,31 +226,46 @@ def parquet_row_count(path: str | os.PathLike[str], source: str) -> int:
 
 def _http_writer(url: str, timeout: float, chunk_size: int) -> _Writer:
     """Return a function that streams ``url`` into an open binary file."""
+    shown = redact_url(url)
 
     def write(handle: BinaryIO) -> None:
-        logger.info("Downloading %s", url)
+        logger.info("Downloading %s", shown)
         try:
             with requests.get(url, stream=True, timeout=timeout) as response:
                 response.raise_for_status()
                 total = _content_length(response)
-                _copy_with_progress(response.iter_content(chunk_size), handle, total, url)
-        except requests.HTTPError as exc:
-            status = exc.response.status_code if exc.response is not None else "?"
-            reason = exc.response.reason if exc.response is not None else str(exc)
-            raise DownloadError(f"Could not download {url}: HTTP {status} {reason}") from exc
-        except requests.Timeout as exc:
-            raise DownloadError(
-                f"Could not download {url}: timed out after {timeout:g} s ({exc})"
-            ) from exc
-        except requests.ConnectionError as exc:
-            raise DownloadError(
-                f"Could not download {url}: connection failed "
-                f"(host unknown, unreachable or refusing: {exc})"
-            ) from exc
+                _copy_with_progress(response.iter_content(chunk_size), handle, total, shown)
         except requests.RequestException as exc:
-            raise DownloadError(f"Could not download {url}: {exc}") from exc
+            cause = _describe(exc, timeout)
+        else:
+            return
+        # Raised outside the handler: no exception is chained that repeats urllib3's message.
+        raise DownloadError(f"Could not download {shown}: {cause}")
 
     return write
+
+
+def _describe(exc: requests.RequestException, timeout: float) -> str:
+    """The cause of a failed request in a few words, without the request's path or query."""
+    if isinstance(exc, requests.HTTPError) and exc.response is not None:
+        response = exc.response
+        text = f"HTTP {response.status_code} {response.reason}"
+        if response.history:
+            # Where the redirects led; its query may be the credentials the server handed out.
+            text += f" (redirected to {redact_url(response.url, every_query_value=True)})"
+        return text
+    reason = exc.args[0] if exc.args else exc
+    # urllib3's MaxRetryError ("... with url: /path?query (Caused by X)") -> X, which names
+    # the host and the failure only.
+    reason = getattr(reason, "reason", None) or reason
+    cause = _OBJECT_REPR.sub("", str(reason)) or type(exc).__name__
+    if isinstance(exc, requests.Timeout):
+        text = f"timed out after {timeout:g} s ({cause})"
+    elif isinstance(exc, requests.ConnectionError):
+        text = f"connection failed (host unknown, unreachable or refusing: {cause})"
+    else:
+        text = f"{type(exc).__name__}: {cause}"
+    return redact_text(text)
 
 
 def _copy_writer(path: Path) -> _Writer:
@@ -288,17 +315,18 @@ def _content_length(response: requests.Response) -> int | None:
 def _local_source_path(source: str) -> Path:
     """Resolve a ``file://`` URL or a local path, checking that it is a file."""
     parsed = urlparse(source)
+    shown = redact_url(source)
     if parsed.scheme.lower() == "file":
         if parsed.netloc not in ("", "localhost"):
             raise DownloadError(
-                f"Could not copy {source}: a file:// URL with a remote host "
-                f"({parsed.netloc!r}) is not supported"
+                f"Could not copy {shown}: a file:// URL with a remote host "
+                f"({parsed.hostname!r}) is not supported"
             )
         path = Path(unquote(parsed.path))
     elif parsed.scheme and len(parsed.scheme) > 1:
         # One letter would be a Windows drive; anything longer is a scheme we do not speak.
         raise DownloadError(
-            f"Could not fetch {source}: unsupported scheme {parsed.scheme!r} "
+            f"Could not fetch {shown}: unsupported scheme {parsed.scheme!r} "
             "(use http, https, file or a local path)"
         )
     else:

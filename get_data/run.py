@@ -9,11 +9,13 @@ from pathlib import Path
 
 from get_data.download import DownloadError, download_dataset
 from util_lib.arguments import optional, project_path, reveal
+from util_lib.logs import install_redacting_excepthooks
 from util_lib.process_exit import exit_quickly
 from util_lib.redact import redact_url
 from util_lib.tracking import start_run
 
 logger = logging.getLogger("get_data.run")
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse the step's command line."""
@@ -50,6 +52,8 @@ def main(argv: list[str] | None = None) -> None:
             start_run(step="get_data", job_type="download_data", config=vars(args)) as run,
             tempfile.TemporaryDirectory() as tmp_dir,
         ):
+            # W&B's init puts its own exception hook, which prints unredacted, before ours.
+            install_redacting_excepthooks()
             fetched = download_dataset(source, Path(tmp_dir) / file_name, expected)
             if not expected:
                 logger.info("No sha256 given: digest not verified (got %s)", fetched.sha256)
@@ -68,8 +72,9 @@ def main(argv: list[str] | None = None) -> None:
             run.log_summary({"rows": fetched.rows, "bytes": fetched.n_bytes})
             logger.info("Logged %s (%d rows) from %s", spec, fetched.rows, args.file_url)
     except DownloadError as exc:
-        # start_run has logged "get_data failed: ..." (the message names the URL), marked the
-        # run failed and discarded any version: exit non-zero without a traceback.
+        # start_run has logged "get_data failed: ..." (the message names the URL, redacted,
+        # and the cause), marked the run failed and discarded any version: exit non-zero
+        # without a traceback.
         raise SystemExit(1) from exc
 
 

@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,50 +121,86 @@ def serve(
 ) -> int:
     """Verify ``model``, then run MLflow's scoring app on the verified copy until stopped.
 
-    Returns the server's exit status (0 after Ctrl-C or SIGTERM).
+    SIGTERM stops it as Ctrl-C (SIGINT) does, at any moment: the server finishes its requests
+    and closes, the verified copy is removed, and the status is 0. Otherwise the status is
+    the server's own (128 + N when it died of signal N).
+    """
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        with tempfile.TemporaryDirectory(prefix="verified-model-") as tmp:
+            verified = fetch_verified(model, Path(tmp) / "model", tracking_uri)
+            artifact = verified.artifact
+            print(
+                f"verified {len(artifact.files)} files of {artifact.qualified_spec}"
+                f"{' (' + verified.registry + ')' if verified.registry else ''} against their "
+                f"sha256 digests (manifest {artifact.digest[:12]})",
+                flush=True,
+            )
+            return _run_server(_server_command(host, port, workers), verified.folder, tmp, host,
+                               port)  # fmt: skip
+    except KeyboardInterrupt:
+        print("stopped", file=sys.stderr, flush=True)
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM before the server runs: stop as Ctrl-C does (the temporary copy is removed)."""
+    raise KeyboardInterrupt
+
+
+def _server_command(host: str, port: int, workers: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--app-dir",
+        str(SERVING_DIR),
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "scoring_app:app",
+    ]
+
+
+def _run_server(command: list[str], folder: Path, cwd: str, host: str, port: int) -> int:
+    """Run uvicorn on ``folder`` until it ends or a stop signal comes; return the status.
+
+    SIGINT and SIGTERM are passed on as SIGTERM (uvicorn's graceful shutdown; a second SIGINT,
+    which Ctrl-C also sends the whole process group, would force it). uvicorn then raises the
+    signal again on itself, so its death by it is the clean end it is.
     """
     from mlflow.pyfunc import scoring_server
 
-    with tempfile.TemporaryDirectory(prefix="verified-model-") as tmp:
-        verified = fetch_verified(model, Path(tmp) / "model", tracking_uri)
-        artifact = verified.artifact
-        print(
-            f"verified {len(artifact.files)} files of {artifact.qualified_spec}"
-            f"{' (' + verified.registry + ')' if verified.registry else ''} against their "
-            f"sha256 digests (manifest {artifact.digest[:12]})",
-            flush=True,
-        )
-        command = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--app-dir",
-            str(SERVING_DIR),
-            "--host",
-            host,
-            "--port",
-            str(port),
-            "--workers",
-            str(workers),
-            "scoring_app:app",
-        ]
-        env = {**os.environ, scoring_server._SERVER_MODEL_PATH: str(verified.folder)}
-        env.pop("PYTHONPATH", None)  # the model's own (checked) code is what must load
-        print(f"serving on http://{host}:{port}/invocations", flush=True)
-        server = subprocess.Popen(command, env=env, cwd=tmp)
+    env = {**os.environ, scoring_server._SERVER_MODEL_PATH: str(folder)}
+    env.pop("PYTHONPATH", None)  # the model's own (checked) code is what must load
+    print(f"serving on http://{host}:{port}/invocations", flush=True)
+    stopping = threading.Event()
+    server = subprocess.Popen(command, env=env, cwd=cwd)
 
-        def stop(signum: int, frame: object) -> None:
+    def stop(signum: int, frame: object) -> None:
+        stopping.set()
+        if server.poll() is None:
             server.send_signal(signal.SIGTERM)
 
-        previous = signal.signal(signal.SIGTERM, stop)
-        try:
-            return server.wait()
-        except KeyboardInterrupt:
-            server.send_signal(signal.SIGINT)
-            server.wait()
-            return 0
-        finally:
-            signal.signal(signal.SIGTERM, previous)
-            if server.poll() is None:
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code = server.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if server.poll() is None:  # an exception while waiting: never leave it behind
+            server.terminate()
+            try:
+                server.wait(timeout=15)
+            except subprocess.TimeoutExpired:
                 server.kill()
                 server.wait()
+    if stopping.is_set() and code in (0, -signal.SIGTERM, -signal.SIGINT):
+        logger.info("server stopped")
+        return 0
+    return 128 - code if code < 0 else code

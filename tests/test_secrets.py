@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -13,13 +16,26 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from serving.local_server import free_port
 from tests.pipeline_runs import SMALL_FOREST, mlflow_run
+from util_lib import redact
 from util_lib.arguments import hide_secrets, reveal, secret_env
 from util_lib.logs import setup_logging
-from util_lib.redact import redact_text, redact_url
+from util_lib.redact import redact_text, redact_url, register_secret_url
 
 SECRET = "s3cr3t"
 USER = "alice"
+CODE = "c0deK5"
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def fresh_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts with no registered secret, as a new process does."""
+    monkeypatch.setattr(redact, "_secret_texts", set())
+    monkeypatch.setattr(redact, "_secret_places", set())
+    monkeypatch.setattr(redact, "_registered_env", set())
+    monkeypatch.setattr(redact, "_pattern", None)
 
 
 @pytest.mark.parametrize(
@@ -44,6 +60,97 @@ def test_urls_lose_their_credentials(url: str, shown: str) -> None:
 def test_every_url_in_a_text_is_redacted() -> None:
     text = "tracking http://alice:hunter2@h:5000, data 'https://h/x?token=abc'."
     assert redact_text(text) == "tracking http://alice:***@h:5000, data 'https://h/x?token=***'."
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        (  # urllib3's message for a failed request names the path and query alone
+            "Max retries exceeded with url: /genres_mod.parquet?token=s3cr3t (Caused by X)",
+            "Max retries exceeded with url: /genres_mod.parquet?token=*** (Caused by X)",
+        ),
+        ("url: /x?code=abc&sig=d&flag", "url: /x?code=***&sig=***&***"),
+        ("GET '/data/x.parquet?raw=true'.", "GET '/data/x.parquet?raw=***'."),
+        ("see https://h/x?token=abc.", "see https://h/x?token=***."),
+        ("(https://h/x?X-Amz-Signature=abc)", "(https://h/x?X-Amz-Signature=***)"),
+        (  # a whole URL percent-encoded, e.g. inside another's query
+            "next=https%3A%2F%2Falice%3Ahunter2%40h%2Fx%3Ftoken%3Dabc&x=1",
+            "next=https%3A%2F%2Falice%3A***%40h%2Fx%3Ftoken%3D***&x=1",
+        ),
+        (
+            "https://proxy/go?next=https%3A%2F%2Fh%2Fx%3Ftoken%3Dabc",
+            "https://proxy/go?next=https://h/x%3Ftoken%3D***",
+        ),
+        ("no URL, a question? yes", "no URL, a question? yes"),
+        ("http://h:5000/x?raw=true", "http://h:5000/x?raw=true"),
+    ],
+)
+def test_every_form_of_a_url_in_a_text_is_redacted(text: str, shown: str) -> None:
+    assert redact_text(text) == shown
+
+
+def test_a_secret_url_is_masked_wherever_it_shows_and_whatever_its_query_names() -> None:
+    url = f"https://{USER}:hunter42@data.example/x.parquet?code={CODE}&sig=a%2Fb%2Bc9z&fmt=parquet"
+    assert (
+        redact_url(url)
+        == f"https://{USER}:***@data.example/x.parquet?code={CODE}&sig=***&fmt=parquet"
+    )
+    register_secret_url(url)
+    # Every query value of the same place, whatever its name.
+    assert redact_url("https://data.example/x.parquet?code=other&fmt=csv") == (
+        "https://data.example/x.parquet?code=***&fmt=***"
+    )
+    # Its parts anywhere, raw, decoded and encoded; plain words stay (fmt=parquet).
+    text = f"code {CODE}, sig a/b+c9z or a%2Fb%2Bc9z or a%2Fb%2Bc9z, pw hunter42, raw_data.parquet"
+    assert redact_text(text) == "code ***, sig *** or *** or ***, pw ***, raw_data.parquet"
+    # Another place keeps its innocent values.
+    assert redact_url("https://other.example/x.parquet?code=1") == (
+        "https://other.example/x.parquet?code=1"
+    )
+
+
+def test_the_secrets_a_process_is_handed_are_masked_without_registering(monkeypatch) -> None:
+    monkeypatch.setenv(secret_env("file_url"), f"https://h.example/d.parquet?code={CODE}")
+    assert redact_text(f"failed with {CODE}") == "failed with ***"
+    assert redact_url(f"https://h.example/d.parquet?code={CODE}") == (
+        "https://h.example/d.parquet?code=***"
+    )
+
+
+UNCAUGHT = """
+import sys, threading
+from util_lib.logs import setup_logging
+setup_logging("test")
+def fail():
+    raise RuntimeError(sys.argv[1])
+thread = threading.Thread(target=fail)
+thread.start()
+thread.join()
+try:
+    fail()
+except RuntimeError as exc:
+    raise ValueError("https://alice:" + sys.argv[2] + "@h/x") from exc
+"""
+
+
+def test_an_uncaught_exception_prints_its_traceback_redacted(tmp_path: Path) -> None:
+    """The error a step prints last (what W&B's console capture records too)."""
+    message = f"Max retries exceeded with url: /x.parquet?code={CODE} (Caused by X)"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "ML_PIPELINE_LOG": str(tmp_path / "log")}
+    done = subprocess.run(
+        [sys.executable, "-c", UNCAUGHT, message, SECRET],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert CODE not in done.stderr and SECRET not in done.stderr, done.stderr
+    assert "Exception in thread Thread-1 (fail):" in done.stderr
+    assert (
+        done.stderr.count("RuntimeError: Max retries exceeded with url: /x.parquet?code=***") == 2
+    )
+    assert done.stderr.strip().endswith("ValueError: https://alice:***@h/x")
 
 
 def test_secrets_travel_in_the_environment_not_as_parameters(monkeypatch) -> None:
@@ -94,15 +201,32 @@ def secret_url(dataset_path: Path) -> Iterator[str]:
     thread.start()
     port = server.server_address[1]
     try:
-        yield f"http://{USER}:{SECRET}@127.0.0.1:{port}/genres_mod.parquet?token={SECRET}"
+        yield (
+            f"http://{USER}:{SECRET}@127.0.0.1:{port}/genres_mod.parquet?token={SECRET}&code={CODE}"
+        )
     finally:
         server.shutdown()
         server.server_close()
         assert handler.served >= 1, "get_data never fetched with the credentials"
 
 
+def _found(run, *secrets: str) -> list[str]:
+    """Where the run wrote or printed one of ``secrets``: files of its folder (store, log,
+    W&B's offline files, Hydra's outputs), its stdout and stderr."""
+    found = [
+        str(path.relative_to(run.workdir))
+        for path in run.workdir.rglob("*")
+        if path.is_file() and any(s.encode() in path.read_bytes() for s in secrets)
+    ]
+    found += [
+        name for name in ("stdout", "stderr") if any(s in getattr(run, name) for s in secrets)
+    ]
+    return found
+
+
 @pytest.mark.e2e
 def test_a_secret_data_url_is_found_nowhere(tmp_path: Path, secret_url: str) -> None:
+    """``?code=`` is secret too: the URL came from the environment."""
     run = mlflow_run(
         tmp_path,
         "data.file_url='${oc.env:SONGS_URL}'",
@@ -112,16 +236,34 @@ def test_a_secret_data_url_is_found_nowhere(tmp_path: Path, secret_url: str) -> 
     )
     run.check()
     assert "test_auc=" in run.result.stdout
-    found = [
-        str(path.relative_to(tmp_path))
-        for path in tmp_path.rglob("*")
-        if path.is_file() and SECRET.encode() in path.read_bytes()
-    ]
-    assert found == [], f"the secret is written in {found}"
-    assert SECRET not in run.result.stdout + run.result.stderr
+    assert _found(run, SECRET, CODE) == [], "the secret is written or printed"
     assert (tmp_path / "wandb").is_dir() and (tmp_path / "ml_pipeline.log").is_file()
     # The redacted URL is what the records show.
-    assert f"{USER}:***@127.0.0.1" in (tmp_path / "ml_pipeline.log").read_text()
+    log = (tmp_path / "ml_pipeline.log").read_text()
+    assert f"{USER}:***@127.0.0.1" in log and "code=***" in log
+
+
+@pytest.mark.e2e
+def test_a_secret_data_url_that_cannot_be_reached_is_found_nowhere(tmp_path: Path) -> None:
+    """The download fails (a closed port): urllib3's error names the path and query, which
+    reach neither the terminal, the log, MLflow's records nor W&B's files."""
+    url = f"http://{USER}:{SECRET}@127.0.0.1:{free_port()}/genres_mod.parquet?code={CODE}"
+    run = mlflow_run(
+        tmp_path,
+        "data.file_url='${oc.env:SONGS_URL}'",
+        "main.execute_steps=get_data",
+        wandb_mode="offline",
+        SONGS_URL=url,
+    )
+    assert run.returncode != 0, run.stdout[-3000:]
+    assert _found(run, SECRET, CODE) == [], "the secret is written or printed"
+    assert list(tmp_path.glob("wandb/offline-run-*/files/output.log")), "W&B captured nothing"
+    log = (tmp_path / "ml_pipeline.log").read_text()
+    failure = next(line for line in log.splitlines() if "get_data failed: " in line)
+    assert f"Could not download http://{USER}:***@127.0.0.1:" in failure
+    assert "/genres_mod.parquet?code=***: connection failed" in failure
+    assert "Connection refused" in failure
+    assert "step get_data failed" in run.stdout + run.stderr
 
 
 class _GitAuthHandler(BaseHTTPRequestHandler):

@@ -6,11 +6,15 @@ MLproject parameters arrive as strings. One reading for all steps:
   ``null`` reaches a step as ``null`` (main.py writes it so) or as ``None`` (a user's ``-P``);
 - a local path that is relative is under the project root (the folder of ``config.yaml``),
   wherever the step or the pipeline runs from; URLs (``scheme://``) are left alone;
-- a value holding a secret (a URL with a password or a token, :mod:`util_lib.redact`) is never a
-  parameter: MLflow logs every parameter and prints the command line. The driver passes the
-  redacted value as the parameter and the real one in the environment
-  (``UTIL_LIB_SECRET_<NAME>``, :func:`hide_secrets`); the step takes it back with
-  :func:`reveal`.
+- a value holding a secret is never a parameter: MLflow logs every parameter and prints the
+  command line. A secret is a URL with a password or a credential-named query value
+  (``?token=``, :mod:`util_lib.redact`), or any URL with user-info or a query that came from
+  the environment (``data.file_url='${oc.env:SONGS_URL}'``), whose every query value is then
+  secret (``?code=``, ``?sig=``). The driver passes the redacted value as the parameter and
+  the real one in the environment (``UTIL_LIB_SECRET_<NAME>``, :func:`hide_secrets`); the
+  step takes it back with :func:`reveal`. Both register the URL
+  (:func:`util_lib.redact.register_secret_url`), so that every redaction of their process
+  masks its parts wherever they appear.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from util_lib.environment import SECRET_ENV_PREFIX
-from util_lib.redact import redact_url
+from util_lib.redact import redact_url, register_secret_url
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 _NULLS = frozenset({"", "null", "none"})
@@ -70,8 +74,18 @@ def secret_env(name: str) -> str:
     return SECRET_ENV_PREFIX + name.upper()
 
 
+def from_environment(value: str) -> bool:
+    """Tell whether ``value`` is the value of an environment variable (``${oc.env:NAME}``)."""
+    return any(value == candidate for candidate in os.environ.values())
+
+
 def hide_secrets(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
     """Split step parameters into what may be recorded and the environment carrying secrets.
+
+    A URL is secret when :func:`util_lib.redact.redact_url` masks something in it, or when it
+    came from the environment (:func:`from_environment`): then every query value is masked,
+    whatever its name. Each secret URL is registered in this process
+    (:func:`util_lib.redact.register_secret_url`).
 
     Returns
     -------
@@ -81,8 +95,11 @@ def hide_secrets(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]
     """
     shown, hidden = {}, {}
     for name, value in params.items():
-        masked = redact_url(value) if isinstance(value, str) else value
+        masked = value
+        if isinstance(value, str) and is_url(value):
+            masked = redact_url(value, every_query_value=from_environment(value))
         if masked != value:
+            register_secret_url(value)
             hidden[secret_env(name)] = value
         shown[name] = masked
     return shown, hidden
@@ -91,9 +108,14 @@ def hide_secrets(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]
 def reveal(name: str, value: str) -> str:
     """The real value of parameter ``name``: the environment's, when ``value`` is its redaction.
 
-    A value that does not match (a parameter given by hand) is returned as it is.
+    The real value is registered as a secret (:func:`util_lib.redact.register_secret_url`)
+    in this process. A value that does not match (a parameter given by hand) is returned as
+    it is.
     """
     real = os.environ.get(secret_env(name))
-    if real is not None and redact_url(real) == value:
+    if real is None:
+        return value
+    if value in (redact_url(real), redact_url(real, every_query_value=True)):
+        register_secret_url(real)
         return real
     return value

@@ -1,11 +1,20 @@
-"""Logging set-up shared by every step: one file, each line naming its step, no secrets."""
+"""Logging set-up shared by every step: one file, each line naming its step, no secrets.
+
+Every line is redacted (:func:`util_lib.redact.redact_text`), and so is the traceback of an
+exception nobody caught (:func:`setup_logging` installs redacting ``sys.excepthook`` and
+``threading.excepthook``): the last error a step prints, which W&B's console capture records
+too, names URLs without their credentials, whatever library raised it.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 import sys
+import threading
+import traceback
 from pathlib import Path
+from types import TracebackType
 
 from util_lib.environment import LOG_FILE_ENV
 from util_lib.redact import redact_text
@@ -40,6 +49,40 @@ class _RedactingFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         return redact_text(super().format(record))
+
+
+def redacting_excepthook(
+    exc_type: type[BaseException],
+    exc: BaseException,
+    tb: TracebackType | None,
+) -> None:
+    """``sys.excepthook`` that prints the traceback (with its chain) redacted to stderr."""
+    text = "".join(traceback.format_exception(exc_type, exc, tb))
+    sys.stderr.write(redact_text(text))
+    sys.stderr.flush()
+
+
+def _redacting_thread_excepthook(args: threading.ExceptHookArgs) -> None:
+    """``threading.excepthook`` that prints as the default one does, redacted."""
+    if args.exc_type is SystemExit:
+        return
+    name = args.thread.name if args.thread is not None else threading.get_ident()
+    text = "".join(traceback.format_exception(args.exc_type, args.exc_value, args.exc_traceback))
+    sys.stderr.write(redact_text(f"Exception in thread {name}:\n{text}"))
+    sys.stderr.flush()
+
+
+def install_redacting_excepthooks() -> None:
+    """Make an uncaught exception's traceback (main thread or any other) print redacted.
+
+    ``sys.excepthook`` is replaced whatever it is: W&B's (``wandb.init``), which prints the
+    traceback unredacted before calling the previous hook, is the one to displace, so call
+    this again after ``wandb.init``. ``threading.excepthook`` is replaced only when it is
+    Python's own (pytest puts its own there during a test).
+    """
+    sys.excepthook = redacting_excepthook
+    if threading.excepthook is threading.__excepthook__:
+        threading.excepthook = _redacting_thread_excepthook
 
 
 def log_file_path() -> Path:
@@ -77,6 +120,7 @@ def setup_logging(step: str, level: int = logging.INFO) -> Path:
         setattr(handler, _HANDLER_MARK, True)
         root.addHandler(handler)
     root.setLevel(level)
+    install_redacting_excepthooks()
     # Third-party chatter (HTTP pools, alembic migrations) would drown the step's own lines.
     for noisy in ("urllib3", "alembic", "git", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import json
 
-from serving.error_bodies import MAX_MESSAGE, clean_error_body, clean_message
+import pytest
+
+from serving.error_bodies import (
+    MAX_MESSAGE,
+    PROTOCOL_NAMES,
+    clean_error_body,
+    clean_message,
+    json_depth,
+    refuse_request,
+    request_strings,
+    scrub,
+)
 
 TRACE = (
     'Traceback (most recent call last):\n  File "/usr/lib/python3.11/site-packages/mlflow/'
@@ -75,3 +86,50 @@ def test_a_json_parse_error_does_not_repeat_the_body() -> None:
     )
     cleaned = clean_message(message)
     assert "Expecting value" in cleaned and "secret row" not in cleaned
+
+
+def test_json_depth_counts_brackets_outside_strings_only() -> None:
+    assert json_depth(b"[" * 10_000 + b"]" * 10_000) == 10_000
+    assert json_depth(b'{"a": "[[[[\\"[[", "b\\\\": [[1]]}') == 3  # "b\\" ends its string
+    assert json_depth(b'{"dataframe_split": {"data": [[1, "x"]]}}') == 4
+    assert json_depth(b"1") == 0
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "cause"),
+    [
+        (None, b'{"inputs": 1}', "missing Content-Type header"),
+        ("", b"", "missing Content-Type header"),
+        ("application/json", b"", "empty request body"),
+        ("text/csv", b"a\n\xff\n", "the request body is not valid UTF-8: invalid start byte"),
+        ("application/json", b"[" * 65 + b"]" * 65, "JSON nested 65 levels deep"),
+    ],
+)
+def test_requests_mlflow_cannot_read_are_refused_naming_the_cause(
+    content_type: str | None, body: bytes, cause: str
+) -> None:
+    status, code, message = refuse_request(content_type, body)
+    assert (status, code) == (400, "BAD_REQUEST") and message.startswith(cause)
+
+
+def test_readable_requests_and_other_charsets_go_to_mlflow() -> None:
+    assert refuse_request("application/json", b'{"inputs": [[' + b"[" * 60 + b"]" * 62) is None
+    # MLflow answers 415 to a charset it does not take: not ours to judge the bytes.
+    assert refuse_request("application/json; charset=latin-1", b'{"a": "\xe9"}') is None
+    assert refuse_request("application/vnd.apache.parquet", b"\xff\xfe") is None
+
+
+def test_the_requests_strings_are_not_repeated_the_models_names_are() -> None:
+    body = b'{"dataframe_split": {"columns": ["key", "mood"], "data": [["my song", 1]]}}'
+    values = request_strings("application/json", body) - {"key", *PROTOCOL_NAMES}
+    assert values == {"mood", "my song"}
+    message = (
+        'Failed to convert column key. ValueError("could not convert string to float: '
+        "'my song'\"). Note that there were extra inputs: ['mood']; b'my song\\xff'"
+    )
+    cleaned = clean_message(message, values)
+    assert "my song" not in cleaned and "mood" not in cleaned and "\\x" not in cleaned
+    assert "column key" in cleaned and "'<value>'" in cleaned
+    # Bare (unquoted) only from six characters: a short value may be a word of the message.
+    assert scrub("to float: to", {"to"}) == "to float: to"
+    assert scrub("float: private", {"private"}) == "float: <value>"

@@ -6,7 +6,17 @@ from pathlib import Path
 
 import pytest
 
-from util_lib.arguments import PROJECT_ROOT, is_url, null_or, optional, project_path
+from util_lib import redact
+from util_lib.arguments import (
+    PROJECT_ROOT,
+    hide_secrets,
+    is_url,
+    null_or,
+    optional,
+    project_path,
+    reveal,
+    secret_env,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -39,3 +49,41 @@ def test_relative_paths_are_under_the_project_root(tmp_path: Path) -> None:
 def test_urls_are_left_alone(url: str) -> None:
     assert is_url(url)
     assert project_path(url) == url
+
+
+@pytest.fixture
+def fresh_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No registered secret, as in a new process."""
+    monkeypatch.setattr(redact, "_secret_texts", set())
+    monkeypatch.setattr(redact, "_secret_places", set())
+    monkeypatch.setattr(redact, "_registered_env", set())
+    monkeypatch.setattr(redact, "_pattern", None)
+
+
+def test_a_url_from_the_environment_is_secret_whatever_its_query_names(
+    fresh_registry: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``data.file_url='${oc.env:SONGS_URL}'``: ``?code=`` hides nothing by its name."""
+    url = "https://data.example/songs.parquet?code=c0deK5&v=2"
+    assert hide_secrets({"file_url": url}) == ({"file_url": url}, {})  # typed in: not secret
+    monkeypatch.setenv("SONGS_URL", url)
+    shown, hidden = hide_secrets({"file_url": url, "sha256": "null"})
+    assert shown == {
+        "file_url": "https://data.example/songs.parquet?code=***&v=***",
+        "sha256": "null",
+    }
+    assert hidden == {secret_env("file_url"): url}
+    # The driver's own log lines mask it from now on.
+    assert redact.redact_text("fetching c0deK5") == "fetching ***"
+
+
+def test_the_step_takes_the_secret_back_and_masks_it(
+    fresh_registry: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = "https://data.example/songs.parquet?code=c0deK5"
+    monkeypatch.setenv(secret_env("file_url"), url)
+    assert reveal("file_url", "https://data.example/songs.parquet?code=***") == url
+    assert redact.redact_text(f"GET {url} failed") == (
+        "GET https://data.example/songs.parquet?code=*** failed"
+    )
+    assert reveal("file_url", "/by/hand.parquet") == "/by/hand.parquet"
