@@ -9,7 +9,6 @@ from pathlib import Path
 
 from get_data.download import DownloadError, download_dataset
 from util_lib.arguments import optional, project_path, reveal
-from util_lib.logs import install_redacting_excepthooks
 from util_lib.process_exit import exit_quickly
 from util_lib.redact import redact_url
 from util_lib.tracking import start_run
@@ -52,8 +51,6 @@ def main(argv: list[str] | None = None) -> None:
             start_run(step="get_data", job_type="download_data", config=vars(args)) as run,
             tempfile.TemporaryDirectory() as tmp_dir,
         ):
-            # W&B's init puts its own exception hook, which prints unredacted, before ours.
-            install_redacting_excepthooks()
             fetched = download_dataset(source, Path(tmp_dir) / file_name, expected)
             if not expected:
                 logger.info("No sha256 given: digest not verified (got %s)", fetched.sha256)

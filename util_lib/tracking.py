@@ -442,6 +442,11 @@ class Run:
             # files/output.log, as in the seed; silent keeps W&B's own banner off it.
             settings=wandb.Settings(silent=True, console=WANDB_CONSOLE),
         )
+        # wandb.init puts its own sys.excepthook, which prints a traceback unredacted, in
+        # front of ours: put the redacting one back.
+        from util_lib.logs import install_redacting_excepthooks
+
+        install_redacting_excepthooks()
         run.config.update({"mlflow_run_id": self.run_id}, allow_val_change=True)
         tags = {"wandb.mode": self.backends.wandb_mode, "wandb.run_id": run.id}
         if self.backends.wandb_mode == "online":
