@@ -521,15 +521,17 @@ def _file_key(path: Path) -> tuple[str, int, int]:
 def _read_layout(key: tuple[str, int, int]) -> tuple[tuple[str, ...], int]:
     import pyarrow.parquet as pq
 
-    metadata = pq.read_metadata(key[0])
-    return tuple(metadata.schema.to_arrow_schema().names), metadata.num_rows
+    file = pq.ParquetFile(key[0])
+    return tuple(file.schema_arrow.names), file.metadata.num_rows
 
 
 @lru_cache(maxsize=16)
 def _read_counts(key: tuple[str, int, int], column: str) -> tuple[tuple[Any, int], ...]:
     import pyarrow.parquet as pq
 
-    counts = pq.read_table(key[0], columns=[column]).column(0).value_counts()
+    # ParquetFile: read_table would import pandas for the pandas metadata of the file.
+    table = pq.ParquetFile(key[0]).read(columns=[column], use_pandas_metadata=False)
+    counts = table.column(0).value_counts()
     return tuple(zip(counts.field(0).to_pylist(), counts.field(1).to_pylist(), strict=True))
 
 
