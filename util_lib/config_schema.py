@@ -714,9 +714,8 @@ def _check_against_data(check: _Checker) -> None:
     if _ABSENT in sizes or stratify is _ABSENT or any(p.key == "data.stratify" for p in found):
         return
     counts = None
-    if stratify is not None:
-        if stratify not in data_layout(path)[0]:
-            return  # a column preprocess makes: its classes are not in the file
+    # A column preprocess makes has no classes in the file: the sizes alone are checked.
+    if stratify is not None and stratify in data_layout(path)[0]:
         counts = class_counts(path, stratify)
         if missing := counts.pop(None, 0):
             check.add(
@@ -864,7 +863,7 @@ def log_file_problem(path: Path) -> str | None:
         return f"{folder} is a file, not a folder"
     try:
         if folder == path.parent:
-            with tempfile.TemporaryFile(dir=folder):
+            with tempfile.NamedTemporaryFile(dir=folder):
                 return None
         os.rmdir(tempfile.mkdtemp(dir=folder))
     except OSError as error:
