@@ -443,7 +443,7 @@ def test_a_column_preprocess_makes_needs_what_it_is_made_of(tmp_path: Path) -> N
         f"title, song_name, and {path} has no song_name"
     ]
     # The shipped data has both: text_feature is a column of the preprocessed data.
-    assert problems(f"data.file_url={DATASET}", "data.stratify=text_feature") == []
+    assert problems(f"data.file_url={DATASET}") == []
 
 
 def test_a_data_file_that_is_not_parquet_is_named(tmp_path: Path) -> None:
