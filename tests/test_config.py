@@ -62,6 +62,43 @@ def test_a_bad_value_stops_the_pipeline_before_any_step(
     assert_nothing_ran(run)
 
 
+def test_what_would_fail_after_steps_is_listed_at_once_before_any_step(tmp_path: Path) -> None:
+    """Values that used to pass the check and fail later (at train after four steps, at
+    check_data naming the pipeline's dead server, with a traceback) are each named at once."""
+    env = pipeline_env(tmp_path, sqlite_uri(tmp_path))
+    del env["ML_PIPELINE_LOG"]  # else the environment's log file is the one used
+    run = mlflow_run(
+        tmp_path,
+        "main.registered_model_name=bad/name",
+        "random_forest_pipeline.export_artifact=a/b",
+        "random_forest_pipeline.features.numerical=[energy,loudnes]",
+        "data.test_size=0.00001",
+        "data.reference_dataset=no_such:v99",
+        "main.log_file=/proc/nope/x.log",
+        env=env,
+    )
+    assert run.result.returncode != 0
+    stderr = run.result.stderr
+    assert "invalid configuration (6 problems):\n" in stderr, output(run)
+    for line in (
+        "main.registered_model_name='bad/name': must be null or a registered model name that "
+        "MLflow and W&B accept",
+        "random_forest_pipeline.export_artifact='a/b': must be null or an artifact name that "
+        "MLflow and W&B accept",
+        "random_forest_pipeline.features.numerical[1]='loudnes': no such column in "
+        "dataset/genres_mod.parquet (the closest is 'loudness')",
+        "data.test_size=1e-05: may leave classes 'Pop' (468 rows)",
+        "data.reference_dataset='no_such:v99': artifact 'no_such' not found: project "
+        f"'music_genre_classification' has no artifacts in the store at {run.tracking_uri}",
+        "main.log_file='/proc/nope/x.log': must be a file the pipeline can write: cannot create "
+        "a folder in /proc",
+    ):
+        assert f"\n  {line}" in stderr, output(run)
+    assert "No step was run." in stderr
+    assert run.seconds < SECONDS, run.seconds
+    assert_nothing_ran(run)
+
+
 def test_a_bad_value_in_one_job_stops_the_sweep_before_the_first_job(tmp_path: Path) -> None:
     sweep_dir = tmp_path / "multirun"
     run = mlflow_run(tmp_path, "-m", f"{DEPTH}=5,10,-1", f"hydra.sweep.dir={sweep_dir}")

@@ -79,9 +79,23 @@ MLFLOW_BOOKKEEPING_FILE = "registered_model_meta"
 
 _SPEC = re.compile(r"^(?:(?P<project>[^/:]+)/)?(?P<name>[^/:]+)(?::(?P<ref>[^/:]+))?$")
 _VERSION = re.compile(r"^v(\d+)$")
-# '/' and ':' would break the specs; quotes and backslashes the registry's filter strings.
+# An alias: '/' and ':' would break the specs; quotes and backslashes the registry's filter
+# strings.
 _PROJECT = re.compile(r"^[^/:'\"\\]+$")
 _CHUNK = 1 << 20
+# The one rule for the names of projects (W&B projects, MLflow experiments), artifacts and
+# registered models, which both stores and config.yaml's check apply (:func:`name_problem`).
+# W&B 0.31 refuses more than 128 characters and / \ # ? % : and line breaks in a project name
+# (its URLs), '/' in an artifact name; MLflow 3.17 refuses '/' and ':' in a registered model
+# name (the embedded store's is <project>.<name>), '%' in a file store's, and a name that a
+# path would resolve elsewhere (a leading '..'); an experiment's artifacts are kept in
+# mlruns/<name>; quotes break the registry's filter strings.
+NAME_MAXLEN = 128
+NAME_RULE = (
+    f"1 to {NAME_MAXLEN} characters, none of / \\ # ? % : ' \" nor '..', "
+    "no control characters or surrounding spaces"
+)
+_NAME_FORBIDDEN = "/\\#?%:'\""
 
 
 class ArtifactIntegrityError(OSError):
@@ -149,18 +163,35 @@ def parse_spec(spec: str) -> tuple[str | None, str, str]:
     return match["project"], match["name"], match["ref"] or "latest"
 
 
+def name_problem(name: object) -> str | None:
+    """What keeps ``name`` from naming a project, an artifact or a registered model in MLflow
+    and W&B (:data:`NAME_RULE`), e.g. ``"has '/'"``; None when nothing does."""
+    if not isinstance(name, str) or not name.strip():
+        return "is empty"
+    if name != name.strip():
+        return "has surrounding spaces"
+    if len(name) > NAME_MAXLEN:
+        return f"is {len(name)} characters long"
+    faults = [f"has {c!r}" for c in _NAME_FORBIDDEN if c in name]
+    if ".." in name or name == ".":
+        faults.append("has '..'" if ".." in name else "is '.'")
+    if not name.isprintable():
+        faults.append("has a control character")
+    return ", ".join(faults) or None
+
+
 def check_project(project: str) -> str:
     """Return ``project`` when it can name a project of the store.
 
     Raises
     ------
     ValueError
-        When it is blank, padded with spaces, or holds ``/ : ' " \\``.
+        When it breaks the rule of names (:func:`name_problem`).
     """
-    if not isinstance(project, str) or project != project.strip() or not _PROJECT.match(project):
+    if problem := name_problem(project):
         raise ValueError(
-            f"artifact project {project!r} is not a valid project name: it must be non-blank, "
-            "without surrounding spaces, and contain none of / : ' \" \\"
+            f"artifact project {project!r} is not a valid project name ({problem}): "
+            f"it must have {NAME_RULE}"
         )
     return project
 
@@ -322,12 +353,13 @@ def check_name(name: str, project: str) -> str:
     Raises
     ------
     ValueError
-        When it is blank, padded, or names a project or version (a run logs into its own).
+        When it breaks the rule of names (:func:`name_problem`), e.g. names a project or a
+        version (a run logs into its own).
     """
-    if not isinstance(name, str) or name != name.strip() or not _PROJECT.match(name):
+    if problem := name_problem(name):
         raise ValueError(
-            f"artifact name {name!r} must be a bare name (no project/, no :version, none of "
-            f"/ : ' \" \\): a run logs into its own project ({project!r})"
+            f"artifact name {name!r} must be a bare name ({problem}; no project/, no :version, "
+            f"{NAME_RULE}): a run logs into its own project ({project!r})"
         )
     return name
 

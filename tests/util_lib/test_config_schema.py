@@ -88,7 +88,7 @@ def test_good_values_pass(overrides: list[str]) -> None:
         ("main.execute_steps=3", "main.execute_steps=3: must be all, a list or a comma string"),
         ("main.artifact_store=s3", "main.artifact_store='s3': must be one of auto, wandb, mlflow"),
         ("main.env_manager=docker", "main.env_manager='docker': must be null or one of local,"),
-        ("main.project_name=''", "main.project_name='': must be a non-empty string"),
+        ("main.experiment_name=''", "main.experiment_name='': must be a non-empty string"),
         ("data.sha256=abc", "data.sha256='abc': must be null or 64 hex digits"),
         (f"data.sha256={'g' * 64}", "must be null or 64 hex digits"),
         ("data.stratify=''", "data.stratify='': must be null or a column name"),
@@ -299,3 +299,375 @@ def test_a_forest_that_passed_is_remembered_and_a_bad_one_never(
     # Same arguments, other types: a different set (10.0 is no int for scikit-learn).
     assert forest_problems({"n_estimators": 10.0, "max_depth": None})
     assert list(folder.iterdir()) == [marker]
+
+
+# ------------------------------------------------------------------ what would fail after steps
+# Each probe value below used to pass the check and fail later: after steps ran, or with a
+# traceback. Each comes with a valid counterpart that passes.
+def _refused_by_mlflow_or_wandb(name: str) -> list[str]:
+    """The validators of MLflow and W&B (their own code) that refuse ``name`` where the
+    pipeline uses it: W&B project and artifact, MLflow registered model (on a SQL and a file
+    store, alone and as the embedded store's ``<project>.<name>``) and experiment."""
+    import wandb
+    from mlflow.store.model_registry.file_store import _validate_model_name as file_store_rule
+    from mlflow.utils.validation import _validate_experiment_name, _validate_model_name
+    from wandb.sdk.artifacts._validators import validate_artifact_name, validate_project_name
+
+    from util_lib.store import registry_name
+
+    rules = {
+        "wandb project": validate_project_name,
+        "wandb settings": lambda n: wandb.Settings(project=n),
+        "wandb artifact": validate_artifact_name,
+        "mlflow model": _validate_model_name,
+        "mlflow file store model": file_store_rule,
+        "store model of project": lambda n: _validate_model_name(registry_name(n, "model")),
+        "store model of artifact": lambda n: _validate_model_name(registry_name("p", n)),
+        "mlflow experiment": _validate_experiment_name,
+    }
+    refused = []
+    for what, rule in rules.items():
+        try:
+            rule(name)
+        except Exception:  # noqa: BLE001 - each library raises its own kind
+            refused.append(what)
+    return refused
+
+
+def test_the_name_rule_refuses_whatever_mlflow_or_wandb_refuses() -> None:
+    from util_lib.store import name_problem
+
+    candidates = [
+        *(f"a{c}b" for c in "/\\#?%:'\"\r\n\t"),
+        *("..", ".", "..a", "a..", "a/.."),
+        *("", " ", " a", "a ", "x" * 128, "x" * 129, "x" * 501),
+        *("music_genre_classification", "a.b", "genres-v2", "my project", "Ünïcode"),
+    ]
+    refused = {name: _refused_by_mlflow_or_wandb(name) for name in candidates}
+    assert [n for n in candidates if refused[n] and name_problem(n) is None] == []
+    # The rule is not a blanket refusal: plain names pass, as MLflow and W&B take them.
+    for name in ("music_genre_classification", "a.b", "genres-v2", "my project", "x" * 128):
+        assert refused[name] == [] and name_problem(name) is None, name
+
+
+NAME_RULE = (
+    "that MLflow and W&B accept (1 to 128 characters, none of / \\ # ? % : ' \" nor '..', no "
+    "control characters or surrounding spaces): it "
+)
+
+
+@pytest.mark.parametrize(
+    ("bad", "expected", "good"),
+    [
+        (
+            "main.project_name='../escape'",
+            "main.project_name='../escape': must be a project name "
+            + NAME_RULE
+            + "has '/', has '..'",
+            "main.project_name=genres-v2.1",
+        ),
+        (
+            "main.project_name='a:b'",
+            "main.project_name='a:b': must be a project name " + NAME_RULE + "has ':'",
+            "main.project_name='genre classification'",
+        ),
+        (
+            "random_forest_pipeline.export_artifact='a/b'",
+            "random_forest_pipeline.export_artifact='a/b': must be null or an artifact name "
+            + NAME_RULE
+            + "has '/'",
+            "random_forest_pipeline.export_artifact=model.v2",
+        ),
+        (
+            "main.registered_model_name='bad/name'",
+            "main.registered_model_name='bad/name': must be null or a registered model name "
+            + NAME_RULE
+            + "has '/'",
+            "main.registered_model_name=null",
+        ),
+    ],
+)
+def test_a_name_mlflow_or_wandb_refuses_is_named(bad: str, expected: str, good: str) -> None:
+    found = problems(bad)
+    assert found[0] == expected
+    # main.registered_model_name is ${main.project_name}: a bad project name is named there too.
+    if bad.startswith("main.project_name"):
+        assert found[1].startswith("main.registered_model_name=")
+    assert len(found) == 1 + bad.startswith("main.project_name"), found
+    assert problems(good) == []
+
+
+@pytest.mark.parametrize(
+    ("bad", "expected", "good"),
+    [
+        (
+            "data.stratify=genr",
+            "data.stratify='genr': no such column in dataset/genres_mod.parquet "
+            "(the closest is 'genre')",
+            "data.stratify=mode",
+        ),
+        (
+            "random_forest_pipeline.features.numerical=[energy,loudnes]",
+            "random_forest_pipeline.features.numerical[1]='loudnes': no such column in "
+            "dataset/genres_mod.parquet (the closest is 'loudness')",
+            "random_forest_pipeline.features.numerical=[energy,loudness]",
+        ),
+        (
+            "random_forest_pipeline.features.categorical=[zzz]",
+            "random_forest_pipeline.features.categorical[0]='zzz': no such column in "
+            "dataset/genres_mod.parquet (its columns: danceability, energy, key,",
+            "random_forest_pipeline.features.categorical=[key,mode]",
+        ),
+    ],
+)
+def test_a_column_the_data_lacks_is_named_with_the_closest(
+    bad: str, expected: str, good: str
+) -> None:
+    found = problems(bad)
+    assert len(found) == 1 and found[0].startswith(expected), found
+    assert problems(good) == []
+
+
+def test_a_column_preprocess_makes_needs_what_it_is_made_of(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    from preprocess.cleaning import TEXT_COLUMNS, TEXT_FEATURE
+    from util_lib.config_schema import derived_columns
+
+    assert derived_columns() == {TEXT_FEATURE: TEXT_COLUMNS}  # preprocess's own declaration
+    path = tmp_path / "no_song_name.parquet"
+    pq.write_table(pq.read_table(DATASET).drop_columns(["song_name"]), path)
+    found = problems(f"data.file_url={path}", "data.sha256=null")
+    assert found == [
+        "random_forest_pipeline.features.nlp[0]='text_feature': preprocess makes it from "
+        f"title, song_name, and {path} has no song_name"
+    ]
+    # The shipped data has both: text_feature is a column of the preprocessed data.
+    assert problems(f"data.file_url={DATASET}") == []
+
+
+def test_a_data_file_that_is_not_parquet_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "songs.parquet"
+    path.write_text("title,song_name\n")
+    (found,) = problems(f"data.file_url={path}", "data.sha256=null")
+    assert found.startswith(f"data.file_url='{path}': not a readable Parquet file (")
+    assert found.endswith("): get_data reads Parquet only")
+    assert problems(f"data.file_url={DATASET}") == []
+
+
+def test_the_columns_of_a_url_are_left_to_get_data() -> None:
+    url = "data.file_url='https://example.org/genres_mod.parquet?raw=true'"
+    assert problems(url, "data.stratify=genr") == []
+
+
+def test_a_stratify_column_with_missing_values_is_named(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(DATASET)
+    genre = table.column("genre").to_pylist()
+    genre[:3] = [None] * 3
+    path = tmp_path / "gaps.parquet"
+    pq.write_table(table.set_column(table.schema.get_field_index("genre"), "genre", [genre]), path)
+    assert problems(f"data.file_url={path}", "data.sha256=null") == [
+        f"data.stratify='genre': column 'genre' of {path} has 3 missing values: a stratified "
+        "split needs a value in every row"
+    ]
+    assert problems(f"data.file_url={path}", "data.sha256=null", "data.stratify=null") == []
+
+
+def test_a_split_that_may_leave_a_class_no_row_is_named() -> None:
+    assert problems("data.test_size=0.00001") == [
+        "data.test_size=1e-05: may leave classes 'Pop' (468 rows), 'Emo' (1705 rows), "
+        "'Rap' (1870 rows) and 12 more no row in the test split (1 of 42896 rows): each class "
+        "of 'genre' needs a row in train, validation and test"
+    ]
+    assert problems("data.val_size=0.9999") == [
+        "data.val_size=0.9999: may leave classes 'Pop' (468 rows), 'Emo' (1705 rows), "
+        "'Rap' (1870 rows) and 12 more no row to fit on (3 of 30027 train rows): each class of "
+        "'genre' needs a row in train, validation and test"
+    ]
+    # 429 test rows give every class a few; unstratified, one test row is still a split.
+    assert problems("data.test_size=0.01", "data.val_size=0.01") == []
+    assert problems("data.test_size=0.00001", "data.stratify=null") == []
+
+
+def test_split_problems_of_plain_counts() -> None:
+    from util_lib.config_schema import split_problems
+
+    assert [str(p) for p in split_problems(0.5, 0.3, 1)] == [
+        "data.test_size=0.5: leaves no row to train on (1 row)"
+    ]
+    assert [str(p) for p in split_problems(0.5, 0.5, 3)] == [
+        "data.val_size=0.5: leaves no row to fit on (1 train row)"
+    ]
+    each = "each class of 'y' needs a row in train, validation and test"
+    # 3 rows of 103: 2 or 3 go to train (72 rows), leaving test 1 or none.
+    assert [str(p) for p in split_problems(0.3, 0.3, 103, {"big": 100, "small": 3}, "y")] == [
+        "data.test_size=0.3: may leave class 'small' (3 rows) no row in the test split (31 of "
+        f"103 rows): {each}",
+        "data.val_size=0.3: may leave class 'small' (3 rows) no row in the validation split (22 "
+        f"of 72 train rows): {each}",
+    ]
+    assert split_problems(0.3, 0.5, 60, {"big": 50, "small": 10}, "y") == []
+
+
+def test_a_split_that_passes_leaves_every_class_a_row_in_scikit_learn() -> None:
+    """split_problems sizes the parts as train_test_split does: whatever passes, every class
+    gets a row of test, validation and train, whatever the seed (the check may refuse a few
+    splits that some seeds would allow: it names what may happen)."""
+    import random
+
+    import numpy as np
+    from sklearn.model_selection import train_test_split
+
+    from util_lib.config_schema import split_problems
+
+    draw = random.Random(0)
+    passed = 0
+    for _ in range(150):
+        classes = {f"c{i}": draw.randint(1, 40) for i in range(draw.randint(2, 6))}
+        test_size, val_size = draw.choice([0.05, 0.2, 0.3, 0.5, 0.9]), draw.choice([0.1, 0.3, 0.8])
+        if split_problems(test_size, val_size, sum(classes.values()), classes, "y"):
+            continue
+        passed += 1
+        y = np.array([c for c, k in classes.items() for _ in range(k)])
+        for seed in range(3):
+            train, test = train_test_split(y, test_size=test_size, random_state=seed, stratify=y)
+            fit, val = train_test_split(
+                train, test_size=val_size, random_state=seed, stratify=train
+            )
+            assert all(set(part) == set(classes) for part in (test, val, fit)), classes
+    assert passed > 20  # the check let enough through to say something
+
+
+def _log_preprocessed_data(folder: Path) -> str:
+    """A version of preprocessed_data in the test's store, as preprocess logs it."""
+    from util_lib.tracking import start_run
+
+    path = folder / "preprocessed_data.parquet"
+    path.write_bytes(b"rows")
+    with start_run("preprocess", "preprocess_data") as run:
+        return run.log_artifact(path, "preprocessed_data", "preprocessed_data", "rows")
+
+
+def test_a_reference_that_resolves_nowhere_is_named(tracking: Path) -> None:
+    assert problems("data.reference_dataset=no_such:v99") == [
+        "data.reference_dataset='no_such:v99': artifact 'no_such' not found: project "
+        f"'music_genre_classification' has no artifacts in the store at "
+        f"sqlite:///{tracking}/mlflow.db (projects there: none): must name a version the store "
+        "holds, or an alias of preprocessed_data (which the pipeline sets)"
+    ]
+    # The first run: no version has the alias check_data gives the first sample that passes.
+    assert problems() == []
+
+
+def test_a_reference_is_checked_against_the_versions_the_store_holds(tracking: Path) -> None:
+    assert _log_preprocessed_data(tracking) == "preprocessed_data:v0"
+    for good in ("preprocessed_data:v0", "preprocessed_data:reference", "preprocessed_data"):
+        assert problems(f"data.reference_dataset={good}") == [], good
+    (found,) = problems("data.reference_dataset=preprocessed_data:v3")
+    assert "version 'v3' of artifact 'preprocessed_data' not found" in found
+    assert "(versions: v0 [latest])" in found
+    # check_data gives the alias to the sample's artifact only: another's must exist.
+    (found,) = problems("data.reference_dataset=raw_data.parquet:reference")
+    assert "artifact 'raw_data.parquet' not found in project 'music_genre_classification'" in found
+    (found,) = problems("data.reference_dataset=other/preprocessed_data:reference")
+    assert "project 'other' has no artifacts" in found
+    # Only a step that runs reads it.
+    steps = "main.execute_steps=[segregate,train_random_forest]"
+    assert problems("data.reference_dataset=preprocessed_data:v3", steps) == []
+
+
+def test_a_store_that_does_not_exist_yet_is_not_created(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    database = tmp_path / "new.db"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{database}")
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert problems() == []
+    assert problems("data.reference_dataset=preprocessed_data:v0") == [
+        "data.reference_dataset='preprocessed_data:v0': no artifact yet: the store at "
+        f"sqlite:///{database} does not exist: must name a version the store holds, or an "
+        "alias of preprocessed_data (which the pipeline sets)"
+    ]
+    assert not database.exists()
+
+
+@pytest.mark.parametrize(
+    ("log_file", "expected"),
+    [
+        ("/proc/nope/x.log", "cannot create a folder in /proc: No such file or directory"),
+        ("{tmp}/a_file/x.log", "{tmp}/a_file is a file, not a folder"),
+        ("{tmp}/a_folder", "{tmp}/a_folder is a folder"),
+    ],
+)
+def test_a_log_file_the_pipeline_cannot_write_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, log_file: str, expected: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ML_PIPELINE_LOG", raising=False)
+    (tmp_path / "a_file").write_text("")
+    (tmp_path / "a_folder").mkdir()
+    log_file = log_file.format(tmp=tmp_path)
+    assert problems(f"main.log_file={log_file}") == [
+        f"main.log_file='{log_file}': must be a file the pipeline can write: "
+        + expected.format(tmp=tmp_path)
+    ]
+    # A folder that does not exist yet is fine (the pipeline makes it); none is left behind.
+    assert problems("main.log_file=logs/today/pipeline.log") == []
+    assert problems("main.log_file=a_file") == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "a_folder"]
+
+
+def test_the_log_file_the_environment_names_is_the_one_checked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ML_PIPELINE_LOG", "/proc/nope/x.log")
+    assert problems() == [
+        "main.log_file='ml_pipeline.log': must be a file the pipeline can write: cannot create "
+        "a folder in /proc: No such file or directory ($ML_PIPELINE_LOG=/proc/nope/x.log is used)"
+    ]
+
+
+def test_a_sweep_reads_the_data_once_for_all_its_jobs() -> None:
+    from util_lib import config_schema
+
+    config_schema._read_layout.cache_clear()
+    config_schema._read_counts.cache_clear()
+    message = sweep_error("data.test_size=0.00001,0.1,0.2,0.3", "data.val_size=0.1,0.2,0.3")
+    assert message.startswith("invalid configuration in 3 of 12 jobs of the sweep;")
+    assert "data.test_size=1e-05: may leave classes 'Pop'" in message
+    assert message.endswith("(jobs 0, 1, 2)")
+    assert config_schema._read_layout.cache_info().misses == 1
+    assert config_schema._read_counts.cache_info().misses == 1
+
+
+def test_every_problem_that_would_fail_later_is_listed_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ML_PIPELINE_LOG", raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    config = composed(
+        "main.registered_model_name=bad/name",
+        "random_forest_pipeline.export_artifact=a/b",
+        "random_forest_pipeline.features.numerical=[loudnes]",
+        "data.test_size=0.00001",
+        "data.reference_dataset=no_such:v99",
+        "main.log_file=/proc/nope/x.log",
+    )
+    with pytest.raises(ConfigError) as error:
+        check_config(config)
+    message = str(error.value)
+    assert message.startswith("invalid configuration (6 problems):")
+    for key in (
+        "main.registered_model_name='bad/name'",
+        "random_forest_pipeline.export_artifact='a/b'",
+        "random_forest_pipeline.features.numerical[0]='loudnes'",
+        "data.test_size=1e-05",
+        "data.reference_dataset='no_such:v99'",
+        "main.log_file='/proc/nope/x.log'",
+    ):
+        assert f"\n  {key}: " in message
