@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:  # annotations only: the driver's config check imports this module
+    import pandas as pd
 
 logger = logging.getLogger(__name__)
 
