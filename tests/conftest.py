@@ -1,5 +1,16 @@
 """Fixtures shared by the tests: an isolated tracking store per test, processes started
-together on it, and the dataset."""
+together on it, and the dataset; and the tiers every test belongs to.
+
+Tiers (pyproject.toml's markers), chosen by name: ``pytest -m unit``, ``-m "unit or
+integration"``, ``-m e2e``:
+
+- ``unit``: pure functions; no store, no subprocess, no socket. A test with no tier of its own
+  is one, and a guard fails it if it opens SQLite, starts a process or opens a socket (the
+  message says to mark it ``integration``);
+- ``integration``: real MLflow stores, W&B offline, servers and processes started by the test,
+  in process where it can; a test that uses a store fixture (:data:`STORE_FIXTURES`) is one;
+- ``e2e``: the pipeline through ``mlflow run``, servers, browsers; marked in its module.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +27,54 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 DATASET = REPO / "dataset" / "genres_mod.parquet"
+
+TIERS = ("unit", "integration", "e2e")
+# Fixtures that give a test a real store: the test is an integration test.
+STORE_FIXTURES = frozenset({"tracking", "migrated_store", "run_together"})
+# What a unit test may not do (Python's audit events, PEP 578).
+_NOT_IN_UNIT_TESTS = {
+    "sqlite3.connect": "open a SQLite database (an MLflow store)",
+    "subprocess.Popen": "start a process",
+    "os.fork": "fork",
+    "os.posix_spawn": "start a process",
+    "socket.connect": "open a network connection",
+    "socket.bind": "listen on a socket",
+}
+_tier_now: list[str] = [""]  # the tier of the test whose body runs now
+
+
+def _unit_guard(event: str, _args: tuple) -> None:
+    if _tier_now[0] == "unit" and event in _NOT_IN_UNIT_TESTS:
+        _tier_now[0] = ""  # once: pytest's own reporting must not trip it
+        raise RuntimeError(
+            f"a unit test must not {_NOT_IN_UNIT_TESTS[event]} ({event}): "
+            "mark it pytest.mark.integration"
+        )
+
+
+sys.addaudithook(_unit_guard)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Give every test its tier: its own mark, else integration when it uses a store
+    fixture, else unit. Two tiers on one test is an error."""
+    for item in items:
+        marked = [tier for tier in TIERS if item.get_closest_marker(tier)]
+        if len(marked) > 1:
+            raise pytest.UsageError(f"{item.nodeid} is marked {marked}: one tier only")
+        if not marked:
+            tier = "integration" if STORE_FIXTURES & set(item.fixturenames) else "unit"
+            item.add_marker(tier)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> object:
+    """While a unit test's body runs, the guard watches it."""
+    _tier_now[0] = "unit" if item.get_closest_marker("unit") else ""
+    try:
+        return (yield)
+    finally:
+        _tier_now[0] = ""
 
 
 @pytest.fixture(scope="session")

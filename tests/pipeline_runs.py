@@ -189,9 +189,7 @@ def _with_override(options: str, override: str) -> str:
     takes the overrides as one run of words, none after a flag such as ``-m`` that follows
     them, and none before a ``--config-name`` that precedes them."""
     words = options.split()
-    first = next(
-        (i for i, w in enumerate(words) if "=" in w and not w.startswith("-")), len(words)
-    )
+    first = next((i for i, w in enumerate(words) if "=" in w and not w.startswith("-")), len(words))
     return " ".join([*words[:first], override, *words[first:]])
 
 

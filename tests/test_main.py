@@ -136,8 +136,7 @@ def test_the_summary_links_the_pipeline_run_in_the_model_training_view(
     out = capsys.readouterr().out
     assert f"MLflow UI:   mlflow ui --backend-store-uri {store}" in out
     assert (
-        "then open http://127.0.0.1:5000/#/experiments/3/runs/abc123"
-        "?workflowType=machine_learning"
+        "then open http://127.0.0.1:5000/#/experiments/3/runs/abc123?workflowType=machine_learning"
     ) in out
     server = "https://u:pw@mlflow.team:5000"
     _print_where_to_look(results, tmp_path / "log", server, "off", ("3", "a"))

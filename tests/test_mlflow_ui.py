@@ -283,9 +283,7 @@ def test_the_models_tab_lists_the_model_with_its_scores(
     assert not page.missing(expected), f"{page.missing(expected)} not on {url}:\n{page.text}"
 
 
-def test_a_screenshot_of_the_pipeline_run_page(
-    link: tuple[str, str, str], tmp_path: Path
-) -> None:
+def test_a_screenshot_of_the_pipeline_run_page(link: tuple[str, str, str], tmp_path: Path) -> None:
     url = link[0]
     render(url, ["test_auc"], tmp_path)  # rendered once in full: the server has warmed up
     png = tmp_path / "pipeline_run.png"

@@ -133,6 +133,7 @@ except RuntimeError as exc:
 """
 
 
+@pytest.mark.integration
 def test_an_uncaught_exception_prints_its_traceback_redacted(tmp_path: Path) -> None:
     """The error a step prints last (what W&B's console capture records too)."""
     message = f"Max retries exceeded with url: /x.parquet?code={CODE} (Caused by X)"
@@ -285,6 +286,7 @@ class _GitAuthHandler(BaseHTTPRequestHandler):
         pass
 
 
+@pytest.mark.integration
 def test_git_gets_the_credentials_mlflow_only_the_plain_url(tmp_path: Path) -> None:
     """main.components_repository with a token: MLflow is given the URL without it, and git
     (whose clone MLflow runs) still authenticates, through GIT_CONFIG_* in the environment."""

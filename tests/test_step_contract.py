@@ -98,6 +98,7 @@ def test_each_steps_parser_reads_exactly_the_declared_parameters(step: str, pass
     assert sorted(vars(parse_args(argv))) == sorted(passed[step]), step
 
 
+@pytest.mark.integration
 def test_the_data_checks_pytest_options_are_the_declared_parameters() -> None:
     """check_data's MLproject runs pytest: its conftest adds the parameters as options."""
     import os

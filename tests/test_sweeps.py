@@ -99,9 +99,7 @@ def check_sweep(workdir: Path, sweep_dir: Path, jobs: int, steps: tuple[str, ...
         assert pipeline.data.tags["mlflow.parentRunId"] == multirun.info.run_id
         # Each step's run: the job's own child run, or (CACHED) the earlier run it reused.
         tags = pipeline.data.tags
-        by_step = {
-            step: _client(workdir).get_run(tags[STEP_RUN_PREFIX + step]) for step in steps
-        }
+        by_step = {step: _client(workdir).get_run(tags[STEP_RUN_PREFIX + step]) for step in steps}
         for step, run in by_step.items():
             assert run.info.status == "FINISHED"
             assert run.data.tags["util_lib.step"] == step

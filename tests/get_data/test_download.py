@@ -16,6 +16,9 @@ import pytest
 from get_data.download import DownloadError, download_dataset, fetch_file
 from serving.local_server import free_port
 
+# A real HTTP server on 127.0.0.1 per module.
+pytestmark = pytest.mark.integration
+
 HTML_PAGE = b"<!DOCTYPE html>\n<html><body><h1>Sign in</h1></body></html>\n"
 
 

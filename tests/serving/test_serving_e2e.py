@@ -293,9 +293,7 @@ def test_a_bad_csv_or_parquet_body_is_a_clean_400(server: str, reference, songs)
     _, columns = reference
     csv = songs.iloc[:50][columns].to_csv(index=False)
     broken = csv.replace("\n", '\n"', 3)  # an unterminated quote on line 2
-    answer = requests.post(
-        server, data=broken, headers={"Content-Type": "text/csv"}, timeout=60
-    )
+    answer = requests.post(server, data=broken, headers={"Content-Type": "text/csv"}, timeout=60)
     assert "Failed to parse input as a Pandas DataFrame" in _refusal(answer, broken)
     answer = requests.post(
         server,

@@ -89,6 +89,7 @@ def refusing_server() -> Iterator[str]:
     server.server_close()
 
 
+@pytest.mark.integration
 def test_an_error_answer_exits_1_with_the_servers_message(
     refusing_server: str, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
@@ -103,6 +104,7 @@ def test_an_error_answer_exits_1_with_the_servers_message(
     assert "Failed to predict data" in capsys.readouterr().err
 
 
+@pytest.mark.integration
 def test_an_unreachable_server_is_named(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from serving.local_server import free_port
 

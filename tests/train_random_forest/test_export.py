@@ -97,6 +97,7 @@ def test_signature_names_the_used_columns(
     assert example == request
 
 
+@pytest.mark.integration
 def test_loads_and_predicts_without_the_repository(
     exported: Path, fitted: tuple[Pipeline, pd.DataFrame], tmp_path: Path
 ) -> None:

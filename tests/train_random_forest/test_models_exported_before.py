@@ -33,6 +33,7 @@ def _expected(old_model: Path) -> dict:
     return json.loads((old_model / "expected.json").read_text())
 
 
+@pytest.mark.integration
 def test_it_predicts_the_same_as_a_pyfunc_outside_the_repository(old_model: Path) -> None:
     script = (
         "import importlib.util, json, mlflow.pyfunc, pandas as pd\n"

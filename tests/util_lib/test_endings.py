@@ -40,6 +40,7 @@ def _pipeline_with_a_step(client, experiment_id: str, identity: str) -> tuple[st
     return pipeline.info.run_id, step.info.run_id
 
 
+@pytest.mark.integration
 def test_a_driver_is_alive_until_it_ends() -> None:
     assert driver_alive(driver_identity()) is True
     assert driver_alive(_gone_process_identity()) is False

@@ -23,9 +23,13 @@ from util_lib.environment import FORKSERVER_ENV
 
 REPO = Path(__file__).resolve().parents[2]
 
+# Real processes and sockets: each test starts its own.
+pytestmark = pytest.mark.integration
+
 # Prints what a step would see of itself, then exits with argv[1].
 SCRIPT = """
 import json, os, sys
+
 print(json.dumps({
     "argv": sys.argv, "cwd": os.getcwd(), "path0": sys.path[0], "pid": os.getpid(),
     "ppid": os.getppid(), "pgid": os.getpgrp(), "name": __name__,

@@ -6,7 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
+
+# Real processes and sockets: each test starts its own.
+pytestmark = pytest.mark.integration
 
 SCRIPT = """
 import atexit, sys, threading, time
@@ -49,6 +54,7 @@ from concurrent.futures import ProcessPoolExecutor
 pool = ProcessPoolExecutor(1)
 print(pool.submit(abs, -4).result())
 from util_lib.process_exit import exit_quickly
+
 exit_quickly(0)
 """
 

@@ -264,6 +264,7 @@ def test_a_malformed_domain_file_fails_loading_naming_it(without_domain: Path) -
         mlflow.pyfunc.load_model(str(without_domain))
 
 
+@pytest.mark.integration
 def test_loading_and_predicting_do_not_import_pandera(
     exported: Path, fitted, tmp_path: Path
 ) -> None:

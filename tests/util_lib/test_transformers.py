@@ -252,6 +252,7 @@ def _imported_after(code: str) -> set[str]:
     return set(result.stdout.split())
 
 
+@pytest.mark.integration
 def test_import_util_lib_stays_cheap() -> None:
     heavy = {"sklearn", "mlflow", "wandb", "pandas"}
     assert not heavy & _imported_after("import util_lib")
