@@ -10,7 +10,8 @@ before its MLflow run ends) is five tags (names in util_lib/tags.py):
   loader, pytest's conftest and test modules), at any depth (other steps' packages and
   ``util_lib``'s subpackages included), plus every file of the step folder (the files the step
   cache's key digests); also, by absolute path, the file of any loaded module that neither the
-  standard library nor an installed distribution provides (a folder on ``PYTHONPATH``).
+  standard library nor an install folder (``site-packages``) holds nor a distribution declares
+  (a folder on ``PYTHONPATH``).
   Paths under the root are relative to it, posix, comma-separated. MLflow keeps at most
   8000 characters of a tag's value: a longer list goes on in ``<tag>.2``, ``<tag>.3``, ...
   (:func:`tag_parts`), and a part lost on the way makes the digest check fail, never pass.
@@ -25,19 +26,19 @@ before its MLflow run ends) is five tags (names in util_lib/tags.py):
 - :data:`~util_lib.tags.INSTALLED_TAG`: a fingerprint of every distribution installed on the
   process's ``sys.path`` (:func:`installed_fingerprint`).
 
-The check (:func:`stale`): the run is reused only when
+The check (:func:`stale`; rules 4-6 of util_lib/step_cache.py): the run is reused only when
 
-1. it has the record (a run made before the record existed never is);
-2. its files, read again now under the step's project root, give the recorded digest (an edited,
-   added-to-the-record or deleted file fails it) -- for a step of a local folder; a step cloned
-   from git at a version is pinned by that version, which its key holds;
-3. with ``--env-manager local`` (the steps run on the driver's interpreter): the driver's
+4. it has the record (a run made before the record existed never is);
+5. its files, read again now under the step's project root, give the recorded digest (an edited
+   or deleted file fails it) -- for a step of a local folder; a step cloned from git at a
+   version is pinned by that version, which its key holds;
+6. with ``--env-manager local`` (the steps run on the driver's interpreter): the driver's
    interpreter is the recorded one, and each recorded distribution has the recorded version
-   now, as ``importlib.metadata`` finds it on the driver's path; when the fingerprint is the
-   recorded one (nothing installed, upgraded or removed since) the versions are not asked one by
-   one. With another environment manager (uv, conda, virtualenv) the step runs in the
-   environment that its step folder's pinned ``conda.yml`` gives, which the key covers; the
-   driver's interpreter is not the step's, so Python and distributions are not checked.
+   now, as ``importlib.metadata`` finds it on the driver's path (when the fingerprint is the
+   recorded one, nothing was installed, upgraded or removed since, and the versions are not
+   asked one by one). With another environment manager (uv, conda, virtualenv) the step runs
+   in the environment that its step folder's pinned ``conda.yml`` gives, which the key covers;
+   the driver's interpreter is not the step's, so Python and distributions are not checked.
 
 Cost: hashing the files takes a few milliseconds. Which distribution provides which module
 (``importlib.metadata.packages_distributions``, 0.25-0.5 s here) and their versions are kept in
@@ -56,6 +57,7 @@ import json
 import logging
 import os
 import platform
+import re
 import sys
 import tempfile
 import time
@@ -87,6 +89,9 @@ TAG_VALUE_LIMIT = 8000
 _METADATA_SUFFIXES = (".dist-info", ".egg-info")
 # Install folders inside a project (a virtual environment kept there) hold no project code.
 _INSTALL_FOLDERS = frozenset({"site-packages", "dist-packages"})
+# A file in an install folder is a distribution's, even under a top-level name that no
+# distribution declares (Cython's shared _cyutility modules of pandas and scipy).
+_INSTALLED = re.compile(r"[/\\](site|dist)-packages[/\\]")
 _STDLIB = frozenset(sys.stdlib_module_names) | frozenset(sys.builtin_module_names)
 # The standard library's folder (os.py's): what is loaded from there (_sysconfigdata_*) is
 # Python's own, but what its site-packages holds.
@@ -185,7 +190,7 @@ def loaded_files(
         relative = _project_relative(file, roots)
         if relative is not None:
             paths[relative] = file
-        elif top not in distributions and os.path.isfile(file):
+        elif top not in distributions and not _INSTALLED.search(file) and os.path.isfile(file):
             paths[os.path.realpath(file)] = file  # nobody's: counted by content where it is
     return {name: file_sha256(file) for name, file in sorted(paths.items())}
 

@@ -57,12 +57,13 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     site = root / "venv" / "lib" / "site-packages"
     site.mkdir(parents=True)
     (site / "inside_venv.py").write_text("Z = 3\n")
+    (site / "undeclared.py").write_text("V = 5\n")  # as Cython's shared modules are
     (site / "inside-1.0.dist-info").mkdir()
     (site / "inside-1.0.dist-info" / "METADATA").write_text("Name: inside\nVersion: 1.0\n")
     (site / "inside-1.0.dist-info" / "top_level.txt").write_text("inside_venv\n")
     monkeypatch.syspath_prepend(str(root))
     monkeypatch.syspath_prepend(str(site))
-    for name in ("shared", "shared.sub", "shared.sub.leaf", "inside_venv"):
+    for name in ("shared", "shared.sub", "shared.sub.leaf", "inside_venv", "undeclared"):
         monkeypatch.delitem(sys.modules, name, raising=False)
     return root
 
@@ -76,7 +77,7 @@ def test_the_files_are_the_project_modules_it_loaded_and_its_step_folder(
     monkeypatch.syspath_prepend(str(elsewhere))
     monkeypatch.delitem(sys.modules, "nobodys_module", raising=False)
     importlib.invalidate_caches()
-    for name in ("shared.sub", "inside_venv", "nobodys_module", "json", "numpy"):
+    for name in ("shared.sub", "inside_venv", "undeclared", "nobodys_module", "json", "numpy"):
         importlib.import_module(name)
     files = loaded_files(project, project / "step", importlib.metadata.packages_distributions())
     ours = {name for name in files if not name.startswith("/")}
@@ -88,11 +89,11 @@ def test_the_files_are_the_project_modules_it_loaded_and_its_step_folder(
         "shared/sub/leaf.py",
     }
     # A module of no distribution, outside the project, counts where it is; the standard
-    # library's, a distribution's and what a virtual environment inside the project holds do
-    # not (the distributions' versions count instead).
+    # library's, a distribution's and whatever an install folder holds (one inside the project
+    # too) do not (the distributions' versions count instead).
     outside = {name for name in files if name.startswith("/")}
     assert str((elsewhere / "nobodys_module.py").resolve()) in outside
-    assert not [n for n in outside if "/json/" in n or "numpy" in n or "inside_venv" in n]
+    assert not [n for n in outside if "/json/" in n or "site-packages" in n]
     assert files["shared/sub/leaf.py"] == file_sha256(project / "shared" / "sub" / "leaf.py")
 
 
