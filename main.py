@@ -374,7 +374,7 @@ def run_pipeline(config: DictConfig, output_dir: Path, serve: bool = False) -> f
                     params = cache.pin_inputs(step, params)
                 key = cache.key(step, params, env_manager, uris[result.step]) if cache else None
                 position = f"[{index}/{len(results)}] {result.step}"
-                hit = cache.lookup(step, key) if cache and key else None
+                hit = cache.lookup(step, key, env_manager, uris[result.step]) if key else None
                 start = time.monotonic()
                 if hit is not None:
                     _record(result, hit.run)

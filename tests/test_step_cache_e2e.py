@@ -126,3 +126,14 @@ def test_after_a_failure_the_same_command_resumes_at_the_failed_step(
         "preprocess": "CACHED",
         **dict.fromkeys(STEPS[2:], "FINISHED"),
     }
+
+
+def test_all_cached_reruns_in_one_folder_always_succeed(tmp_path: Path) -> None:
+    """Issue 19: all-cached reruns used to die now and then with CPython 3.11's "AST
+    constructor recursion depth mismatch" (the driver parsed sources while W&B's and the
+    lineage libraries' threads did too). W&B offline, as a user without an account runs it."""
+    mlflow_run(tmp_path, SMALL_FOREST, wandb_mode="offline").check()
+    for attempt in range(1, 6):
+        again = mlflow_run(tmp_path, SMALL_FOREST, wandb_mode="offline")
+        assert again.returncode == 0, f"rerun {attempt}:\n{again.stderr[-6000:]}"
+        assert _statuses(again) == dict.fromkeys(STEPS, "CACHED"), f"rerun {attempt}"

@@ -1,9 +1,19 @@
-"""Content digests of code and configuration: what a run ran, as two sha256 hex strings.
+"""Content digests of code and configuration: what a run ran, as sha256 hex strings.
 
-A step run records them as tags (:class:`util_lib.tracking.Run`): ``util_lib.code_digest``
-over its step folder and the ``util_lib`` package, ``util_lib.config_digest`` over its
-parameters. ``python -m util_lib.artifacts lineage`` shows them for every producing run, and
-the pipeline's step cache can key on the same functions.
+Three users, each covering a different set of files:
+
+- a step run's tags at its start (:class:`util_lib.tracking.Run`): ``util_lib.code_digest``
+  (:func:`code_digest`) over its step folder and the whole ``util_lib`` package, and
+  ``util_lib.config_digest`` (:func:`params_digest`) over its parameters. ``python -m
+  util_lib.artifacts lineage`` shows them for every producing run; they are for people, the
+  step cache does not read them;
+- the step cache's key (util_lib/step_cache.py, rule 1): the step folder's files
+  (:func:`folder_files`, not Markdown: :data:`CODE_SKIPPED_SUFFIXES`) by
+  :func:`manifest_digest`;
+- a step run's record as it ends (util_lib/provenance.py, checked by the step cache before a
+  reuse, rules 4-6): :func:`manifest_digest` over ``path:sha256`` (:func:`file_sha256`) of
+  every source file the process loaded (the project's, whatever imported it, and the step
+  folder's), beside its Python and the versions of the distributions it loaded.
 
 A folder's digest is the artifact store's manifest digest of its files
 (:func:`util_lib.store.manifest_digest`): sha256 over the sorted ``relative/path:sha256`` lines,

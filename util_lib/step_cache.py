@@ -3,20 +3,34 @@ are the same as now, instead of running it again.
 
 Before each ``mlflow.run``, main.py asks :meth:`StepCache.key` for the step's key: a sha256 over
 
-- the step's code: every file of its folder (not ``__pycache__`` nor Markdown) and every
-  ``util_lib`` module it imports, directly or through other ``util_lib`` modules;
-- its parameters, except that each artifact it reads counts by the content digest of the exact
-  version it resolves to (so a byte-identical upstream output keeps the key), a config section
-  written to a file counts by the file's content, and a data file by its location and its
-  sha256 (the file's, or the ``sha256`` parameter that pins it);
-- the pinned environment: the environment manager, the step's ``conda.yml`` and Python's
-  version.
+1. the step's folder: every file of it (not ``__pycache__``, Markdown, hidden files or run
+   outputs), or for a step cloned from git, the repository and its version;
+2. its parameters, except that each artifact it reads counts by the content digest of the exact
+   version it resolves to (so a byte-identical upstream output keeps the key), a config section
+   written to a file counts by the file's content, and a data file by its location and its
+   sha256 (the file's, or the ``sha256`` parameter that pins it);
+3. the pinned environment: the environment manager, the step's ``conda.yml`` and the driver's
+   Python version.
 
 A FINISHED run of that step with that key (tag :data:`CACHE_TAG`) in the pipeline's experiment
-is reused when every artifact it wrote still resolves. A step that cannot be keyed (a URL
-without a sha256, steps from a git repository without a version, an input that does not
-resolve) always runs. The tag is set only on a run that finished, so a failed step runs again:
-the same command after a failure resumes at the failed step.
+is reused (:meth:`StepCache.lookup`) only when, in addition, what the run recorded as it ended
+(util_lib/provenance.py, where each rule is spelled out) still holds:
+
+4. the run has that record (runs made before it existed never are reused);
+5. every source file it loaded, of the project (other steps' packages, ``util_lib`` and its
+   subpackages, whatever the import form) or of no distribution, still has the recorded content
+   (a step of a local folder);
+6. with ``--env-manager local``: the steps' interpreter (the driver's) is the recorded Python,
+   and every installed distribution whose modules it loaded has the recorded version;
+
+and every artifact it wrote still resolves. The key is computed without reading any source as
+Python (no ``ast`` in the driver: CPython 3.11 before 3.11.9 crashes when two threads build
+ASTs at once, python/cpython gh-106905); what the step imported is what it recorded.
+
+A step that cannot be keyed (a URL without a sha256, steps from a git repository without a
+version, an input that does not resolve) always runs. The key is set only on a run that
+finished, so a failed step runs again: the same command after a failure resumes at the failed
+step.
 
 The key a finished run is remembered under is computed again once it has finished: a step may
 move what it depends on (check_data gives a passing first version the ``reference`` alias that
@@ -27,7 +41,6 @@ both keys, and the step, see the same version.
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import hashlib
 import json
@@ -35,13 +48,13 @@ import logging
 import re
 import sys
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from util_lib.arguments import PROJECT_ROOT, is_url, optional
+from util_lib.arguments import is_url, optional
 from util_lib.digests import CODE_SKIPPED_SUFFIXES, file_sha256, folder_files, manifest_digest
 from util_lib.graph import Step
+from util_lib.provenance import InstalledNow, stale
 from util_lib.tags import CACHE_TAG, STEP_TAG, WRITTEN_TAG
 
 if TYPE_CHECKING:
@@ -52,42 +65,14 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-UTIL_LIB = PROJECT_ROOT / "util_lib"
 
-
-def util_lib_imports(sources: list[Path]) -> set[str]:
-    """The ``util_lib`` modules that ``sources`` import, directly or through each other."""
-    found: set[str] = set()
-    pending = list(sources)
-    while pending:
-        tree = ast.parse(pending.pop().read_text(), filename="<source>")
-        for node in ast.walk(tree):
-            names = []
-            if isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-            elif isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            for name in names:
-                if not name.startswith("util_lib."):
-                    continue
-                module = name.split(".")[1]
-                path = UTIL_LIB / f"{module}.py"
-                if path.is_file() and module not in found:
-                    found.add(module)
-                    pending.append(path)
-    return found
-
-
-@cache
 def code_digest(folder: Path) -> str:
-    """Digest of a step's code: its folder's files (not Markdown) and the util_lib modules
-    they import."""
+    """Digest of a step's folder: its files (not Markdown, caches or run outputs), by path.
+
+    What else the step imports is checked against what its run recorded (:meth:`lookup`).
+    """
     own = folder_files(folder, skip_suffixes=CODE_SKIPPED_SUFFIXES)
-    modules = util_lib_imports([folder / name for name in own if name.endswith(".py")])
-    files = {f"{folder.name}/{name}": digest for name, digest in own.items()}
-    for module in sorted(modules | {"__init__"}):
-        files[f"util_lib/{module}.py"] = file_sha256(UTIL_LIB / f"{module}.py")
-    return manifest_digest(files)
+    return manifest_digest({f"{folder.name}/{name}": digest for name, digest in own.items()})
 
 
 @dataclass(frozen=True)
@@ -121,6 +106,7 @@ class StepCache:
         self.store = store
         self.config = config
         self._versions: dict[str, Any] = {}  # exact specs (name:vN never change) resolved
+        self._installed = InstalledNow()  # the steps' distributions (local), asked once
 
     def _resolve(self, spec: str) -> Any:
         """``store.resolve``, once per exact version."""
@@ -187,8 +173,14 @@ class StepCache:
                     pinned[param.name] = self._resolve(params[param.name]).spec
         return pinned
 
-    def lookup(self, step: Step, key: str) -> CacheHit | None:
-        """The newest FINISHED run of ``step`` with ``key`` whose outputs still resolve."""
+    def lookup(
+        self, step: Step, key: str, env_manager: str, source: tuple[str, str | None]
+    ) -> CacheHit | None:
+        """The newest FINISHED run of ``step`` with ``key`` whose record of what it ran on still
+        holds (the module docstring's rules 4-6) and whose outputs still resolve.
+
+        ``env_manager`` and ``source`` as for :meth:`key`.
+        """
         runs = self.client.search_runs(
             [self.experiment_id],
             filter_string=(
@@ -198,7 +190,14 @@ class StepCache:
             order_by=["attributes.start_time DESC"],
             max_results=5,
         )
+        uri, _ = source
+        root = None if "#" in uri else Path(uri).resolve().parent  # a git step: its version
+        installed = self._installed if env_manager == "local" else None
         for run in runs:
+            why = stale(run.data.tags, root, installed)
+            if why:
+                logger.info("%s: run %s not reused: %s", step.name, run.info.run_id, why)
+                continue
             tag = run.data.tags.get(WRITTEN_TAG, "")
             written = [s for s in tag.split(",") if s]
             try:

@@ -2,9 +2,12 @@
 
 A step run (util_lib/tracking.py) records its step, the artifact versions it used and wrote,
 the store and project they belong to, and the digests of its code and parameters; the step
-cache, the lineage and the sweep report read them. A pipeline run (main.py) records, for each
-step, the run that did its work, its own or a cached one (util_lib/step_cache.py), and how it
-ended. A sweep's runs (util_lib/multirun.py) record how they belong together.
+cache, the lineage and the sweep report read them. As it ends, a step run that succeeded also
+records what it really ran on (util_lib/provenance.py): the project's source files it loaded
+and their digest, its Python, and the installed distributions it loaded; the step cache
+(util_lib/step_cache.py) reuses the run only while those still hold. A pipeline run (main.py)
+records, for each step, the run that did its work, its own or a cached one, and how it ended.
+A sweep's runs (util_lib/multirun.py) record how they belong together.
 """
 
 from __future__ import annotations
@@ -24,6 +27,13 @@ CACHE_TAG = "util_lib.cache_key"  # the step cache's key of the run (util_lib/st
 # Why a failed run failed, one line, redacted (the exception, the checks that failed): the
 # driver prints it as its last line.
 FAILURE_TAG = "util_lib.failure"
+# What the run ran on, set as it ends (util_lib/provenance.py). Lists are comma-joined and go on
+# in "<tag>.2", "<tag>.3", ... beyond MLflow's 8000 characters a value.
+LOADED_FILES_TAG = "util_lib.loaded_files"  # source files loaded: project-relative (or absolute)
+LOADED_DIGEST_TAG = "util_lib.loaded_files_digest"  # manifest digest of (path, sha256) of those
+PYTHON_TAG = "util_lib.python"  # implementation and version: cpython 3.11.7
+DISTRIBUTIONS_TAG = "util_lib.distributions"  # name==version of the distributions loaded
+INSTALLED_TAG = "util_lib.installed"  # fingerprint of the distributions installed on sys.path
 
 # On a pipeline run.
 STEP_RUN_PREFIX = "util_lib.step_run."  # + step name: the run id

@@ -406,6 +406,10 @@ class Run:
             except Exception as error:
                 logger.exception("%s: committing artifacts failed", self.step)
                 failed, cause = True, f"committing artifacts failed: {describe(error)}"
+        ran_on = self._what_ran() if not failed else {}
+        if ran_on:
+            # Before the run ends: the driver reads it as soon as the step's process is gone.
+            self._mlflow.set_tags(ran_on)
         if failed:
             with suppress(Exception):  # the run still ends, failed, without its cause
                 self._mlflow.set_tag(FAILURE_TAG, one_line(cause or "failed"))
@@ -424,6 +428,20 @@ class Run:
             self.wandb_run.finish(exit_code=1 if failed else 0)
         self._mlflow.end_run(status="FAILED" if failed else "FINISHED")
         logger.info("%s %s", self.step, "FAILED" if failed else "finished")
+
+    def _what_ran(self) -> dict[str, str]:
+        """The tags that record the source files, Python and distributions this process ran
+        on, for the step cache (util_lib/provenance.py); none when they cannot be had (the step
+        cache then never reuses the run)."""
+        from util_lib.arguments import PROJECT_ROOT
+        from util_lib.provenance import record
+
+        step_dir = running_step_folder()
+        try:
+            return record(step_dir.parent if step_dir else PROJECT_ROOT, step_dir)
+        except Exception:
+            logger.exception("%s: cannot record what it ran on; it will not be reused", self.step)
+            return {}
 
     # ------------------------------------------------------------------ W&B
     def _start_wandb(self, config: dict[str, Any]) -> Any:
