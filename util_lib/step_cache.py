@@ -188,7 +188,11 @@ class StepCache:
         return pinned
 
     def lookup(self, step: Step, key: str) -> CacheHit | None:
-        """The newest FINISHED run of ``step`` with ``key`` whose outputs still resolve."""
+        """The newest FINISHED run of ``step`` with ``key`` whose outputs still resolve and
+        whose outputs' files still match their digests (``store.check_files``): a damaged
+        output makes the step run again."""
+        from util_lib.store import ArtifactIntegrityError
+
         runs = self.client.search_runs(
             [self.experiment_id],
             filter_string=(
@@ -203,7 +207,10 @@ class StepCache:
             written = [s for s in tag.split(",") if s]
             try:
                 for spec in written:
-                    self._resolve(spec)
+                    self.store.check_files(self._resolve(spec))
+            except ArtifactIntegrityError as exc:
+                logger.warning("%s: run %s not reused: %s", step.name, run.info.run_id, exc)
+                continue
             except Exception:
                 logger.info("%s: an output of run %s is gone", step.name, run.info.run_id)
                 continue

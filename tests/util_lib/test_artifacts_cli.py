@@ -57,7 +57,7 @@ def test_unknown_names_exit_non_zero_with_what_exists(tracking: Path) -> None:
     assert "'unknown' not found" in missing.stderr and "known" in missing.stderr
     bad_version = _cli("alias", "known:v4", "prod")
     assert bad_version.returncode == 1
-    assert "v4" in bad_version.stderr and "v0 [latest]" in bad_version.stderr
+    assert "v4" in bad_version.stderr and "v0 [latest, current]" in bad_version.stderr
 
 
 def test_project_option_lists_gets_and_aliases_in_that_project(

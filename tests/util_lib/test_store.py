@@ -97,9 +97,9 @@ def test_not_found_lists_what_exists(tracking: Path) -> None:
     store = MlflowArtifactStore()
     with pytest.raises(ArtifactNotFoundError, match=r"'absent' not found.*present"):
         store.resolve("absent:latest")
-    with pytest.raises(ArtifactNotFoundError, match=r"version 'v7'.*v0 \[latest\]"):
+    with pytest.raises(ArtifactNotFoundError, match=r"version 'v7'.*v0 \[latest, current\]"):
         store.resolve("present:v7")
-    with pytest.raises(ArtifactNotFoundError, match=r"alias 'prod'.*v0 \[latest\]"):
+    with pytest.raises(ArtifactNotFoundError, match=r"alias 'prod'.*v0 \[latest, current\]"):
         store.resolve("present:prod")
 
 
@@ -179,7 +179,7 @@ def test_two_projects_neither_see_nor_move_each_others_versions(tracking: Path) 
     prod.set_alias("shared:v0", "prod")
     assert dev.resolve("shared:prod").spec == "shared:v1"  # not moved by prod's alias
     assert dev.resolve("shared:reference").spec == "shared:v0"
-    assert prod.versions("shared")[0].aliases == ["latest", "prod", "reference"]
+    assert prod.versions("shared")[0].aliases == ["latest", "current", "prod", "reference"]
     assert dev.names() == prod.names() == ["shared"]
     assert dev.projects() == ["dev", "prod"]
 
