@@ -134,7 +134,8 @@ def verify_all(store: MlflowArtifactStore) -> tuple[str, list[str]]:
     where = f"project {store.project} of the store at {redact_url(store.tracking_uri)}"
     if not rows:
         return (
-            f"all {count} versions of {len(names)} artifacts match their sha256 digests ({where})",
+            f"all {count} versions of {len(names)} artifact(s) match their sha256 digests "
+            f"({where})",
             [],
         )
     table = format_table(rows, ["version", "what is wrong"])
