@@ -770,9 +770,10 @@ class MlflowArtifactStore:
             version.state = "committed"
             committed.append(version.spec)
         for version in self._pending + self._reused:
-            self.client.set_registered_model_alias(
-                version.registry_name, CURRENT_ALIAS, version.registry_version
-            )
+            try:
+                self._point(CURRENT_ALIAS, version)
+            except Exception as exc:  # the version stands; only a later default read differs
+                logger.warning("could not make %s %r: %s", version.spec, CURRENT_ALIAS, exc)
         self._pending, self._reused = [], []
         return committed
 
@@ -801,9 +802,7 @@ class MlflowArtifactStore:
         """
         check_alias(alias)
         version = self._resolve_including_own_pending(spec)
-        self.client.set_registered_model_alias(
-            version.registry_name, alias, version.registry_version
-        )
+        self._point(alias, version)
         logger.info("alias %r now points at %s", alias, version.qualified_spec)
         return version
 
@@ -859,6 +858,18 @@ class MlflowArtifactStore:
         self.client.set_model_version_tag(
             version.registry_name, version.registry_version, key, value
         )
+
+    def _point(self, alias: str, version: ArtifactVersion) -> None:
+        """Set ``alias`` on ``version``; once more if the first try fails (two processes that
+        create the same alias at once: the registry's read-then-insert lets one of them fail)."""
+        try:
+            self.client.set_registered_model_alias(
+                version.registry_name, alias, version.registry_version
+            )
+        except Exception:  # noqa: BLE001 - the second try raises what is wrong
+            self.client.set_registered_model_alias(
+                version.registry_name, alias, version.registry_version
+            )
 
     def _sound(self, version: ArtifactVersion) -> bool:
         """Whether identical content may be handed ``version`` instead of a new version: one
