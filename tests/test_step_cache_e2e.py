@@ -128,7 +128,7 @@ def test_a_damaged_output_runs_its_step_again_and_the_pipeline_recovers(
     writes a sound version (same content, so the later steps stay cached); then, with the step
     cache off, a deleted file: the store does not hand the damaged version on again."""
     store = first.store()
-    damaged = store.resolve("data_test:current")
+    damaged = store.resolve("data_test:latest")
     kept = _kept_file(store, damaged.spec)
     data = bytearray(kept.read_bytes())
     data[len(data) // 2] ^= 1
@@ -138,16 +138,18 @@ def test_a_damaged_output_runs_its_step_again_and_the_pipeline_recovers(
     assert _statuses(rerun) == {**dict.fromkeys(STEPS, "CACHED"), "segregate": "FINISHED"}
     said = rerun.stdout + rerun.stderr
     assert f"{damaged.spec}" in said and f"changed: {kept.name}" in said
-    sound = store.resolve("data_test:current")
+    sound = store.resolve("data_test:latest")
     assert sound.spec != damaged.spec and sound.digest == damaged.digest
     assert store.resolve(damaged.spec).damaged == f"changed: {kept.name}"
+    assert store.resolve("data_test:current").spec == sound.spec
     store.check_files(sound)
 
     _kept_file(store, sound.spec).unlink()
     uncached = mlflow_run(workdir, SMALL_FOREST, "main.cache=false").check()
     assert _statuses(uncached) == dict.fromkeys(STEPS, "FINISHED")
-    newest = store.resolve("data_test:current")
+    newest = store.resolve("data_test:latest")
     assert newest.spec not in (damaged.spec, sound.spec)
+    assert store.resolve("data_test:current").spec == newest.spec
     assert store.resolve(sound.spec).damaged == f"missing: {kept.name}"
     evaluate = uncached.step_runs()["evaluate"]
     assert newest.spec in evaluate.data.tags["util_lib.artifacts_used"].split(",")
