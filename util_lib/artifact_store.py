@@ -37,9 +37,8 @@ them; W&B records a run's use of a version when it resolves it (``record_use`` d
 W&B has no version tags (notes go into the version's metadata, best effort), so only the
 embedded store records a damaged version (and its dedupe then passes it over; W&B's own
 dedupe hands back what its storage holds); W&B gives ``current`` at upload, the embedded store
-at commit. W&B needs to be
-online for everything but logging; offline it refuses, and the store says so
-(:class:`util_lib.wandb_store.WandbUnavailableError`).
+at commit. W&B needs to be online for everything but logging; offline it refuses, and the
+store says so (:class:`util_lib.wandb_store.WandbUnavailableError`).
 """
 
 from __future__ import annotations
