@@ -7,13 +7,14 @@
 The steps, what they read and write and where their parameters come from are declared once,
 in ``pipeline.yaml`` (util_lib/graph.py); one loop runs them. Each step's concrete output
 (``name:vN``) is handed to the next step, so a step never reads a version another pipeline
-wrote meanwhile; a step left out reads ``name:latest`` instead. A step whose code, parameters,
-inputs and environment match a finished run of it is not run again (``main.cache``,
-util_lib/step_cache.py): that run's outputs are handed on, so the same command after a
-failure resumes at the failed step. The pipeline run returns the validation AUC (the objective
-of Hydra sweepers). In a sweep (`-m`), each job is a pipeline run of its own nested under the
-sweep's "multirun" run, which util_lib/sweep_report.py (a Hydra callback of config.yaml) opens
-and reports on.
+wrote meanwhile; a step left out reads ``name:current`` instead, which the pipeline moves
+after each step onto the versions that step read and wrote (util_lib/graph.py). A step whose
+code, parameters, inputs and environment match a finished run of it is not run again
+(``main.cache``, util_lib/step_cache.py): that run's outputs are handed on, so the same
+command after a failure resumes at the failed step. The pipeline run returns the validation
+AUC (the objective of Hydra sweepers). In a sweep (`-m`), each job is a pipeline run of its
+own nested under the sweep's "multirun" run, which util_lib/sweep_report.py (a Hydra callback
+of config.yaml) opens and reports on.
 """
 
 from __future__ import annotations
@@ -361,6 +362,10 @@ def run_pipeline(config: DictConfig, output_dir: Path, serve: bool = False) -> f
         # Runs that a pipeline killed outright left RUNNING say so now.
         mark_abandoned_runs(client, parent.info.experiment_id, parent.info.run_id)
         cache = _step_cache(config, client, parent.info.experiment_id)
+        from util_lib.artifact_store import mark_current, open_store
+
+        project = config.main.project_name
+        artifacts = cache.store if cache else open_store(backends.artifact_store, project)
         from util_lib.lineage import WandbLineageRun, log_pipeline_lineage
 
         # The W&B run of the lineage picture opens while the steps work (2 s off the end).
@@ -414,6 +419,9 @@ def run_pipeline(config: DictConfig, output_dir: Path, serve: bool = False) -> f
                     }
                 )
                 written.update({spec.split(":")[0]: spec for spec in result.written})
+                # What the step read and wrote becomes "current": what a step run alone reads.
+                inputs = [params[p.name] for p in step.parameters if p.source == "input"]
+                mark_current(artifacts, [*inputs, *result.written])
                 mlflow.log_metrics({k: v for k, v in result.metrics.items()})
                 logger.info(
                     "%s: %s in %.1f s (run %s), wrote %s",

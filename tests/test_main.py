@@ -39,15 +39,15 @@ def test_each_step_gets_the_exact_version_written_upstream(config, tmp_path: Pat
     written = {"raw_data.parquet": "raw_data.parquet:v3", "data_train": "data_train:v1"}
     params = {s: step_parameters(s, config, written, tmp_path) for s in STEPS}
     assert params["preprocess"]["input_artifact"] == "raw_data.parquet:v3"
-    assert params["check_data"]["sample_artifact"] == "preprocessed_data:latest"
+    assert params["check_data"]["sample_artifact"] == "preprocessed_data:current"
     assert params["check_data"]["reference_artifact"] == "preprocessed_data:reference"
     assert params["train_random_forest"]["train_data"] == "data_train:v1"
     model_config = tmp_path / "random_forest_pipeline.yaml"
     assert params["train_random_forest"]["model_config"] == str(model_config)
     assert OmegaConf.load(model_config).random_forest.n_estimators == 50
     assert params["evaluate"] == {
-        "model_export": "model_export:latest",
-        "test_data": "data_test:latest",
+        "model_export": "model_export:current",
+        "test_data": "data_test:current",
     }
     assert params["segregate"]["random_seed"] == str(config.main.random_seed)
     assert params["get_data"]["sha256"] == config.data.sha256

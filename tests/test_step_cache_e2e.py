@@ -91,6 +91,70 @@ def test_a_forest_parameter_reruns_train_and_evaluate_only(
     assert "model_export:v1" in changed.result.stdout
 
 
+def test_a_step_run_alone_reads_what_the_last_pipeline_reported(
+    workdir: Path, first: PipelineRun
+) -> None:
+    """Another forest makes model_export:v1 the latest; the first command again reuses every
+    step, model_export:v0 among them; evaluate run alone then scores v0, not the latest."""
+    mlflow_run(workdir, SMALL_FOREST, "random_forest_pipeline.random_forest.max_depth=9").check()
+    again = mlflow_run(workdir, SMALL_FOREST).check()
+    assert _statuses(again) == dict.fromkeys(STEPS, "CACHED")
+    store = again.store()
+    assert store.resolve("model_export:latest").spec == "model_export:v1"
+    assert store.resolve("model_export:current").spec == "model_export:v0"
+    alone = mlflow_run(
+        workdir, SMALL_FOREST, "main.execute_steps=evaluate", "main.cache=false"
+    ).check()
+    assert _statuses(alone) == {"evaluate": "FINISHED"}
+    evaluate = alone.step_runs()["evaluate"]
+    assert evaluate.data.params["model_export"] == "model_export:current"
+    used = evaluate.data.tags["util_lib.artifacts_used"].split(",")
+    assert used == ["model_export:v0", store.resolve("data_test:current").spec]
+
+
+def _kept_file(store, spec: str) -> Path:
+    """The one file the store (on the local disk) keeps of the version ``spec``."""
+    import mlflow.artifacts
+
+    version = store.resolve(spec)
+    folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=version.source))
+    return folder / next(iter(version.files))
+
+
+def test_a_damaged_output_runs_its_step_again_and_the_pipeline_recovers(
+    workdir: Path, first: PipelineRun
+) -> None:
+    """One bit flipped in the data_test a cached pipeline would reuse: segregate runs again and
+    writes a sound version (same content, so the later steps stay cached); then, with the step
+    cache off, a deleted file: the store does not hand the damaged version on again."""
+    store = first.store()
+    damaged = store.resolve("data_test:latest")
+    kept = _kept_file(store, damaged.spec)
+    data = bytearray(kept.read_bytes())
+    data[len(data) // 2] ^= 1
+    kept.write_bytes(bytes(data))
+
+    rerun = mlflow_run(workdir, SMALL_FOREST).check()
+    assert _statuses(rerun) == {**dict.fromkeys(STEPS, "CACHED"), "segregate": "FINISHED"}
+    said = rerun.stdout + rerun.stderr
+    assert f"{damaged.spec}" in said and f"changed: {kept.name}" in said
+    sound = store.resolve("data_test:latest")
+    assert sound.spec != damaged.spec and sound.digest == damaged.digest
+    assert store.resolve(damaged.spec).damaged == f"changed: {kept.name}"
+    assert store.resolve("data_test:current").spec == sound.spec
+    store.check_files(sound)
+
+    _kept_file(store, sound.spec).unlink()
+    uncached = mlflow_run(workdir, SMALL_FOREST, "main.cache=false").check()
+    assert _statuses(uncached) == dict.fromkeys(STEPS, "FINISHED")
+    newest = store.resolve("data_test:latest")
+    assert newest.spec not in (damaged.spec, sound.spec)
+    assert store.resolve("data_test:current").spec == newest.spec
+    assert store.resolve(sound.spec).damaged == f"missing: {kept.name}"
+    evaluate = uncached.step_runs()["evaluate"]
+    assert newest.spec in evaluate.data.tags["util_lib.artifacts_used"].split(",")
+
+
 def test_after_a_failure_the_same_command_resumes_at_the_failed_step(
     tmp_path: Path, dataset_path: Path
 ) -> None:

@@ -52,11 +52,12 @@ def test_every_mlproject_default_is_what_main_passes(step: str, passed) -> None:
             assert str(default) == str(given[name]), f"{step}/MLproject {name}"
 
 
-def test_inputs_default_to_the_latest_version(passed) -> None:
-    assert _defaults("preprocess")["input_artifact"] == "raw_data.parquet:latest"
+def test_inputs_default_to_the_current_version(passed) -> None:
+    """Run on its own, a step reads what the last pipeline used or wrote (util_lib/graph.py)."""
+    assert _defaults("preprocess")["input_artifact"] == "raw_data.parquet:current"
     assert _defaults("evaluate") == {
-        "model_export": "model_export:latest",
-        "test_data": "data_test:latest",
+        "model_export": "model_export:current",
+        "test_data": "data_test:current",
     }
 
 

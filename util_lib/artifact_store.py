@@ -18,29 +18,40 @@ The contract:
 - :meth:`~ArtifactStore.download` checks every file against the sha256 digests recorded when
   the version was logged (:class:`util_lib.store.ArtifactIntegrityError` names each changed,
   added or missing file) and writes into a given ``root`` only when it is new or empty;
+- :meth:`~ArtifactStore.check_files` checks the files the store keeps of a version against
+  those digests as cheaply as the store allows (the step cache calls it before it reuses a run);
 - :meth:`~ArtifactStore.log` adds a version that stays pending until
   :meth:`~ArtifactStore.commit`; :meth:`~ArtifactStore.discard` removes it; content identical
   to a version the store holds returns that version;
 - aliases (``set_alias`` moves one; ``latest`` and ``vN`` are the store's), notes on a version
-  (``set_version_tags``: check_data's verdict), and the project each store works in.
+  (``set_version_tags``: check_data's verdict), and the project each store works in;
+- the alias ``current`` (:data:`util_lib.store.CURRENT_ALIAS`): the versions the last run of
+  the project used or wrote. Each version a run logs gets it; the pipeline moves it after each
+  step (:func:`mark_current`); a step's default inputs read ``name:current``, which is
+  ``name:latest`` while no version has it.
 
 Where the stores differ (each says so in its own docstring): the embedded store hides a
 pending version from every reader until commit, while W&B numbers a version only when it
 commits it, so the W&B store's versions are visible from upload on and ``discard`` deletes
 them; W&B records a run's use of a version when it resolves it (``record_use`` does nothing);
-W&B has no version tags (notes go into the version's metadata, best effort). W&B needs to be
-online for everything but logging; offline it refuses, and the store says so
-(:class:`util_lib.wandb_store.WandbUnavailableError`).
+W&B has no version tags (notes go into the version's metadata, best effort), so only the
+embedded store records a damaged version (and its dedupe then passes it over; W&B's own
+dedupe hands back what its storage holds); W&B gives ``current`` at upload, the embedded store
+at commit. W&B needs to be online for everything but logging; offline it refuses, and the
+store says so (:class:`util_lib.wandb_store.WandbUnavailableError`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from util_lib.store import ArtifactVersion
+from util_lib.store import CURRENT_ALIAS, ArtifactVersion
+
+logger = logging.getLogger(__name__)
 
 
 @runtime_checkable
@@ -62,6 +73,12 @@ class ArtifactStore(Protocol):
 
     def verify(self, spec: str) -> ArtifactVersion:
         """Check every file of ``spec`` against its digest in a temporary copy."""
+        ...
+
+    def check_files(self, version: ArtifactVersion) -> None:
+        """Check the files kept of ``version`` against their digests (where they are when the
+        store can read them in place); raise :class:`util_lib.store.ArtifactIntegrityError`
+        naming each changed, added or missing file."""
         ...
 
     def versions(
@@ -190,3 +207,22 @@ def open_store(
     except KeyError:
         raise ValueError(f"artifact store {kind!r} is not one of {', '.join(_STORES)}") from None
     return factory(project, wandb_run, tracking_uri)
+
+
+def mark_current(store: ArtifactStore, specs: Iterable[str]) -> list[str]:
+    """Point the alias ``current`` at each version ``specs`` names; return the versions moved.
+
+    What the pipeline does after each step, run or reused, with the versions the step read and
+    wrote (the rule of :data:`util_lib.store.CURRENT_ALIAS`). A version that cannot be marked
+    is logged as a warning and left: the step's work stands, and a step run alone later reads
+    the version ``current`` still names.
+    """
+    moved = []
+    for spec in dict.fromkeys(specs):
+        try:
+            version = store.resolve(spec)
+            if CURRENT_ALIAS not in version.aliases:
+                moved.append(store.set_alias(version.qualified_spec, CURRENT_ALIAS).spec)
+        except Exception as exc:  # noqa: BLE001 - the alias only guides later runs
+            logger.warning("could not make %s %r: %s", spec, CURRENT_ALIAS, exc)
+    return moved

@@ -3,6 +3,7 @@
     python -m util_lib.artifacts list [NAME] [--project PROJECT]
     python -m util_lib.artifacts get [PROJECT/]NAME:VERSION --root DIR [--project PROJECT]
     python -m util_lib.artifacts verify [PROJECT/]NAME:VERSION [--project PROJECT]
+    python -m util_lib.artifacts verify --all [--project PROJECT]
     python -m util_lib.artifacts alias [PROJECT/]NAME:VERSION ALIAS [--project PROJECT]
     python -m util_lib.artifacts lineage [PROJECT/]NAME:VERSION [--out FILE] [--project PROJECT]
 
@@ -19,7 +20,11 @@ on the W&B artifact instead of the embedded store's; see :mod:`util_lib.registry
 
 ``get`` writes only into a new or empty ``--root`` and removes what it wrote when a file does
 not match its digest; ``verify`` checks a version's files in a temporary copy. Both name each
-changed, added or missing file and exit 1.
+changed, added or missing file and exit 1. ``verify --all`` checks every version of every
+artifact of the project (where the store keeps the files, on a local artifact location), lists
+each damaged one with what is wrong with which file, records the verdict on the version (the
+tag ``util_lib.damaged``, which ``list`` shows in its check column and which keeps the store
+from handing the version out again for identical content) and exits 1 when any is damaged.
 
 ``lineage`` prints the chain from a version back to the raw data: each version's digest, the
 run that produced it with its code and config digests, and what that run used; ``--out`` draws
@@ -36,10 +41,12 @@ from util_lib.backends import STORE_CHOICES, choose_backends
 from util_lib.redact import redact_text, redact_url
 from util_lib.registry import promote
 from util_lib.store import (
+    ArtifactIntegrityError,
     ArtifactNotFoundError,
     ArtifactVersion,
     MlflowArtifactStore,
     check_project,
+    describe_problems,
 )
 
 
@@ -91,11 +98,48 @@ def list_artifacts(store: MlflowArtifactStore, name: str | None = None) -> str:
 
 
 def _check_label(store: MlflowArtifactStore, v: ArtifactVersion, runs: dict[str, str]) -> str:
-    """``passed (check_data 1a2b3c4d)``: the version's last data check and its run; ``-``: none."""
-    if not v.check:
-        return "-"
-    name, _, short = _run_label(store, v.check_run_id, runs).partition(" (")
-    return f"{v.check} ({name} {short.rstrip(')')})" if short else f"{v.check} ({name})"
+    """``passed (check_data 1a2b3c4d)``: the version's last data check and its run; ``-``: none.
+
+    ``DAMAGED`` first when a check of its files found them changed (``verify --all`` says how).
+    """
+    label = "-"
+    if v.check:
+        name, _, short = _run_label(store, v.check_run_id, runs).partition(" (")
+        label = f"{v.check} ({name} {short.rstrip(')')})" if short else f"{v.check} ({name})"
+    if v.damaged:
+        return "DAMAGED" if label == "-" else f"DAMAGED, {label}"
+    return label
+
+
+def verify_all(store: MlflowArtifactStore) -> tuple[str, list[str]]:
+    """Check the files of every version of every artifact of the store's project.
+
+    Returns
+    -------
+    (str, list of str)
+        What to print (one line when every version is sound, else a table of the damaged
+        versions with what is wrong with which file), and the damaged versions' specs.
+    """
+    rows, count = [], 0
+    names = store.names()
+    for name in names:
+        for version in store.versions(name):
+            count += 1
+            try:
+                store.check_files(version)
+            except ArtifactIntegrityError as exc:
+                rows.append([version.spec, describe_problems(exc.problems) or str(exc)])
+            except Exception as exc:  # noqa: BLE001 - unreadable counts as not sound
+                rows.append([version.spec, f"cannot be checked: {exc}"])
+    where = f"project {store.project} of the store at {redact_url(store.tracking_uri)}"
+    if not rows:
+        return (
+            f"all {count} versions of {len(names)} artifact(s) match their sha256 digests "
+            f"({where})",
+            [],
+        )
+    table = format_table(rows, ["version", "what is wrong"])
+    return f"{len(rows)} of {count} versions damaged ({where}):\n{table}", [r[0] for r in rows]
 
 
 def _row(store: MlflowArtifactStore, v: ArtifactVersion, runs: dict[str, str]) -> list[str]:
@@ -156,7 +200,14 @@ def main(argv: list[str] | None = None) -> int:
     verify = commands.add_parser(
         "verify", help="check every file of a version against its recorded sha256"
     )
-    verify.add_argument("spec", help="[PROJECT/]NAME:VERSION or [PROJECT/]NAME:ALIAS")
+    verify.add_argument(
+        "spec", nargs="?", help="[PROJECT/]NAME:VERSION or [PROJECT/]NAME:ALIAS (or --all)"
+    )
+    verify.add_argument(
+        "--all",
+        action="store_true",
+        help="check every version of every artifact of the project; list the damaged ones",
+    )
     alias = commands.add_parser("alias", help="point an alias (e.g. prod) at a version")
     alias.add_argument("spec", help="[PROJECT/]NAME:VERSION")
     alias.add_argument("alias", help="alias to set, e.g. prod or reference")
@@ -178,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
             "--project", type=_project, default=argparse.SUPPRESS, help=project_help
         )
     args = parser.parse_args(argv)
+    if args.command == "verify" and bool(args.spec) == args.all:
+        verify.error("give one artifact version, or --all")
 
     try:
         store = MlflowArtifactStore(args.tracking_uri, args.project)
@@ -187,6 +240,15 @@ def main(argv: list[str] | None = None) -> int:
             version = store.resolve(args.spec)
             path = store.download(version, args.root)
             print(f"{version.spec} -> {path}")
+        elif args.command == "verify" and args.all:
+            report, damaged = verify_all(store)
+            print(report)
+            if damaged:
+                print(
+                    f"error: {len(damaged)} damaged version(s): {', '.join(damaged)}",
+                    file=sys.stderr,
+                )
+                return 1
         elif args.command == "verify":
             version = store.verify(args.spec)
             print(

@@ -6,6 +6,13 @@ source of every MLproject parameter (a constant, a config key, an upstream artif
 main.py runs the steps with one loop over :func:`load_graph`; :func:`step_parameters` turns a
 step's declaration, the configuration and what earlier steps wrote into its parameters.
 Reading it costs PyYAML only (no MLflow, no Hydra).
+
+The default-input rule: an input that an earlier step of the same pipeline wrote is that exact
+version (``name:vN``); any other reads ``name:current``, the version the last pipeline (or
+step) run used or wrote (:data:`util_lib.store.CURRENT_ALIAS`: main.py moves the alias after
+each step, and each version a step logs gets it), which is ``name:latest`` while no version
+has it. The steps' MLproject defaults read ``name:current`` too, so a step run on its own
+reads what the last pipeline reported, not a ``latest`` left by another run.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from typing import Any
 import yaml
 
 from util_lib.arguments import PROJECT_ROOT, null_or, project_path
+from util_lib.store import CURRENT_ALIAS
 
 GRAPH_FILE = PROJECT_ROOT / "pipeline.yaml"
 SOURCES = ("value", "config", "path", "input", "artifact", "section")
@@ -167,7 +175,8 @@ def step_parameters(
         The pipeline's configuration.
     written : mapping of str to str
         What earlier steps of this pipeline wrote: artifact name -> exact version
-        (``raw_data.parquet`` -> ``raw_data.parquet:v3``); other inputs read ``name:latest``.
+        (``raw_data.parquet`` -> ``raw_data.parquet:v3``); other inputs read
+        ``name:current`` (the module's default-input rule).
     write_section : callable
         Writes config.yaml's section ``KEY`` (resolved) to a file and returns its path.
 
@@ -187,7 +196,7 @@ def step_parameters(
             value = project_path(str(_select(config, param.key)))
         elif param.source == "input":
             name = _input_name(param, config)
-            value = written.get(name, f"{name}:latest")
+            value = written.get(name, f"{name}:{CURRENT_ALIAS}")
         elif param.source == "artifact":
             value = str(_select(config, param.key))
         else:  # section

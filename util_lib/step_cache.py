@@ -35,8 +35,8 @@ step.
 The key a finished run is remembered under is computed again once it has finished: a step may
 move what it depends on (check_data gives a passing first version the ``reference`` alias that
 its own key reads), and the next identical command sees the state the run left. Inputs read as
-``name:latest`` are pinned to the exact version before the step runs (:meth:`pin_inputs`), so
-both keys, and the step, see the same version.
+``name:latest`` or ``name:current`` are pinned to the exact version before the step runs
+(:meth:`pin_inputs`), so both keys, and the step, see the same version.
 """
 
 from __future__ import annotations
@@ -164,10 +164,12 @@ class StepCache:
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
     def pin_inputs(self, step: Step, params: dict[str, Any]) -> dict[str, Any]:
-        """``params`` with each input read as ``name:latest`` replaced by its exact version."""
+        """``params`` with each input read as ``name:latest`` or ``name:current`` replaced by its
+        exact version."""
         pinned = dict(params)
         for param in step.parameters:
-            if param.source == "input" and str(params[param.name]).endswith(":latest"):
+            moving = str(params[param.name]).endswith((":latest", ":current"))
+            if param.source == "input" and moving:
                 # When it does not resolve, the step itself says what is missing.
                 with contextlib.suppress(Exception):
                     pinned[param.name] = self._resolve(params[param.name]).spec
@@ -177,10 +179,13 @@ class StepCache:
         self, step: Step, key: str, env_manager: str, source: tuple[str, str | None]
     ) -> CacheHit | None:
         """The newest FINISHED run of ``step`` with ``key`` whose record of what it ran on still
-        holds (the module docstring's rules 4-6) and whose outputs still resolve.
+        holds (the module docstring's rules 4-6) and whose outputs' files still match their
+        digests (``store.check_files``): a damaged output makes the step run again.
 
         ``env_manager`` and ``source`` as for :meth:`key`.
         """
+        from util_lib.store import ArtifactIntegrityError
+
         runs = self.client.search_runs(
             [self.experiment_id],
             filter_string=(
@@ -202,7 +207,10 @@ class StepCache:
             written = [s for s in tag.split(",") if s]
             try:
                 for spec in written:
-                    self._resolve(spec)
+                    self.store.check_files(self._resolve(spec))
+            except ArtifactIntegrityError as exc:
+                logger.warning("%s: run %s not reused: %s", step.name, run.info.run_id, exc)
+                continue
             except Exception:
                 logger.info("%s: an output of run %s is gone", step.name, run.info.run_id)
                 continue

@@ -26,7 +26,14 @@ It gives W&B's artifact semantics to anyone with no W&B account, wherever
   through :meth:`MlflowArtifactStore.set_version_tags`;
 - a version is created ``pending`` and becomes visible only when its run commits, so a step
   that fails (or is killed) leaves no new version; ``discard`` deletes the pending versions;
-- content identical to a committed version (same digest) makes no new version.
+- content identical to a committed version (same digest) makes no new version, unless that
+  version's files no longer match their digests: it is then tagged damaged
+  (``util_lib.damaged``, naming each changed, added or missing file) and never handed out by
+  the dedupe again, and a new, sound version is logged (:meth:`MlflowArtifactStore.check_files`
+  checks a version's files, on a local artifact location where they are, without a copy);
+- the alias ``current`` follows the rule of :data:`CURRENT_ALIAS`: every version a run logs
+  gets it when the run commits, and ``name:current`` reads ``latest`` while no version of
+  ``name`` has it yet.
 
 It implements :class:`util_lib.artifact_store.ArtifactStore`, as the W&B store does; the helpers
 both stores share (spec parsing, name and alias checks, checked downloads) live here.
@@ -71,6 +78,17 @@ ARTIFACT_NOTE = "pipeline artifact, not a model"
 CHECK_TAG = "util_lib.check"
 CHECK_RUN_TAG = "util_lib.check_run"
 USED_BY_PREFIX = "util_lib.used_by."
+# Set when a version's files were found not to match their digests: what is wrong with them.
+DAMAGED_TAG = "util_lib.damaged"
+# The rule of "current": the alias names the versions the last run of the project used or
+# wrote. Every version a run logs gets it when the run commits (the embedded store's
+# commit, W&B's log); the pipeline (main.py) moves it, after each step, run or reused from the
+# step cache, onto the versions the step read and wrote; and a step's input that no earlier
+# step of the pipeline wrote, or a step run on its own, reads ``name:current`` (pipeline.yaml's
+# inputs, the steps' MLproject defaults). ``latest`` stays the store's (W&B moves it itself):
+# it is the newest version, whoever logged it. While no version of an artifact has ``current``
+# (a store from before the rule), ``name:current`` reads ``name:latest``.
+CURRENT_ALIAS = "current"
 FILES_PREFIX = "util_lib_artifacts"
 # The source of a version whose files are an MLflow logged model's: models:/<model id>.
 LOGGED_MODEL_URI = "models:/"
@@ -82,7 +100,6 @@ _VERSION = re.compile(r"^v(\d+)$")
 # An alias: '/' and ':' would break the specs; quotes and backslashes the registry's filter
 # strings.
 _PROJECT = re.compile(r"^[^/:'\"\\]+$")
-_CHUNK = 1 << 20
 # The one rule for the names of projects (W&B projects, MLflow experiments), artifacts and
 # registered models, which both stores and config.yaml's check apply (:func:`name_problem`).
 # W&B 0.31 refuses more than 128 characters and / \ # ? % : and line breaks in a project name
@@ -99,7 +116,15 @@ _NAME_FORBIDDEN = "/\\#?%:'\""
 
 
 class ArtifactIntegrityError(OSError):
-    """An artifact's files differ from the sha256 digests recorded when it was logged."""
+    """An artifact's files differ from the sha256 digests recorded when it was logged.
+
+    ``problems`` maps ``changed``, ``added`` and ``missing`` to the files concerned (only the
+    kinds found).
+    """
+
+    def __init__(self, message: str, problems: dict[str, list[str]] | None = None) -> None:
+        super().__init__(message)
+        self.problems: dict[str, list[str]] = problems or {}
 
 
 class ArtifactNotFoundError(LookupError):
@@ -127,6 +152,7 @@ class ArtifactVersion:
     project: str = ""
     check: str = ""  # its last data check: passed | failed; "" when never checked
     check_run_id: str = ""  # the run of that check
+    damaged: str = ""  # what a check of its files found wrong ("changed: a.parquet"); "" if none
 
     @property
     def spec(self) -> str:
@@ -273,12 +299,27 @@ def file_digests(path: Path) -> dict[str, str]:
     base = path.parent if path.is_file() else path
     digests = {}
     for file in files:
-        sha = hashlib.sha256()
         with file.open("rb") as stream:
-            while chunk := stream.read(_CHUNK):
-                sha.update(chunk)
-        digests[file.relative_to(base).as_posix()] = sha.hexdigest()
+            digests[file.relative_to(base).as_posix()] = hashlib.file_digest(
+                stream, "sha256"
+            ).hexdigest()
     return digests
+
+
+def compare_files(expected: dict[str, str], found: dict[str, str]) -> dict[str, list[str]]:
+    """What differs between two ``{path: sha256}`` maps: ``changed``, ``added`` and
+    ``missing`` files (only the kinds found; empty when they are the same)."""
+    problems = {
+        "changed": sorted(k for k in expected if k in found and found[k] != expected[k]),
+        "added": sorted(set(found) - set(expected)),
+        "missing": sorted(set(expected) - set(found)),
+    }
+    return {what: names for what, names in problems.items() if names}
+
+
+def describe_problems(problems: dict[str, list[str]]) -> str:
+    """``changed: a.parquet; missing: b.txt``: what :func:`compare_files` found, in words."""
+    return "; ".join(f"{what}: {', '.join(names)}" for what, names in problems.items())
 
 
 def verify_files(version: ArtifactVersion, local: Path) -> None:
@@ -286,28 +327,22 @@ def verify_files(version: ArtifactVersion, local: Path) -> None:
 
     MLflow's own ``registered_model_meta`` (the registry name and version that ``mlflow models
     serve/predict -m models:/...`` write into a model folder they use in place) is not one of
-    the artifact's files and is left out.
+    the artifact's files and is left out. A ``local`` that does not exist holds no file (every
+    file is missing).
 
     Raises
     ------
     ArtifactIntegrityError
         Naming every changed, added and missing file.
     """
-    found = file_digests(local)
+    found = file_digests(local) if Path(local).exists() else {}
     found.pop(MLFLOW_BOOKKEEPING_FILE, None)
-    expected = version.files
-    changed = sorted(k for k in expected if k in found and found[k] != expected[k])
-    missing = sorted(set(expected) - set(found))
-    added = sorted(set(found) - set(expected))
-    if changed or missing or added:
-        problems = "; ".join(
-            f"{what}: {', '.join(names)}"
-            for what, names in (("changed", changed), ("added", added), ("missing", missing))
-            if names
-        )
+    problems = compare_files(version.files, found)
+    if problems:
         raise ArtifactIntegrityError(
             f"{version.qualified_spec}: the files at {local} differ from their recorded sha256 "
-            f"digests ({problems}); refusing to use them"
+            f"digests ({describe_problems(problems)}); refusing to use them",
+            problems,
         )
 
 
@@ -366,7 +401,17 @@ def check_name(name: str, project: str) -> str:
 
 # Tags the store keeps itself: notes made later (set_version_tags) cannot overwrite them.
 _OWN_TAGS = frozenset(
-    {KIND_TAG, TYPE_TAG, STATE_TAG, DIGEST_TAG, FILES_TAG, METADATA_TAG, PROJECT_TAG, NAME_TAG}
+    {
+        KIND_TAG,
+        TYPE_TAG,
+        STATE_TAG,
+        DIGEST_TAG,
+        FILES_TAG,
+        METADATA_TAG,
+        PROJECT_TAG,
+        NAME_TAG,
+        DAMAGED_TAG,
+    }
 )
 
 
@@ -377,7 +422,7 @@ def check_version_tags(version: ArtifactVersion, tags: dict[str, str]) -> None:
     ------
     ValueError
         When a key is the store's own (type, state, digests, files, metadata, project, name,
-        users), or ``version`` is not committed.
+        damage, users), or ``version`` is not committed.
     """
     refused = sorted(k for k in tags if k in _OWN_TAGS or k.startswith(USED_BY_PREFIX))
     if refused:
@@ -505,6 +550,8 @@ class MlflowArtifactStore:
         self.tracking_uri = self.client.tracking_uri
         self.wandb_copy = wandb_copy
         self._pending: list[ArtifactVersion] = []
+        # Committed versions that a log of identical content handed back: current at commit.
+        self._reused: list[ArtifactVersion] = []
 
     # ----------------------------------------------------------------- reading
     def names(self, project: str | None = None) -> list[str]:
@@ -560,7 +607,8 @@ class MlflowArtifactStore:
     def resolve(self, spec: str) -> ArtifactVersion:
         """Find the committed version that ``[project/]name:version_or_alias`` names.
 
-        With no project, the store's own project.
+        With no project, the store's own project. ``name:current`` is ``name:latest`` while no
+        version of ``name`` has the alias (:data:`CURRENT_ALIAS`).
 
         Raises
         ------
@@ -575,6 +623,9 @@ class MlflowArtifactStore:
         for version in versions:
             if ref in version.aliases or ref == f"v{version.version}":
                 return version
+        if ref == CURRENT_ALIAS:
+            logger.info("%s: no version is %r yet; reading the latest", name, CURRENT_ALIAS)
+            return versions[-1]
         listing = ", ".join(
             f"v{v.version}" + (f" [{', '.join(v.aliases)}]" if v.aliases else "") for v in versions
         )
@@ -636,6 +687,41 @@ class MlflowArtifactStore:
         """
         return verify_spec(self, spec)
 
+    def check_files(self, version: ArtifactVersion) -> None:
+        """Check the files the store keeps of ``version`` against their recorded digests.
+
+        On a local artifact location (a file path or ``file:`` URI) the files are hashed
+        where they are, without a copy; elsewhere (a tracking server's artifacts) they are
+        downloaded to a temporary folder first. The verdict is recorded on the version: a
+        damaged one gets the tag ``util_lib.damaged`` (what is wrong), which a later check that
+        finds the files sound again (restored) removes.
+
+        Raises
+        ------
+        ArtifactIntegrityError
+            Naming each changed, added or missing file (``.problems`` lists them).
+        """
+        try:
+            uri = self.files_uri(version)
+            if _is_local_uri(uri):
+                from mlflow.utils.file_utils import local_file_uri_to_path
+
+                verify_files(version, Path(local_file_uri_to_path(uri)))
+            else:
+                with tempfile.TemporaryDirectory(prefix="check-") as tmp:
+                    self.download(version, Path(tmp) / "files")
+        except ArtifactIntegrityError as exc:
+            damage = describe_problems(exc.problems)
+            if damage != version.damaged:
+                self._set_tag(version, DAMAGED_TAG, damage)
+                version.damaged = damage
+            raise
+        if version.damaged:  # its files were put back
+            self.client.delete_model_version_tag(
+                version.registry_name, version.registry_version, DAMAGED_TAG
+            )
+            version.damaged = ""
+
     # ----------------------------------------------------------------- writing
     def log(
         self,
@@ -651,7 +737,9 @@ class MlflowArtifactStore:
 
         The version belongs to the store's project (a run logs into its own project, as in
         W&B). Content identical to a committed version of ``name`` (or to one this store logged
-        already) returns that version and creates nothing.
+        already) returns that version and creates nothing, once its files are checked
+        (:meth:`check_files`): a version whose files are damaged is passed over (and tagged
+        so), and a new version is logged instead.
 
         ``uploaded_to``: the URI where these very files already are (e.g. an MLflow logged
         model's artifact location). Nothing is uploaded: the version's source is that one copy,
@@ -664,8 +752,10 @@ class MlflowArtifactStore:
             self._copy_to_wandb(Path(path), name, type, description, metadata)
         model_name = self._ensure_registered(name, type)
         for existing in self._pending + self.versions(name):
-            if existing.name == name and existing.digest == digest:
+            if existing.name == name and existing.digest == digest and self._sound(existing):
                 logger.info("%s: content identical to %s, no new version", name, existing.spec)
+                if existing.state == "committed" and existing not in self._reused:
+                    self._reused.append(existing)
                 return existing
         if uploaded_to:
             source = uploaded_to
@@ -701,15 +791,22 @@ class MlflowArtifactStore:
         return version
 
     def commit(self) -> list[str]:
-        """Make the pending versions of this store visible; return their specs."""
+        """Make the pending versions of this store visible; return their specs.
+
+        Every version this store logged, new or handed back for identical content, becomes
+        ``current`` (:data:`CURRENT_ALIAS`).
+        """
         committed = []
         for version in self._pending:
-            self.client.set_model_version_tag(
-                version.registry_name, version.registry_version, STATE_TAG, "committed"
-            )
+            self._set_tag(version, STATE_TAG, "committed")
             version.state = "committed"
             committed.append(version.spec)
-        self._pending = []
+        for version in self._pending + self._reused:
+            try:
+                self._point(CURRENT_ALIAS, version)
+            except Exception as exc:  # the version stands; only a later default read differs
+                logger.warning("could not make %s %r: %s", version.spec, CURRENT_ALIAS, exc)
+        self._pending, self._reused = [], []
         return committed
 
     def discard(self) -> list[str]:
@@ -721,7 +818,7 @@ class MlflowArtifactStore:
                 discarded.append(version.spec)
             except Exception:  # keep discarding the others; a pending version stays invisible
                 logger.exception("could not delete pending version %s", version.spec)
-        self._pending = []
+        self._pending, self._reused = [], []
         return discarded
 
     def record_use(self, version: ArtifactVersion, run_id: str, step: str) -> None:
@@ -737,9 +834,7 @@ class MlflowArtifactStore:
         """
         check_alias(alias)
         version = self._resolve_including_own_pending(spec)
-        self.client.set_registered_model_alias(
-            version.registry_name, alias, version.registry_version
-        )
+        self._point(alias, version)
         logger.info("alias %r now points at %s", alias, version.qualified_spec)
         return version
 
@@ -791,6 +886,49 @@ class MlflowArtifactStore:
         return self._resolve_including_own_pending(spec).source
 
     # ----------------------------------------------------------------- helpers
+    def _set_tag(self, version: ArtifactVersion, key: str, value: str) -> None:
+        self.client.set_model_version_tag(
+            version.registry_name, version.registry_version, key, value
+        )
+
+    def _point(self, alias: str, version: ArtifactVersion) -> None:
+        """Set ``alias`` on ``version``; once more if the first try fails (two processes that
+        create the same alias at once: the registry's read-then-insert lets one of them fail)."""
+        try:
+            self.client.set_registered_model_alias(
+                version.registry_name, alias, version.registry_version
+            )
+        except Exception:  # noqa: BLE001 - the second try raises what is wrong
+            self.client.set_registered_model_alias(
+                version.registry_name, alias, version.registry_version
+            )
+
+    def _sound(self, version: ArtifactVersion) -> bool:
+        """Whether identical content may be handed ``version`` instead of a new version: one
+        this store logged and has not committed (its files were just uploaded), or a
+        committed one whose files pass :meth:`check_files`."""
+        if version.state != "committed":
+            return True
+        if version.damaged:
+            logger.warning(
+                "%s: content identical to %s, which is damaged (%s): logging a new version",
+                version.name,
+                version.spec,
+                version.damaged,
+            )
+            return False
+        try:
+            self.check_files(version)
+        except ArtifactIntegrityError as exc:
+            logger.warning("%s; logging a new version", exc)
+            return False
+        except Exception as exc:  # unknown state: a new version is safe, a damaged one is not
+            logger.warning(
+                "could not check the files of %s (%s): logging a new version", version.spec, exc
+            )
+            return False
+        return True
+
     def _copy_to_wandb(
         self, path: Path, name: str, type: str, description: str, metadata: dict[str, Any] | None
     ) -> None:
@@ -918,4 +1056,5 @@ class MlflowArtifactStore:
             project=project,
             check=tags.get(CHECK_TAG, ""),
             check_run_id=tags.get(CHECK_RUN_TAG, ""),
+            damaged=tags.get(DAMAGED_TAG, ""),
         )

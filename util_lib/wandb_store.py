@@ -21,7 +21,13 @@ Where it differs from the embedded store:
   :meth:`~WandbArtifactStore.set_version_tags`) go into the version's metadata, best effort (a
   failure is logged as a warning, and segregate then finds the version unchecked);
 - the files' sha256 digests are the metadata's ``sha256`` (set by :meth:`log`); downloads are
-  checked against them, or by W&B's own manifest when a version was logged without them.
+  checked against them, or by W&B's own manifest when a version was logged without them;
+  :meth:`~WandbArtifactStore.check_files` downloads a version (through W&B's cache) to check
+  it, and records nothing on it; W&B's own deduplication hands back the version it holds for
+  identical content (its files are in W&B's storage, out of this machine's reach);
+- ``current`` (:data:`util_lib.store.CURRENT_ALIAS`) is given to a version when it is logged
+  (W&B moves it from the others, as it moves ``latest``), not when the run commits; the
+  versions a failed run logged are deleted with their aliases.
 
 W&B offline refuses everything but logging a file into the run (``use_artifact``,
 ``Artifact.wait``, the public API); the store then raises :class:`WandbUnavailableError` with
@@ -33,6 +39,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,6 +48,7 @@ from typing import Any
 from util_lib.store import (
     CHECK_RUN_TAG,
     CHECK_TAG,
+    CURRENT_ALIAS,
     ArtifactIntegrityError,
     ArtifactNotFoundError,
     ArtifactVersion,
@@ -153,6 +161,9 @@ class WandbArtifactStore:
     def resolve(self, spec: str) -> ArtifactVersion:
         """The version ``spec`` names; through the run (which records the use) when there is one.
 
+        ``name:current`` is ``name:latest`` while no version of ``name`` has the alias
+        (:data:`util_lib.store.CURRENT_ALIAS`).
+
         Raises
         ------
         ArtifactNotFoundError
@@ -162,19 +173,27 @@ class WandbArtifactStore:
         """
         import wandb
 
+        project, name, ref = parse_spec(spec)
         qualified = self._qualified(spec)
-        try:
-            with _online(f"resolve {spec}"):
-                if self.run is not None:
-                    artifact = self.run.use_artifact(qualified)
-                else:
-                    artifact = self._api().artifact(qualified)
-        except (wandb.errors.CommError, ValueError) as exc:
-            project, _, _ = parse_spec(spec)
+        candidates = [qualified]
+        if ref == CURRENT_ALIAS:
+            candidates.append(self._qualified(f"{project}/{name}" if project else name))
+        error: Exception | None = None
+        for candidate in candidates:
+            try:
+                with _online(f"resolve {spec}"):
+                    if self.run is not None:
+                        artifact = self.run.use_artifact(candidate)
+                    else:
+                        artifact = self._api().artifact(candidate)
+                break
+            except (wandb.errors.CommError, ValueError) as exc:
+                error = error or exc
+        else:
             raise ArtifactNotFoundError(
-                f"W&B artifact {qualified!r} not found: {exc} "
+                f"W&B artifact {qualified!r} not found: {error} "
                 f"(artifacts of {project or self.project!r}: {self._listing(project)})"
-            ) from exc
+            ) from error
         version = _to_version(artifact)
         self._artifacts[version.qualified_spec] = artifact
         return version
@@ -226,6 +245,20 @@ class WandbArtifactStore:
     def verify(self, spec: str) -> ArtifactVersion:
         """Download ``spec`` to a temporary folder and check every file against its digest."""
         return verify_spec(self, spec)
+
+    def check_files(self, version: ArtifactVersion) -> None:
+        """Check ``version``'s files against their digests in a temporary download.
+
+        W&B keeps the files in its own storage: the copy checked is the one a download gets
+        (through W&B's local cache). Nothing is recorded on the version.
+
+        Raises
+        ------
+        ArtifactIntegrityError
+            Naming each changed, added or missing file.
+        """
+        with tempfile.TemporaryDirectory(prefix="check-") as tmp:
+            self.download(version, Path(tmp) / "files")
 
     def names(self, project: str | None = None) -> list[str]:
         """The artifacts of ``project`` (default: the store's), every type, sorted."""
@@ -279,6 +312,7 @@ class WandbArtifactStore:
         The files' sha256 digests and ``run_id`` go into the metadata (``sha256``,
         ``mlflow_run_id``). ``uploaded_to`` (a copy in MLflow) is ignored: a W&B artifact
         holds its own files. W&B returns the version it has when the content is identical.
+        The version becomes ``current`` (:data:`util_lib.store.CURRENT_ALIAS`).
 
         Raises
         ------
@@ -300,7 +334,8 @@ class WandbArtifactStore:
         else:
             artifact.add_file(str(path))
         with _online(f"log {name}"):
-            self.run.log_artifact(artifact)
+            # W&B adds (and moves) "latest" itself.
+            self.run.log_artifact(artifact, aliases=[CURRENT_ALIAS])
             artifact.wait()
         self._logged.append(artifact)
         return _to_version(artifact)

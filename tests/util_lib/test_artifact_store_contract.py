@@ -147,7 +147,7 @@ def test_both_stores_implement_every_method_of_the_interface(stores: Stores) -> 
     store = stores.open(PROJECT)
     assert isinstance(store, ArtifactStore)
     assert (store.kind, store.project) == (stores.kind, PROJECT)
-    assert "resolve" in _MEMBERS and "source_of" in _MEMBERS and len(_MEMBERS) == 14
+    assert "resolve" in _MEMBERS and "source_of" in _MEMBERS and len(_MEMBERS) == 15
     for name in _MEMBERS:
         stated = inspect.signature(getattr(ArtifactStore, name))
         implemented = inspect.signature(getattr(type(store), name))
@@ -314,6 +314,34 @@ def test_download_checks_every_file_against_its_digest(stores: Stores, tmp_path:
     assert not (tmp_path / "tampered").exists()  # what it wrote is removed again
     with pytest.raises(ArtifactIntegrityError):
         store.verify("thing:v0")
+
+
+@skip_what_wandb_refuses
+def test_check_files_finds_a_changed_file(stores: Stores, tmp_path: Path) -> None:
+    store = stores.open(PROJECT)
+    _log(stores, store, _file(tmp_path, "a.txt", "one"), "thing")
+    store.commit()
+    version = store.resolve("thing:v0")
+    store.check_files(version)
+    stores.tamper(version)
+    with pytest.raises(ArtifactIntegrityError, match=r"thing:v0.*changed: a\.txt") as error:
+        store.check_files(version)
+    assert error.value.problems == {"changed": ["a.txt"]}
+
+
+@skip_what_wandb_refuses
+def test_current_is_the_version_last_logged_else_latest(stores: Stores, tmp_path: Path) -> None:
+    store = stores.open(PROJECT)
+    for text in ("one", "two"):
+        _log(stores, store, _file(tmp_path / text, "a.txt", text), "thing")
+        store.commit()
+    assert store.resolve("thing:current").spec == "thing:v1"
+    store.set_alias("thing:v0", "current")  # as the pipeline moves it after a step
+    assert store.resolve("thing:current").spec == "thing:v0"
+    assert store.resolve("thing:latest").spec == "thing:v1"
+    _log(stores, store, _file(tmp_path / "again", "a.txt", "two"), "thing")  # known content
+    store.commit()
+    assert store.resolve("thing:current").spec == "thing:v1"
 
 
 @skip_what_wandb_refuses

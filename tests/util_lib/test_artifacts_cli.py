@@ -57,7 +57,7 @@ def test_unknown_names_exit_non_zero_with_what_exists(tracking: Path) -> None:
     assert "'unknown' not found" in missing.stderr and "known" in missing.stderr
     bad_version = _cli("alias", "known:v4", "prod")
     assert bad_version.returncode == 1
-    assert "v4" in bad_version.stderr and "v0 [latest]" in bad_version.stderr
+    assert "v4" in bad_version.stderr and "v0 [latest, current]" in bad_version.stderr
 
 
 def test_project_option_lists_gets_and_aliases_in_that_project(
@@ -169,3 +169,46 @@ def test_verify_passes_on_untouched_files_and_ignores_mlflows_own_meta_file(
     verified = _cli("verify", "model_export:v0")
     assert verified.returncode == 0, verified.stderr
     assert "model_export:v0: all 2 files match their sha256 digests" in verified.stdout
+
+
+def test_verify_all_lists_each_damaged_version_and_exits_non_zero(tracking: Path) -> None:
+    from util_lib.store import MlflowArtifactStore
+
+    stored = _model_like(tracking)  # model_export:v0, a folder
+    for text in ("one", "two"):
+        (tracking / "f.txt").write_text(text)
+        with start_run("producer", "test") as run:
+            run.log_artifact(tracking / "f.txt", "rows", "raw_data", "d")
+    sound = _cli("verify", "--all")
+    assert sound.returncode == 0, sound.stderr
+    assert sound.stdout.splitlines() == [
+        "all 3 versions of 2 artifact(s) match their sha256 digests (project "
+        f"music_genre_classification of the store at sqlite:///{tracking / 'mlflow.db'})"
+    ]
+
+    rows_v0 = MlflowArtifactStore().resolve("rows:v0").source.removeprefix("file://")
+    (Path(rows_v0) / "f.txt").write_text("One")
+    (stored / "MLmodel").unlink()
+    (stored / "code" / "extra.py").write_text("x")
+    damaged = _cli("verify", "--all")
+    assert damaged.returncode == 1
+    assert "2 of 3 versions damaged" in damaged.stdout
+    lines = {line.split()[0]: line for line in damaged.stdout.splitlines() if ":v" in line}
+    assert set(lines) == {"rows:v0", "model_export:v0"}
+    assert lines["rows:v0"].split(None, 1)[1] == "changed: f.txt"
+    assert lines["model_export:v0"].split(None, 1)[1] == "added: code/extra.py; missing: MLmodel"
+    last = damaged.stderr.strip().splitlines()[-1]
+    assert last == "error: 2 damaged version(s): model_export:v0, rows:v0"
+    # The verdict stays on the versions: `list` shows it, and the alias current.
+    listed = {line.split()[0]: line for line in _cli("list").stdout.splitlines() if ":v" in line}
+    assert "DAMAGED" in listed["rows:v0"] and "DAMAGED" in listed["model_export:v0"]
+    assert "DAMAGED" not in listed["rows:v1"]
+    assert "latest, current" in listed["rows:v1"]
+
+    elsewhere = _cli("verify", "--all", "--project", "elsewhere")
+    assert elsewhere.returncode == 0, elsewhere.stderr
+    assert "all 0 versions of 0 artifact(s)" in elsewhere.stdout
+    neither = _cli("verify")
+    assert neither.returncode == 2 and "give one artifact version, or --all" in neither.stderr
+    both = _cli("verify", "rows:v1", "--all")
+    assert both.returncode == 2 and "give one artifact version, or --all" in both.stderr

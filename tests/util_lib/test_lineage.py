@@ -186,7 +186,7 @@ def test_unknown_spec_or_format_exits_1_naming_what_exists(
     assert "'nothing' not found" in missing.stderr and "model_export" in missing.stderr
     bad_version = _cli("lineage", "model_export:v7", cwd=tracking)
     assert bad_version.returncode == 1
-    assert "'v7'" in bad_version.stderr and "v0 [latest]" in bad_version.stderr
+    assert "'v7'" in bad_version.stderr and "v0 [latest, current]" in bad_version.stderr
     bad_format = _cli("lineage", "model_export:v0", "--out", "lineage.gif", cwd=tracking)
     assert bad_format.returncode == 1 and "lineage.gif" in bad_format.stderr
     assert ".png, .svg, .html" in bad_format.stderr

@@ -170,3 +170,53 @@ def test_another_data_location_changes_the_key(cache, config, tracking: Path) ->
     pinned = _key(cache, "get_data", config, tracking)
     config.data.file_url = "https://example.com/genres_mod.parquet"  # the same sha256
     assert _key(cache, "get_data", config, tracking) not in (None, pinned)
+
+
+def _kept(version) -> Path:
+    """The folder where the store (on the local disk) keeps the files of ``version``."""
+    import mlflow.artifacts
+
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=version.source))
+
+
+def _split(tracking: Path) -> str:
+    """A run of segregate that writes data_train and data_test; its run id."""
+    with start_run("segregate", "split") as run:
+        for name, rows in (("data_train", "train rows"), ("data_test", "test rows")):
+            (tracking / f"{name}.parquet").write_text(rows)
+            run.log_artifact(tracking / f"{name}.parquet", name, "segregated_data", "d")
+    return run.run_id
+
+
+@pytest.mark.parametrize("damage", ["changed", "missing"])
+def test_a_run_whose_output_is_damaged_is_not_reused_and_its_rerun_is(
+    cache, config, tracking: Path, monkeypatch: pytest.MonkeyPatch, caplog, damage: str
+) -> None:
+    import logging
+
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", config.main.project_name)  # as the steps run
+    step = get_step("segregate")
+    first = _split(tracking)
+    cache.remember(first, "k1")
+    assert cache.lookup(step, "k1").run.info.run_id == first
+    kept = _kept(MlflowArtifactStore().resolve("data_test:v0")) / "data_test.parquet"
+    if damage == "changed":
+        kept.write_bytes(bytes([kept.read_bytes()[0] ^ 1]) + kept.read_bytes()[1:])
+    else:
+        kept.unlink()
+    fresh = StepCache(cache.client, cache.experiment_id, MlflowArtifactStore(), cache.config)
+    with caplog.at_level(logging.WARNING, logger="util_lib.step_cache"):
+        assert fresh.lookup(step, "k1") is None
+    said = caplog.text
+    assert f"run {first} not reused" in said
+    assert "data_test:v0" in said and f"{damage}: data_test.parquet" in said
+    assert MlflowArtifactStore().resolve("data_test:v0").damaged == f"{damage}: data_test.parquet"
+    # The step runs again: the same content makes a new, sound data_test, and that run is reused.
+    again = _split(tracking)
+    assert [v.spec for v in MlflowArtifactStore().versions("data_test")] == [
+        "data_test:v0",
+        "data_test:v1",
+    ]
+    assert [v.spec for v in MlflowArtifactStore().versions("data_train")] == ["data_train:v0"]
+    cache.remember(again, "k1")
+    assert fresh.lookup(step, "k1").run.info.run_id == again

@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from util_lib.store import ArtifactNotFoundError, MlflowArtifactStore, parse_spec
+from util_lib.artifact_store import mark_current
+from util_lib.store import (
+    ArtifactIntegrityError,
+    ArtifactNotFoundError,
+    ArtifactVersion,
+    MlflowArtifactStore,
+    parse_spec,
+)
 from util_lib.tracking import start_run
 
 REPO = Path(__file__).resolve().parents[2]
@@ -97,9 +104,9 @@ def test_not_found_lists_what_exists(tracking: Path) -> None:
     store = MlflowArtifactStore()
     with pytest.raises(ArtifactNotFoundError, match=r"'absent' not found.*present"):
         store.resolve("absent:latest")
-    with pytest.raises(ArtifactNotFoundError, match=r"version 'v7'.*v0 \[latest\]"):
+    with pytest.raises(ArtifactNotFoundError, match=r"version 'v7'.*v0 \[latest, current\]"):
         store.resolve("present:v7")
-    with pytest.raises(ArtifactNotFoundError, match=r"alias 'prod'.*v0 \[latest\]"):
+    with pytest.raises(ArtifactNotFoundError, match=r"alias 'prod'.*v0 \[latest, current\]"):
         store.resolve("present:prod")
 
 
@@ -179,7 +186,7 @@ def test_two_projects_neither_see_nor_move_each_others_versions(tracking: Path) 
     prod.set_alias("shared:v0", "prod")
     assert dev.resolve("shared:prod").spec == "shared:v1"  # not moved by prod's alias
     assert dev.resolve("shared:reference").spec == "shared:v0"
-    assert prod.versions("shared")[0].aliases == ["latest", "prod", "reference"]
+    assert prod.versions("shared")[0].aliases == ["latest", "current", "prod", "reference"]
     assert dev.names() == prod.names() == ["shared"]
     assert dev.projects() == ["dev", "prod"]
 
@@ -284,3 +291,122 @@ def test_an_artifact_registered_before_descriptions_gets_one_when_next_logged(
     model = client.get_registered_model("music_genre_classification.old")
     assert "not a model" in model.description
     assert model.tags["util_lib.note"] == "pipeline artifact, not a model"
+
+
+# ------------------------------------------------------------------------------- integrity
+def _kept(version: ArtifactVersion) -> Path:
+    """The folder where a store on the local disk keeps the files of ``version``."""
+    import mlflow.artifacts
+
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=version.source))
+
+
+def _flip_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 1
+    path.write_bytes(bytes(data))
+
+
+def test_check_files_reads_the_kept_files_in_place_and_records_damage(
+    tracking: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tempfile
+
+    folder = tracking / "model"
+    (folder / "sub").mkdir(parents=True)
+    _write(folder / "MLmodel", "m")
+    _write(folder / "sub" / "w.bin", "weights")
+    with start_run("producer", "test") as run:
+        spec = run.log_artifact(folder, "kept", "demo", "a folder")
+    store = MlflowArtifactStore()
+    version = store.resolve(spec)
+    kept = _kept(version)
+    # No copy: with no temporary folder to be had, the files are still checked where they are.
+    monkeypatch.setattr(tempfile, "tempdir", str(tracking / "no_such_folder"))
+    store.check_files(version)
+    _flip_byte(kept / "sub" / "w.bin")
+    (kept / "MLmodel").unlink()
+    _write(kept / "extra.txt", "x")
+    with pytest.raises(ArtifactIntegrityError, match=r"kept:v0.*changed: sub/w\.bin") as error:
+        store.check_files(version)
+    assert error.value.problems == {
+        "changed": ["sub/w.bin"],
+        "added": ["extra.txt"],
+        "missing": ["MLmodel"],
+    }
+    recorded = MlflowArtifactStore().resolve(spec)  # another process's view
+    assert recorded.damaged == "changed: sub/w.bin; added: extra.txt; missing: MLmodel"
+    # Put back as they were, the files are sound again and the record goes.
+    _flip_byte(kept / "sub" / "w.bin")
+    _write(kept / "MLmodel", "m")
+    (kept / "extra.txt").unlink()
+    store.check_files(recorded)
+    assert MlflowArtifactStore().resolve(spec).damaged == ""
+
+
+def test_check_files_of_a_version_whose_folder_is_gone_names_every_file(tracking: Path) -> None:
+    import shutil
+
+    spec = _log(tracking, "gone", "rows")
+    store = MlflowArtifactStore()
+    version = store.resolve(spec)
+    shutil.rmtree(_kept(version))
+    with pytest.raises(ArtifactIntegrityError, match="missing: file.txt"):
+        store.check_files(version)
+
+
+@pytest.mark.parametrize("damage", ["changed", "missing"])
+def test_identical_content_is_never_handed_a_damaged_version(tracking: Path, damage: str) -> None:
+    assert _log(tracking, "data", "rows") == "data:v0"
+    store = MlflowArtifactStore()
+    kept = _kept(store.resolve("data:v0")) / "file.txt"
+    _flip_byte(kept) if damage == "changed" else kept.unlink()
+    # The same content again: a new version, not the damaged one, which is recorded as such.
+    assert _log(tracking, "data", "rows") == "data:v1"
+    damaged, sound = store.versions("data")
+    assert damaged.damaged == f"{damage}: file.txt"
+    assert (sound.digest, sound.damaged) == (damaged.digest, "")
+    assert store.download(sound).read_text() == "rows"
+    with pytest.raises(ArtifactIntegrityError):
+        store.download(damaged)
+    # And again: the sound version, checked, is handed back; the damaged one never.
+    assert _log(tracking, "data", "rows") == "data:v1"
+    assert [v.spec for v in store.versions("data")] == ["data:v0", "data:v1"]
+
+
+# ------------------------------------------------------------------------------- current
+def test_current_is_what_the_last_run_logged_latest_stays_the_newest(tracking: Path) -> None:
+    _log(tracking, "thing", "one")
+    _log(tracking, "thing", "two")
+    store = MlflowArtifactStore()
+    assert store.resolve("thing:current").spec == "thing:v1"
+    assert _log(tracking, "thing", "one") == "thing:v0"  # identical content: v0 is logged again
+    assert store.resolve("thing:current").spec == "thing:v0"
+    assert store.resolve("thing:latest").spec == "thing:v1"
+    assert store.versions("thing")[0].aliases == ["current"]
+    # A failed run moves nothing, whether it logged new content or known content.
+    for text in ("three", "two"):
+        with pytest.raises(RuntimeError, match="boom"), start_run("failing", "test") as run:
+            run.log_artifact(_write(tracking / "f.txt", text), "thing", "demo", "d")
+            raise RuntimeError("boom")
+    assert store.resolve("thing:current").spec == "thing:v0"
+
+
+def test_current_reads_latest_while_no_version_has_it(tracking: Path) -> None:
+    from mlflow import MlflowClient
+
+    _log(tracking, "thing", "one")
+    _log(tracking, "thing", "two")
+    store = MlflowArtifactStore()
+    # A store from before the rule: no version has the alias.
+    MlflowClient().delete_registered_model_alias(store.resolve("thing:v0").registry_name, "current")
+    assert all("current" not in v.aliases for v in store.versions("thing"))
+    assert store.resolve("thing:current").spec == "thing:v1"
+    with pytest.raises(ArtifactNotFoundError, match="'absent' not found"):
+        store.resolve("absent:current")
+    # The pipeline's marking (after each step) sets it, and then it is what it names.
+    assert mark_current(store, ["thing:v0"]) == ["thing:v0"]
+    assert store.resolve("thing:current").spec == "thing:v0"
+    assert store.resolve("thing:latest").spec == "thing:v1"
+    assert mark_current(store, ["thing:current", "thing:v0"]) == []  # already there
+    assert mark_current(store, ["absent:v0"]) == []  # warned about, not raised
