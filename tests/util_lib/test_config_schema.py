@@ -309,11 +309,11 @@ def _refused_by_mlflow_or_wandb(name: str) -> list[str]:
     """The validators of MLflow and W&B (their own code) that refuse ``name`` where the
     pipeline uses it: W&B project and artifact, MLflow registered model (on a SQL and a file
     store, alone and as the embedded store's ``<project>.<name>``) and experiment."""
+    import wandb
     from mlflow.store.model_registry.file_store import _validate_model_name as file_store_rule
     from mlflow.utils.validation import _validate_experiment_name, _validate_model_name
     from wandb.sdk.artifacts._validators import validate_artifact_name, validate_project_name
 
-    import wandb
     from util_lib.store import registry_name
 
     rules = {
