@@ -9,19 +9,40 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli import run_main
+from util_lib.artifacts import main as artifacts_main
 from util_lib.tracking import start_run
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "util_lib.artifacts", *args],
+    """`python -m util_lib.artifacts ARGS`, in this process (tests/cli.py)."""
+    return run_main(artifacts_main, *args)
+
+
+def test_the_command_runs_as_a_process(tracking: Path) -> None:
+    """The one test of the entry point itself, `python -m util_lib.artifacts`."""
+    (tracking / "f.txt").write_text("one")
+    with start_run("producer", "test") as run:
+        run.log_artifact(tracking / "f.txt", "cli_thing", "raw_data", "d")
+    listed = subprocess.run(
+        [sys.executable, "-m", "util_lib.artifacts", "list"],
         capture_output=True,
         text=True,
         env={**os.environ, "PYTHONPATH": str(REPO)},
         timeout=120,
     )
+    assert listed.returncode == 0, listed.stderr
+    assert "cli_thing:v0" in listed.stdout
+    missing = subprocess.run(
+        [sys.executable, "-m", "util_lib.artifacts", "get", "unknown:v0", "--root", "x"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=120,
+    )
+    assert missing.returncode == 1 and "'unknown' not found" in missing.stderr
 
 
 def test_list_get_alias(tracking: Path) -> None:

@@ -3,15 +3,16 @@ report), traced back to the raw data, printed, drawn, and logged for a pipeline 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.cli import run_main
+from util_lib.artifacts import main as artifacts_main
 from util_lib.digests import code_digest, params_digest
 from util_lib.lineage import draw_lineage, format_lineage, log_pipeline_lineage, trace_lineage
 from util_lib.store import ArtifactNotFoundError, MlflowArtifactStore
@@ -68,14 +69,9 @@ def chain(tracking: Path) -> dict[str, str]:
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "util_lib.artifacts", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        timeout=180,
-    )
+    """`python -m util_lib.artifacts ARGS` in ``cwd``, in this process (tests/cli.py)."""
+    with contextlib.chdir(cwd):
+        return run_main(artifacts_main, *args)
 
 
 def test_the_model_s_lineage_lists_every_version_back_to_raw(chain: dict[str, str]) -> None:
