@@ -15,8 +15,6 @@ integration"``, ``-m e2e``:
 from __future__ import annotations
 
 import os
-import shutil
-import sqlite3
 import subprocess
 import sys
 import time
@@ -24,6 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+from tests import pipeline_runs
 
 REPO = Path(__file__).resolve().parents[1]
 DATASET = REPO / "dataset" / "genres_mod.parquet"
@@ -78,42 +78,9 @@ def pytest_runtest_call(item: pytest.Item) -> object:
 
 
 @pytest.fixture(scope="session")
-def migrated_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An MLflow SQLite store whose schema MLflow created and migrated, once per session.
-
-    MLflow migrates a new SQLite store on first open (3-9 s on two cores); a copy of a
-    migrated file opens at once. :func:`copy_store` gives each test its own copy.
-    """
-    from mlflow import MlflowClient
-
-    database = tmp_path_factory.mktemp("migrated-store") / "mlflow.db"
-    client = MlflowClient(f"sqlite:///{database}")
-    client.search_experiments()  # creates and migrates the schema
-    from mlflow.tracking._tracking_service.utils import _get_store
-
-    # Let go of the file before it is copied (SQLAlchemy keeps a pool of connections).
-    engine = getattr(_get_store(f"sqlite:///{database}"), "engine", None)
-    if engine is not None:
-        engine.dispose()
-    return database
-
-
-def copy_store(template: Path, folder: Path) -> str:
-    """Copy the migrated store ``template`` to ``folder/mlflow.db``; return its tracking URI.
-
-    The copy is MLflow's own file, schema and all; only the Default experiment's artifact
-    location, which MLflow wrote as a path under the template's folder, is moved to
-    ``folder/mlruns/0``, where a store created in ``folder`` keeps it.
-    """
-    database = folder / "mlflow.db"
-    shutil.copyfile(template, database)
-    with sqlite3.connect(database) as connection:
-        connection.execute(
-            "UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
-            (str(folder / "mlruns" / "0"),),
-        )
-    connection.close()
-    return f"sqlite:///{database}"
+def migrated_store() -> Path:
+    """An MLflow SQLite store migrated once per session (tests/pipeline_runs.py)."""
+    return pipeline_runs.migrated_store()
 
 
 @pytest.fixture
@@ -126,7 +93,7 @@ def tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, migrated_store: Pa
     import mlflow
 
     monkeypatch.chdir(tmp_path)
-    uri = copy_store(migrated_store, tmp_path)
+    uri = pipeline_runs.copy_store(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("WANDB_MODE", "disabled")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))

@@ -13,9 +13,13 @@ the repository root on ``sys.path``, so it needs no pytest: a failed run fails a
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
+import shutil
+import sqlite3
 import subprocess
+import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -45,6 +49,49 @@ _RUN_DIR = re.compile(r"(^|\s)hydra\.run\.dir=")
 def sqlite_uri(folder: Path) -> str:
     """The tracking URI of the SQLite store ``folder/mlflow.db`` (MLflow's default there)."""
     return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+_TEMPLATE: list[Path] = []
+
+
+def migrated_store() -> Path:
+    """An MLflow SQLite store that MLflow created and migrated, once per process.
+
+    MLflow migrates a new SQLite store on first open (3-9 s on two cores); a copy of a migrated
+    file opens at once. :func:`copy_store` copies it where a test needs a store.
+    """
+    if not _TEMPLATE:
+        from mlflow import MlflowClient
+        from mlflow.tracking._tracking_service.utils import _get_store
+
+        folder = Path(tempfile.mkdtemp(prefix="migrated-store-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        database = folder / "mlflow.db"
+        MlflowClient(sqlite_uri(folder)).search_experiments()  # creates and migrates it
+        # Let go of the file before it is copied (SQLAlchemy keeps a pool of connections).
+        engine = getattr(_get_store(sqlite_uri(folder)), "engine", None)
+        if engine is not None:
+            engine.dispose()
+        _TEMPLATE.append(database)
+    return _TEMPLATE[0]
+
+
+def copy_store(folder: Path) -> str:
+    """Copy :func:`migrated_store` to ``folder/mlflow.db``; return its tracking URI.
+
+    The copy is MLflow's own file, schema and all; only the Default experiment's artifact
+    location, which MLflow wrote as a path under the template's folder, is moved to
+    ``folder/mlruns/0``, where a store created in ``folder`` keeps it.
+    """
+    database = folder / "mlflow.db"
+    shutil.copyfile(migrated_store(), database)
+    with sqlite3.connect(database) as connection:
+        connection.execute(
+            "UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
+            (str(folder / "mlruns" / "0"),),
+        )
+    connection.close()
+    return sqlite_uri(folder)
 
 
 def pipeline_env(
@@ -137,6 +184,7 @@ def mlflow_run(
     env: Mapping[str, str] | None = None,
     python: str | None = None,
     timeout: float | None = 1200,
+    new_store: bool = False,
     **extra: str,
 ) -> PipelineRun:
     """`mlflow run <uri> [-v version] --env-manager <m> -P hydra_options=...` in ``workdir``.
@@ -161,11 +209,20 @@ def mlflow_run(
         Run ``<python> -m mlflow`` instead of the ``mlflow`` command (another interpreter).
     timeout : float, optional
         Seconds before the run is killed (``subprocess.TimeoutExpired``); None waits.
+    new_store : bool
+        Let MLflow create and migrate ``workdir/mlflow.db``, as a user's first run does. By
+        default a store that does not exist there yet is a copy of :func:`migrated_store`.
     **extra : str
         Environment variables on top of the environment.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     tracking_uri = tracking_uri or (env or {}).get("MLFLOW_TRACKING_URI") or sqlite_uri(workdir)
+    if (
+        not new_store
+        and tracking_uri == sqlite_uri(workdir)
+        and not (workdir / "mlflow.db").exists()
+    ):
+        copy_store(workdir)
     if env is None:
         env = pipeline_env(workdir, tracking_uri, wandb_mode=wandb_mode)
     environment = {**env, **extra}
