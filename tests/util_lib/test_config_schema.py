@@ -568,7 +568,7 @@ def test_a_reference_is_checked_against_the_versions_the_store_holds(tracking: P
         assert problems(f"data.reference_dataset={good}") == [], good
     (found,) = problems("data.reference_dataset=preprocessed_data:v3")
     assert "version 'v3' of artifact 'preprocessed_data' not found" in found
-    assert "(versions: v0 [latest])" in found
+    assert "(versions: v0 [latest, current])" in found
     # check_data gives the alias to the sample's artifact only: another's must exist.
     (found,) = problems("data.reference_dataset=raw_data.parquet:reference")
     assert "artifact 'raw_data.parquet' not found in project 'music_genre_classification'" in found

@@ -198,7 +198,7 @@ def test_a_run_whose_output_is_damaged_is_not_reused_and_its_rerun_is(
     step = get_step("segregate")
     first = _split(tracking)
     cache.remember(first, "k1")
-    assert cache.lookup(step, "k1").run.info.run_id == first
+    assert _lookup(cache, step, "k1").run.info.run_id == first
     kept = _kept(MlflowArtifactStore().resolve("data_test:v0")) / "data_test.parquet"
     if damage == "changed":
         kept.write_bytes(bytes([kept.read_bytes()[0] ^ 1]) + kept.read_bytes()[1:])
@@ -206,7 +206,7 @@ def test_a_run_whose_output_is_damaged_is_not_reused_and_its_rerun_is(
         kept.unlink()
     fresh = StepCache(cache.client, cache.experiment_id, MlflowArtifactStore(), cache.config)
     with caplog.at_level(logging.WARNING, logger="util_lib.step_cache"):
-        assert fresh.lookup(step, "k1") is None
+        assert _lookup(fresh, step, "k1") is None
     said = caplog.text
     assert f"run {first} not reused" in said
     assert "data_test:v0" in said and f"{damage}: data_test.parquet" in said
@@ -219,4 +219,4 @@ def test_a_run_whose_output_is_damaged_is_not_reused_and_its_rerun_is(
     ]
     assert [v.spec for v in MlflowArtifactStore().versions("data_train")] == ["data_train:v0"]
     cache.remember(again, "k1")
-    assert fresh.lookup(step, "k1").run.info.run_id == again
+    assert _lookup(fresh, step, "k1").run.info.run_id == again
