@@ -713,7 +713,7 @@ def _print_where_to_look(
 
 def _warm_steps(config: DictConfig, serve: bool) -> None:
     """Have the fork server import what the steps this config runs import, in their order."""
-    from util_lib.tracking_server import serves
+    from util_lib.tracking_server import server_enabled
 
     try:
         steps = selected_steps(config.main.execute_steps)
@@ -722,7 +722,10 @@ def _warm_steps(config: DictConfig, serve: bool) -> None:
     # MLflow's default store is a SQLite file too. Over REST (a server's URI, or the
     # pipeline's own server on that file) the steps never load MLflow's SQLAlchemy store.
     uri = os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
-    over_rest = uri.startswith(("http://", "https://")) or (serve and serves(uri))
+    # (Whether the user's own MLflow credentials keep the server off is not asked here: that
+    # imports MLflow, and a wrong guess only changes what is loaded ahead.)
+    local = serve and server_enabled() and uri.startswith("sqlite:///")
+    over_rest = uri.startswith(("http://", "https://")) or local
     store = [] if over_rest else [forkserver.STORE_MODULE]
     for name in steps:
         step = get_step(name)
