@@ -57,7 +57,7 @@ def test_it_predicts_the_same_as_a_pyfunc_outside_the_repository(old_model: Path
 
 
 def test_todays_loader_reads_it_with_the_same_probabilities(old_model: Path) -> None:
-    from util_lib.pyfunc_model import load_pipeline
+    from util_lib.model.pyfunc import load_pipeline
 
     pipeline = load_pipeline(old_model / "model")
     rows = pd.read_json(old_model / "rows.json", orient="split")
