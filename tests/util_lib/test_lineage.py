@@ -230,6 +230,6 @@ def test_pipeline_run_logs_its_lineage_to_mlflow_and_wandb(
 def test_a_pipeline_lineage_that_fails_warns_and_does_not_raise(
     tracking: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="util_lib.artifacts.lineage"):
+    with caplog.at_level(logging.WARNING, logger="util_lib.artifacts.lineage_picture"):
         assert log_pipeline_lineage("0" * 32, ["raw_data.parquet:v0"]) is None
     assert "could not draw the pipeline's lineage" in caplog.text
