@@ -5,25 +5,25 @@
 
 Each step of the pipeline is a process of its own (`mlflow run` of its MLproject). This times,
 in fresh processes on a fresh SQLite store and with W&B offline, the phases every step goes
-through whatever its work, as the steps do them (util_lib.tracking, util_lib.process_exit):
+through whatever its work, as the steps do them (util_lib.step.run, util_lib.step.process_exit):
 
 - start: the interpreter, up to the first line of the step;
 - import mlflow;
 - MLflow run: the SQLAlchemy store (first use in the process) and ``mlflow.start_run``,
   with MLflow's Databricks probe skipped as the steps do; and the same over REST, through the
   tracking server that ``main.py`` serves on the store for a pipeline's steps
-  (util_lib/tracking_server.py);
+  (util_lib/pipeline/tracking_server.py);
 - W&B: ``import wandb``, ``wandb.init(mode="offline")`` and ``finish``;
 - exit: after the run has ended, until the process is gone; once the ordinary way and once
-  with ``util_lib.process_exit.exit_quickly``;
+  with ``util_lib.step.process_exit.exit_quickly``;
 
 and, for the pipeline as a whole, `mlflow run` of an MLproject whose only command is
 ``python -c pass`` (the `mlflow` command's own start, its run and the launch of the command).
 Prints the median of --repeat rounds per phase, and the floor of a pipeline of six steps.
 
 With ``--console``, it compares instead what W&B's console capture (``files/output.log`` of the
-run, util_lib.tracking's ``WANDB_CONSOLE``) costs a step: a step-like process that opens a run
-through util_lib.tracking (W&B offline), logs --lines log lines and prints as many, and closes
+run, util_lib.step.trackers' ``WANDB_CONSOLE``) costs a step: a step-like process that opens a run
+through util_lib.step.run (W&B offline), logs --lines log lines and prints as many, and closes
 it, with the capture off and on, alternating, in fresh processes; medians of --repeat rounds.
 """
 
@@ -46,7 +46,7 @@ import sys, time
 print("start", time.time(), flush=True)
 import mlflow
 print("import_mlflow", time.time(), flush=True)
-from util_lib.tracking import WANDB_CONSOLE, skip_databricks_probe
+from util_lib.step.trackers import WANDB_CONSOLE, skip_databricks_probe
 skip_databricks_probe()
 mlflow.start_run(run_name="startup")
 print("mlflow_run", time.time(), flush=True)
@@ -59,17 +59,18 @@ print("wandb", time.time(), flush=True)
 mlflow.end_run()
 print("ended", time.time(), flush=True)
 if sys.argv[1] == "quick":
-    from util_lib.process_exit import exit_quickly
+    from util_lib.step.process_exit import exit_quickly
     exit_quickly()
 """
 
-# A step's tracked run through util_lib.tracking with W&B's console capture argv[1] (off, wrap).
+# A step's tracked run through util_lib.step.run with W&B's console capture argv[1] (off, wrap).
 CONSOLE_STEP = """
 import logging, sys, time
 t0 = time.perf_counter()
-import util_lib.tracking as tracking
-from util_lib.process_exit import exit_quickly
-tracking.WANDB_CONSOLE = sys.argv[1]
+import util_lib.step.run as tracking
+import util_lib.step.trackers as trackers
+from util_lib.step.process_exit import exit_quickly
+trackers.WANDB_CONSOLE = sys.argv[1]
 t1 = time.perf_counter()
 run = tracking.open_run("console_bench", "bench")
 t2 = time.perf_counter()
@@ -214,7 +215,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-startup-") as tmp:
         store = Path(tmp)
         time_step(store, "ordinary")  # creates the database: not a step's cost
-        from util_lib.tracking_server import PipelineServer
+        from util_lib.pipeline.tracking_server import PipelineServer
 
         server = PipelineServer(isolated_env(store)["MLFLOW_TRACKING_URI"], str(store / "mlruns"))
         try:

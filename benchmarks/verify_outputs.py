@@ -29,8 +29,8 @@ def check_outputs(uri: str, repeat: int) -> list[tuple[str, int, float]]:
     """(version, bytes, best seconds) of each version the pipeline's step runs wrote."""
     from mlflow import MlflowClient
 
-    from util_lib.store import MlflowArtifactStore
-    from util_lib.tags import STEP_TAG, WRITTEN_TAG
+    from util_lib.artifacts.mlflow_store import MlflowArtifactStore
+    from util_lib.names import STEP_TAG, WRITTEN_TAG
 
     client = MlflowClient(uri)
     store = MlflowArtifactStore(uri, "music_genre_classification")

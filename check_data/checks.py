@@ -16,8 +16,8 @@ import pandas as pd
 from pandas.api import types as ptypes
 from scipy import stats
 
-from util_lib import data_schema
-from util_lib.data_schema import (  # the contract's views, also used by the suite
+from util_lib.step import data_schema
+from util_lib.step.data_schema import (  # the contract's views, also used by the suite
     KNOWN_GENRES,
     NULLABLE_COLUMNS,
     REQUIRED_COLUMNS,
@@ -27,7 +27,7 @@ from util_lib.data_schema import (  # the contract's views, also used by the sui
 logger = logging.getLogger(__name__)
 
 # The table's contract (columns, dtypes, ranges, classes, nullability) is declared once, with
-# pandera, in util_lib/data_schema.py; the train step and the served model use it too. Here it
+# pandera, in util_lib/step/data_schema.py; the train step and the served model use it too. Here it
 # is validated lazily (every failure at once) and each check reports its own kind of failure.
 
 # Continuous columns compared with the Kolmogorov-Smirnov test (the model's numerical features).

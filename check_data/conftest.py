@@ -21,10 +21,10 @@ import pandas as pd
 import pytest
 
 from check_data.checks import KL_THRESHOLD, NUMERICAL_COLUMNS, KSResult, ks_drift
-from util_lib.store import parse_spec
+from util_lib.artifacts.interface import parse_spec
 
 if TYPE_CHECKING:
-    from util_lib.tracking import Run
+    from util_lib.step.run import Run
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 @pytest.fixture(scope="session")
 def run(pytestconfig: pytest.Config) -> Run:
     """The step's tracked run, ended by :func:`pytest_sessionfinish`."""
-    from util_lib.tracking import open_run
+    from util_lib.step.run import open_run
 
     config = {name: pytestconfig.getoption(name) for name in _OPTIONS}
     try:
@@ -272,8 +272,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 @pytest.hookimpl(trylast=True)
 def pytest_unconfigure(config: pytest.Config) -> None:
     """Once pytest has reported, end a passed check's process without the interpreter's
-    teardown (util_lib.process_exit); a failed check exits the ordinary way."""
+    teardown (util_lib.step.process_exit); a failed check exits the ordinary way."""
     if config.stash.get(_PASSED, False):
-        from util_lib.process_exit import exit_quickly
+        from util_lib.step.process_exit import exit_quickly
 
         exit_quickly(0)

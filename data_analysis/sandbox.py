@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from util_lib.tracking import Run
+    from util_lib.step.run import Run
 
 CONFIG_FILE = "config.yaml"
 CODE_FOLDER = "code"
@@ -46,7 +46,7 @@ def setup_sandbox(root: Path) -> DictConfig:
         ``config.yaml``, unresolved (resolve a section with ``OmegaConf.to_container(...,
         resolve=True)``; the ``hydra`` section only resolves inside a Hydra app).
     """
-    from util_lib.environment import ARTIFACT_STORE_ENV, GROUP_ENV, LOG_FILE_ENV, PROJECT_ENV
+    from util_lib.names import ARTIFACT_STORE_ENV, GROUP_ENV, LOG_FILE_ENV, PROJECT_ENV
 
     root = Path(root).resolve()
     config = OmegaConf.load(root / CONFIG_FILE)
@@ -77,7 +77,7 @@ def log_notebook(run: Run, notebook: Path) -> str:
 
     Parameters
     ----------
-    run : util_lib.tracking.Run
+    run : util_lib.step.run.Run
         The notebook's open run.
     notebook : pathlib.Path
         The ``.ipynb`` file.
@@ -114,7 +114,7 @@ def log_notebook(run: Run, notebook: Path) -> str:
 def show_and_log(run: Run, figure: Figure, name: str) -> None:
     """Show a figure in the notebook, then log it with the run as ``figures/<name>.png``.
 
-    Showing comes first: :meth:`util_lib.tracking.Run.log_figure` closes the figure.
+    Showing comes first: :meth:`util_lib.step.run.Run.log_figure` closes the figure.
     """
     from IPython.display import display
 

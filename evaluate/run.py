@@ -9,10 +9,10 @@ import logging
 import pandas as pd
 
 from evaluate.scoring import score_model
-from util_lib.plots import plot_confusion_matrix
-from util_lib.process_exit import exit_quickly
-from util_lib.registry import record_evaluation
-from util_lib.tracking import start_run
+from util_lib.artifacts.registry import record_evaluation
+from util_lib.step.plots import plot_confusion_matrix
+from util_lib.step.process_exit import exit_quickly
+from util_lib.step.run import start_run
 
 # Named, not __name__: run as a script, __name__ is "__main__".
 logger = logging.getLogger("evaluate.run")
@@ -39,14 +39,14 @@ def main(argv: list[str] | None = None) -> None:
     """Load the model and the test data, log the test scores and confusion matrix."""
     args = parse_args(argv)
     with start_run(step="evaluate", job_type="test_model", config=vars(args)) as run:
-        from util_lib.pyfunc_model import load_pipeline
+        from util_lib.model.pyfunc import load_pipeline
 
         # Its files checked against their digests; .spec is the exact version (model_export:v3)
         # even if the argument says latest.
         exported = run.use_artifact(args.model_export)
         # The MLflow logged model that train made of it (none for models exported before).
         model_id = exported.version.metadata.get("model_id")
-        # skops loads only the types util_lib.pyfunc_model trusts, whatever MLmodel says.
+        # skops loads only the types util_lib.model.pyfunc trusts, whatever MLmodel says.
         model = load_pipeline(exported.path)
         # One thread: a forest's threads add up tree probabilities in a varying order, so the
         # predictions behind the accuracy and the confusion matrix could differ between runs

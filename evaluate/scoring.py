@@ -7,7 +7,7 @@ from typing import Any
 import pandas as pd
 from sklearn.metrics import accuracy_score
 
-from train_random_forest.pipeline import score_auc
+from util_lib.step.metrics import score_auc
 
 
 def score_model(model: Any, df: pd.DataFrame, target: str = "genre") -> dict[str, float]:
@@ -17,7 +17,7 @@ def score_model(model: Any, df: pd.DataFrame, target: str = "genre") -> dict[str
     ----------
     model : classifier
         Fitted, with ``predict``, ``predict_proba`` and ``classes_`` (e.g. the exported
-        pipeline loaded with ``util_lib.pyfunc_model.load_pipeline``).
+        pipeline loaded with ``util_lib.model.pyfunc.load_pipeline``).
     df : pandas.DataFrame
         Features and target; columns the model does not read are ignored.
     target : str, default="genre"

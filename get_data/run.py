@@ -8,10 +8,10 @@ import tempfile
 from pathlib import Path
 
 from get_data.download import DownloadError, download_dataset
-from util_lib.arguments import optional, project_path, reveal
-from util_lib.process_exit import exit_quickly
 from util_lib.redact import redact_url
-from util_lib.tracking import start_run
+from util_lib.step.arguments import optional, project_path, reveal
+from util_lib.step.process_exit import exit_quickly
+from util_lib.step.run import start_run
 
 logger = logging.getLogger("get_data.run")
 

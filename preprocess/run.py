@@ -10,8 +10,8 @@ from pathlib import Path
 import pandas as pd
 
 from preprocess.cleaning import preprocess
-from util_lib.process_exit import exit_quickly
-from util_lib.tracking import start_run
+from util_lib.step.process_exit import exit_quickly
+from util_lib.step.run import start_run
 
 logger = logging.getLogger("preprocess.run")
 

@@ -19,7 +19,7 @@ def require_checked(version: Any, allow_unchecked: bool = False) -> None:
 
     Parameters
     ----------
-    version : util_lib.store.ArtifactVersion
+    version : util_lib.artifacts.interface.ArtifactVersion
         The input's resolved version; its ``check`` (``passed``, ``failed`` or ``""``) and
         ``check_run_id`` are what check_data recorded.
     allow_unchecked : bool, default=False

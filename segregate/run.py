@@ -11,9 +11,9 @@ import pandas as pd
 
 from segregate.gate import require_checked
 from segregate.split import split_data
-from util_lib.arguments import optional
-from util_lib.process_exit import exit_quickly
-from util_lib.tracking import start_run
+from util_lib.step.arguments import optional
+from util_lib.step.process_exit import exit_quickly
+from util_lib.step.run import start_run
 
 logger = logging.getLogger("segregate.run")
 _TRUE = frozenset({"true", "1", "yes"})

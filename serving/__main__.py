@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from serving.verified import VerificationError
     from serving.verified import serve as serve_model
-    from util_lib.store import ArtifactNotFoundError
+    from util_lib.artifacts.interface import ArtifactNotFoundError
 
     try:
         return serve_model(args.model_uri, args.host, args.port, args.workers, args.tracking_uri)

@@ -5,10 +5,10 @@ the artifact store recorded when the training run logged them, before any model 
 
 The registry version names the artifact version it serves (tags ``util_lib.artifact``,
 ``util_lib.artifact_project``); its files are copied into a fresh folder and every one is
-checked (:func:`util_lib.store.verify_files`): a changed, added or missing file (model,
+checked (:func:`util_lib.artifacts.files.verify_files`): a changed, added or missing file (model,
 ``MLmodel``, bundled code) stops here, naming it. Then MLflow's own scoring app serves that
 folder (``serving/scoring_app.py``); the model's loader trusts only the skops types its
-checked code lists (:mod:`util_lib.pyfunc_model`).
+checked code lists (:mod:`util_lib.model.pyfunc`).
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from util_lib.registry import ARTIFACT_PROJECT_TAG, ARTIFACT_STORE_TAG, ARTIFACT_TAG
-from util_lib.store import ArtifactVersion, MlflowArtifactStore
+from util_lib.artifacts.interface import ArtifactVersion
+from util_lib.artifacts.mlflow_store import MlflowArtifactStore
+from util_lib.artifacts.registry import ARTIFACT_PROJECT_TAG, ARTIFACT_STORE_TAG, ARTIFACT_TAG
 
 logger = logging.getLogger(__name__)
 
@@ -54,14 +55,14 @@ def resolve(model: str, store: MlflowArtifactStore) -> tuple[ArtifactVersion, st
     model : str
         ``models:/<name>@<alias>``, ``models:/<name>/<version>``, or an artifact spec
         (``model_export:prod``, ``project/model_export:v3``).
-    store : util_lib.store.MlflowArtifactStore
+    store : util_lib.artifacts.mlflow_store.MlflowArtifactStore
         The embedded store on the tracking backend.
 
     Raises
     ------
     VerificationError
         When the registry version names no artifact of the embedded store.
-    util_lib.store.ArtifactNotFoundError
+    util_lib.artifacts.interface.ArtifactNotFoundError
         When the artifact version does not exist.
     """
     from mlflow.exceptions import MlflowException
@@ -101,9 +102,9 @@ def fetch_verified(
 
     Raises
     ------
-    util_lib.store.ArtifactIntegrityError
+    util_lib.artifacts.interface.ArtifactIntegrityError
         Naming every changed, added or missing file; nothing is left in ``folder``.
-    VerificationError, util_lib.store.ArtifactNotFoundError
+    VerificationError, util_lib.artifacts.interface.ArtifactNotFoundError
         See :func:`resolve`.
     """
     store = MlflowArtifactStore(tracking_uri)

@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from util_lib.graph import step_names
+from util_lib.pipeline.graph import step_names
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
 
-    from util_lib.store import MlflowArtifactStore
+    from util_lib.artifacts.mlflow_store import MlflowArtifactStore
 
 REPO = Path(__file__).resolve().parents[1]
 PROJECT = "music_genre_classification"  # config.yaml's main.project_name: the experiment
@@ -40,7 +40,7 @@ STEPS = step_names()  # pipeline.yaml's steps, in the order they run
 DATA_ARTIFACTS = ("raw_data.parquet", "preprocessed_data", "data_train", "data_test")
 # Where a test is not about the model's quality, a small forest keeps it quick.
 SMALL_FOREST = "random_forest_pipeline.random_forest.n_estimators=20"
-STEP_TAG = "util_lib.step"  # util_lib.tracking tags each step run with its step's name
+STEP_TAG = "util_lib.step"  # util_lib.step.run tags each step run with its step's name
 # The caller's variables that would send a run elsewhere or change what it does.
 NOT_INHERITED = ("MLFLOW_", "WANDB_", "UTIL_LIB_")
 _RUN_DIR = re.compile(r"(^|\s)hydra\.run\.dir=")
@@ -168,7 +168,7 @@ class PipelineRun:
 
     def store(self) -> MlflowArtifactStore:
         """The embedded artifact store on this run's tracking store."""
-        from util_lib.store import MlflowArtifactStore
+        from util_lib.artifacts.mlflow_store import MlflowArtifactStore
 
         return MlflowArtifactStore(self.tracking_uri)
 

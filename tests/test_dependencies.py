@@ -57,20 +57,28 @@ def test_every_step_has_its_files() -> None:
 
 # --- every module the project imports is installed by requirements.txt ----------------------
 
-# Folders that hold what runs leave behind, never the project's code.
+# Folders that hold what runs leave behind, never the project's code (unless a Python package,
+# as util_lib/artifacts/ is: a run leaves no __init__.py).
 _NOT_CODE = {"outputs", "multirun", "mlruns", "mlartifacts", "wandb", "artifacts", "build"}
+
+
+def _not_code(path: Path) -> bool:
+    parts = path.relative_to(REPO).parts
+    return any(
+        p.startswith(".")
+        or (p in _NOT_CODE and not REPO.joinpath(*parts[: i + 1], "__init__.py").is_file())
+        for i, p in enumerate(parts)
+    )
 
 
 def _project_sources() -> list[tuple[str, str]]:
     """(where, source) of every Python file and notebook code cell of the project."""
     sources = []
     for path in sorted(REPO.rglob("*.py")):
-        parts = path.relative_to(REPO).parts
-        if not any(p.startswith(".") or p in _NOT_CODE for p in parts):
+        if not _not_code(path):
             sources.append((str(path.relative_to(REPO)), path.read_text()))
     for path in sorted(REPO.rglob("*.ipynb")):
-        parts = path.relative_to(REPO).parts
-        if any(p.startswith(".") or p in _NOT_CODE for p in parts):
+        if _not_code(path):
             continue
         import json
 
@@ -90,8 +98,8 @@ def _imported_top_levels() -> dict[str, str]:
     modules pipeline.yaml has the fork server import, and those it imports for every step."""
     import ast
 
-    from util_lib.forkserver import COMMON_MODULES
-    from util_lib.graph import load_graph
+    from util_lib.pipeline.forkserver import COMMON_MODULES
+    from util_lib.pipeline.graph import load_graph
 
     found: dict[str, str] = {}
     for where, source in _project_sources():
@@ -108,7 +116,7 @@ def _imported_top_levels() -> dict[str, str]:
         for name in step.imports:
             found.setdefault(name.split(".")[0], f"pipeline.yaml ({step.name} imports)")
     for name in COMMON_MODULES:
-        found.setdefault(name.split(".")[0], "util_lib/forkserver.py COMMON_MODULES")
+        found.setdefault(name.split(".")[0], "util_lib/pipeline/forkserver.py COMMON_MODULES")
     return found
 
 

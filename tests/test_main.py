@@ -7,14 +7,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from main import (
-    STEPS,
-    StepResult,
-    format_summary,
-    selected_steps,
-    step_parameters,
-    step_uri,
-)
+from util_lib.pipeline.setup import STEPS, selected_steps, step_parameters, step_uri
+from util_lib.pipeline.summary import StepResult, format_summary
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -99,7 +93,7 @@ def test_bad_components_settings_are_named(tmp_path: Path) -> None:
 def test_steps_inherit_the_env_manager_and_docker_means_the_image(tracking: Path) -> None:
     from mlflow import MlflowClient
 
-    from main import _env_manager
+    from util_lib.pipeline.setup import step_env_manager as _env_manager
 
     client = MlflowClient()
     experiment = client.create_experiment("env")
@@ -116,7 +110,7 @@ def test_steps_inherit_the_env_manager_and_docker_means_the_image(tracking: Path
 
 
 def test_the_summary_never_prints_a_tracking_password(capsys, tmp_path: Path) -> None:
-    from main import _print_where_to_look
+    from util_lib.pipeline.summary import print_where_to_look as _print_where_to_look
 
     results = [StepResult("evaluate", "FINISHED", 1.0, "r", [], {"test_auc": 0.95})]
     _print_where_to_look(results, tmp_path / "log", "http://alice:hunter2@h:5000", "disabled")
@@ -128,7 +122,7 @@ def test_the_summary_never_prints_a_tracking_password(capsys, tmp_path: Path) ->
 def test_the_summary_links_the_pipeline_run_in_the_model_training_view(
     capsys, tmp_path: Path
 ) -> None:
-    from main import _print_where_to_look
+    from util_lib.pipeline.summary import print_where_to_look as _print_where_to_look
 
     results = [StepResult("evaluate", "CACHED", 0.1, "r", [], {"test_auc": 0.95})]
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"

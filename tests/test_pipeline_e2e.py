@@ -63,7 +63,7 @@ def run_pipeline(workdir: Path, *overrides: str) -> PipelineRun:
 
 
 def _store(workdir: Path):
-    from util_lib.store import MlflowArtifactStore
+    from util_lib.artifacts.mlflow_store import MlflowArtifactStore
 
     return MlflowArtifactStore(sqlite_uri(workdir))
 
@@ -111,7 +111,7 @@ def test_every_artifact_has_a_version_and_the_summary_says_so(workdir: Path, fir
         runs["check_data"].info.run_id,
     )
     log = (workdir / "ml_pipeline.log").read_text()
-    assert "[check_data] util_lib.tracking: alias 'reference' set on preprocessed_data:v0" in log
+    assert "[check_data] util_lib.step.run: alias 'reference' set on preprocessed_data:v0" in log
     assert "[segregate] segregate.gate: preprocessed_data:v0 passed its data check" in log
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.pipeline_runs import DATASET, PROJECT, REPO, SMALL_FOREST, pipeline_env, sqlite_uri
-from util_lib.endings import ENDED_BY_TAG
+from util_lib.pipeline.endings import ENDED_BY_TAG
 
 pytestmark = pytest.mark.e2e
 

@@ -19,9 +19,9 @@ import pytest
 from serving.local_server import free_port
 from tests.pipeline_runs import SMALL_FOREST, mlflow_run
 from util_lib import redact
-from util_lib.arguments import hide_secrets, reveal, secret_env
-from util_lib.logs import setup_logging
 from util_lib.redact import redact_text, redact_url, register_secret_url
+from util_lib.step.arguments import hide_secrets, reveal, secret_env
+from util_lib.step.logs import setup_logging
 
 SECRET = "s3cr3t"
 USER = "alice"
@@ -119,7 +119,7 @@ def test_the_secrets_a_process_is_handed_are_masked_without_registering(monkeypa
 
 UNCAUGHT = """
 import sys, threading
-from util_lib.logs import setup_logging
+from util_lib.step.logs import setup_logging
 setup_logging("test")
 def fail():
     raise RuntimeError(sys.argv[1])

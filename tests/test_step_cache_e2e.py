@@ -160,7 +160,7 @@ def test_after_a_failure_the_same_command_resumes_at_the_failed_step(
 ) -> None:
     """A drifted first dataset became the reference, so the real data fail check_data; after
     the user moves the reference, the same command resumes at check_data."""
-    from util_lib.store import MlflowArtifactStore
+    from util_lib.artifacts.mlflow_store import MlflowArtifactStore
 
     drifted = tmp_path / "drifted.parquet"
     songs = pd.read_parquet(dataset_path)

@@ -11,9 +11,9 @@ import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 
-from main import STEPS, step_parameters
 from train_random_forest.run import read_model_config
-from util_lib.arguments import project_path
+from util_lib.pipeline.setup import STEPS, step_parameters
+from util_lib.step.arguments import project_path
 
 REPO = Path(__file__).resolve().parents[1]
 # Parameters whose value is a local path: compared once resolved as the step resolves them.
@@ -53,7 +53,8 @@ def test_every_mlproject_default_is_what_main_passes(step: str, passed) -> None:
 
 
 def test_inputs_default_to_the_current_version(passed) -> None:
-    """Run on its own, a step reads what the last pipeline used or wrote (util_lib/graph.py)."""
+    """Run on its own, a step reads what the last pipeline used or wrote
+    (util_lib/pipeline/graph.py)."""
     assert _defaults("preprocess")["input_artifact"] == "raw_data.parquet:current"
     assert _defaults("evaluate") == {
         "model_export": "model_export:current",
@@ -81,7 +82,7 @@ def _mlproject(step: str) -> dict:
 
 @pytest.mark.parametrize("step", STEPS)
 def test_the_declaration_is_the_mlproject_and_its_command_line(step: str) -> None:
-    from util_lib.graph import get_step
+    from util_lib.pipeline.graph import get_step
 
     declared = [p.name for p in get_step(step).parameters]
     entry = _mlproject(step)
@@ -107,7 +108,7 @@ def test_the_data_checks_pytest_options_are_the_declared_parameters() -> None:
     import subprocess
     import sys
 
-    from util_lib.graph import get_step
+    from util_lib.pipeline.graph import get_step
 
     shown = subprocess.run(
         [sys.executable, "-m", "pytest", "check_data", "--help", "-p", "no:cacheprovider"],
@@ -124,7 +125,7 @@ def test_the_data_checks_pytest_options_are_the_declared_parameters() -> None:
 
 
 def test_every_step_reads_null_the_same_way() -> None:
-    """One reading of optional values (util_lib.arguments.optional): no step keeps its own set
+    """One reading of optional values (util_lib.step.arguments.optional): no step keeps its own set
     of spellings of null, as three steps did ("none" meant no stratification in one step and a
     column named "none" in another)."""
     import ast

@@ -27,7 +27,7 @@ from mlflow.entities import Run
 
 from serving.local_server import free_port
 from tests.pipeline_runs import REPO, mlflow_run, pipeline_env, project_runs, sqlite_uri
-from util_lib.tags import STEP_RUN_PREFIX, STEP_STATUS_PREFIX
+from util_lib.names import STEP_RUN_PREFIX, STEP_STATUS_PREFIX
 
 SMALL = "random_forest_pipeline.random_forest.n_estimators=10"
 TRAIN_EVALUATE = "main.execute_steps='train_random_forest,evaluate'"
@@ -58,7 +58,7 @@ def _client(workdir: Path) -> MlflowClient:
 
 
 def _store(workdir: Path):
-    from util_lib.store import MlflowArtifactStore
+    from util_lib.artifacts.mlflow_store import MlflowArtifactStore
 
     return MlflowArtifactStore(sqlite_uri(workdir))
 
@@ -240,7 +240,7 @@ def test_parallel_joblib_sweep_keeps_jobs_apart(prepared: Path) -> None:
         ("5", "5"),
     ]
     # Each step of each job is a W&B run of its own, in group main.experiment_name, and so is
-    # each job's lineage picture (util_lib.lineage), which names the job's pipeline run.
+    # each job's lineage picture (util_lib.artifacts.lineage), which names the job's pipeline run.
     step_runs = {r.info.run_id for _, steps in found.values() for r in steps.values()}
     pipelines = {pipeline.info.run_id for pipeline, _ in found.values()}
     records = [p.read_bytes() for p in (wandb_dir / "wandb").glob("offline-run-*/*.wandb")]
@@ -280,7 +280,7 @@ def test_optuna_sweep_is_repeatable_with_its_seed(prepared: Path) -> None:
 
 
 def test_grid_search_exports_the_best_estimator(prepared: Path) -> None:
-    from util_lib.pyfunc_model import load_pipeline
+    from util_lib.model.pyfunc import load_pipeline
 
     grid = "{param_grid:{classifier__max_depth:[2,12]},cv:2,scoring:roc_auc_ovo}"
     result = mlflow_run(

@@ -14,12 +14,13 @@ from sklearn.pipeline import Pipeline
 
 logger = logging.getLogger(__name__)
 
-# What of util_lib travels inside the model (code/util_lib/): what loading and predicting need,
-# the transformers skops refers to (by their module path, util_lib.transformers) and the pyfunc
-# wrapper; not the tracking, store or sweep code. The model then loads wherever it goes, with
-# this repository nowhere on sys.path.
+# What of util_lib travels inside the model (code/util_lib/): the package's __init__.py and its
+# model/ room, which is what loading and predicting need (the transformers skops refers to by
+# their module path, util_lib.model.transformers, and the pyfunc wrapper) and imports nothing
+# else of util_lib; not the tracking, store or sweep code. The model then loads wherever it
+# goes, with this repository nowhere on sys.path.
 UTIL_LIB_DIR = Path(__file__).resolve().parent.parent / "util_lib"
-MODEL_CODE = ("__init__.py", "transformers.py", "pyfunc_model.py")
+MODEL_CODE = ("__init__.py", "model")
 
 # What loading and predicting needs, pinned to the versions that trained the model. Given
 # explicitly, MLflow need not load the model in a subprocess to guess them (which also picks up
@@ -40,7 +41,7 @@ def export_model(
     """Save a fitted pipeline as an MLflow model folder.
 
     The model is serialized with skops, trusting only
-    :data:`util_lib.pyfunc_model.SKOPS_TRUSTED_TYPES`; its
+    :data:`util_lib.model.pyfunc.SKOPS_TRUSTED_TYPES`; its
     signature names the columns the pipeline was fitted on (with their types) and the
     predicted class, and the first rows of ``X_example`` are stored as input example.
 
@@ -54,7 +55,7 @@ def export_model(
         Folder to create; it must not exist or be empty.
     predict_n_jobs : int, optional
         ``n_jobs`` of the pipeline when loaded as a pyfunc (served, ``mlflow models predict``);
-        ``None`` keeps the trained value. The pyfunc flavor is :mod:`util_lib.pyfunc_model`,
+        ``None`` keeps the trained value. The pyfunc flavor is :mod:`util_lib.model.pyfunc`,
         which also offers genre probabilities (``params={"predict_method": "predict_proba"}``).
 
     Returns
@@ -68,8 +69,8 @@ def export_model(
     from mlflow.models import infer_signature
 
     from train_random_forest.pipeline import trained_categories
-    from util_lib import pyfunc_model
-    from util_lib.data_schema import serving_domain
+    from util_lib.model import pyfunc
+    from util_lib.step.data_schema import serving_domain
 
     X = X_example[list(pipe.feature_names_in_)]
     with warnings.catch_warnings():
@@ -77,20 +78,22 @@ def export_model(
         # missing values. Kept on purpose: clients send them as integers, and typing them as
         # doubles would make MLflow refuse int64 input.
         warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
-        signature = infer_signature(
-            X, pd.Series(pipe.predict(X)), params=pyfunc_model.DEFAULT_PARAMS
-        )
+        signature = infer_signature(X, pd.Series(pipe.predict(X)), params=pyfunc.DEFAULT_PARAMS)
     with tempfile.TemporaryDirectory(prefix="model-code-") as code:
         package = Path(code) / UTIL_LIB_DIR.name
         package.mkdir()
-        for module in MODEL_CODE:
-            shutil.copyfile(UTIL_LIB_DIR / module, package / module)
+        for name in MODEL_CODE:
+            if (UTIL_LIB_DIR / name).is_dir():
+                ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+                shutil.copytree(UTIL_LIB_DIR / name, package / name, ignore=ignore)
+            else:
+                shutil.copyfile(UTIL_LIB_DIR / name, package / name)
         mlflow.sklearn.save_model(
             pipe,
             str(path),
             serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
             # Recorded in MLmodel by MLflow; the model's own loader trusts its code's list only.
-            skops_trusted_types=list(pyfunc_model.SKOPS_TRUSTED_TYPES),
+            skops_trusted_types=list(pyfunc.SKOPS_TRUSTED_TYPES),
             signature=signature,
             input_example=X.iloc[:_N_EXAMPLE_ROWS],
             code_paths=[str(package)],
@@ -99,7 +102,7 @@ def export_model(
     # The served model checks requests against the data contract's ranges (and the categories
     # it was trained on), written as plain JSON: serving needs no pandera.
     domain = serving_domain(pipe.feature_names_in_, trained_categories(pipe))
-    pyfunc_model.add_pyfunc_flavor(str(path), predict_n_jobs, domain)
+    pyfunc.add_pyfunc_flavor(str(path), predict_n_jobs, domain)
     _make_example_a_request(Path(path))
     logger.info("model exported to %s", path)
     return Path(path)

@@ -11,12 +11,12 @@ from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.impute import SimpleImputer
-from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, OrdinalEncoder, StandardScaler
 
-from util_lib.transformers import ModeImputer, fill_missing_text
+from util_lib.model.transformers import ModeImputer, fill_missing_text
+from util_lib.step.metrics import score_auc
 
 logger = logging.getLogger(__name__)
 
@@ -182,7 +182,7 @@ def train_and_validate(
     ------
     ValueError
         When a configured column is missing from ``X_train`` or ``X_val``;
-        :class:`util_lib.data_schema.DataContractError` (a ValueError) when they break the data
+        :class:`util_lib.step.data_schema.DataContractError` (a ValueError) when they break the data
         contract (e.g. a feature without a single value), naming the column, before fitting.
     """
     check_model_inputs(X_train, used_columns, "the training data")
@@ -285,39 +285,11 @@ def search_parameters(
     return dict(search.best_params_), float(search.best_score_), results
 
 
-def score_auc(model: Any, X: pd.DataFrame, y: pd.Series) -> float:
-    """Return the ROC AUC of a fitted classifier: macro average of the one-vs-one AUCs.
-
-    Parameters
-    ----------
-    model : classifier
-        Fitted, with ``predict_proba`` and ``classes_``.
-    X : pandas.DataFrame
-        Features.
-    y : pandas.Series
-        True classes.
-
-    Returns
-    -------
-    float
-        The AUC, in [0, 1].
-    """
-    # Score on one thread: a forest's threads add up the trees' probabilities in a varying
-    # order, so with n_jobs > 1 the last bits of the AUC could differ between identical runs.
-    n_jobs = {k: v for k, v in model.get_params().items() if k.split("__")[-1] == "n_jobs"}
-    model.set_params(**dict.fromkeys(n_jobs, 1))
-    try:
-        proba = model.predict_proba(X)
-    finally:
-        model.set_params(**n_jobs)
-    return float(roc_auc_score(y, proba, average="macro", multi_class="ovo", labels=model.classes_))
-
-
 def trained_categories(pipe: Pipeline) -> dict[str, list]:
     """Return, per categorical column, the categories the fitted encoder knows.
 
     A value outside them is encoded as "unknown" (-1), which the forest never saw in training;
-    the served model refuses it (see :func:`util_lib.data_schema.serving_domain`).
+    the served model refuses it (see :func:`util_lib.step.data_schema.serving_domain`).
 
     Parameters
     ----------
@@ -343,7 +315,7 @@ def trained_categories(pipe: Pipeline) -> dict[str, list]:
 def check_model_inputs(X: pd.DataFrame, used_columns: list[str], what: str) -> None:
     """Check the columns the model reads against the data contract, before anything is fitted.
 
-    The contract is :data:`util_lib.data_schema.PREPROCESSED_SCHEMA` restricted to
+    The contract is :data:`util_lib.step.data_schema.PREPROCESSED_SCHEMA` restricted to
     ``used_columns`` (dtypes, ranges, nullability, no column entirely missing). Without it an
     all-missing numerical feature is dropped by the imputer with a warning only, and the step
     fails later, far from the cause (``zip() argument 2 is shorter than argument 1`` while
@@ -362,11 +334,11 @@ def check_model_inputs(X: pd.DataFrame, used_columns: list[str], what: str) -> N
     ------
     ValueError
         When a column is missing from ``X``.
-    util_lib.data_schema.DataContractError
+    util_lib.step.data_schema.DataContractError
         A ValueError naming each column, the check it fails and example values.
     """
-    # Imported here: evaluate imports this module (score_auc) and does not need pandera.
-    from util_lib.data_schema import model_input_schema, validate
+    # Imported here: building and fitting the pipeline need no pandera.
+    from util_lib.step.data_schema import model_input_schema, validate
 
     _require_columns(X, used_columns)
     validate(X[used_columns], model_input_schema(used_columns), what)

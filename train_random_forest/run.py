@@ -21,11 +21,11 @@ from train_random_forest.pipeline import (
     train_and_validate,
 )
 from train_random_forest.plots import plot_feature_importance
-from util_lib.arguments import optional, project_path
-from util_lib.plots import plot_confusion_matrix
-from util_lib.process_exit import exit_quickly
-from util_lib.registry import register_export
-from util_lib.tracking import Run, start_run
+from util_lib.artifacts.registry import register_export
+from util_lib.step.arguments import optional, project_path
+from util_lib.step.plots import plot_confusion_matrix
+from util_lib.step.process_exit import exit_quickly
+from util_lib.step.run import Run, start_run
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline

@@ -2,22 +2,22 @@
 
 Three users, each covering a different set of files:
 
-- a step run's tags at its start (:class:`util_lib.tracking.Run`): ``util_lib.code_digest``
+- a step run's tags at its start (:class:`util_lib.step.run.Run`): ``util_lib.code_digest``
   (:func:`code_digest`) over its step folder and the whole ``util_lib`` package, and
   ``util_lib.config_digest`` (:func:`params_digest`) over its parameters. ``python -m
   util_lib.artifacts lineage`` shows them for every producing run; they are for people, the
   step cache does not read them;
-- the step cache's key (util_lib/step_cache.py, rule 1): the step folder's files
+- the step cache's key (util_lib/pipeline/cache.py, rule 1): the step folder's files
   (:func:`folder_files`, not Markdown: :data:`CODE_SKIPPED_SUFFIXES`) by
   :func:`manifest_digest`;
-- a step run's record as it ends (util_lib/provenance.py, checked by the step cache before a
+- a step run's record as it ends (util_lib/step/provenance.py, checked by the step cache before a
   reuse, rules 4-6): :func:`manifest_digest` over ``path:sha256`` (:func:`file_sha256`) of
   every source file the process loaded (the project's, whatever imported it, and the step
   folder's), beside its Python and the versions of the distributions it loaded.
 
 A folder's digest is the artifact store's manifest digest of its files
-(:func:`util_lib.store.manifest_digest`): sha256 over the sorted ``relative/path:sha256`` lines,
-so the same files give the same digest wherever the folder is, whatever the file times.
+(:func:`util_lib.artifacts.files.manifest_digest`): sha256 over the sorted ``relative/path:sha256``
+lines, so the same files give the same digest wherever the folder is, whatever the file times.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 UTIL_LIB_DIR = Path(__file__).resolve().parent
-# Never code: caches, and what a run may leave in its folder (the .gitignore'd names).
+# Never code: caches, and what a run may leave in its folder (the .gitignore'd names), unless
+# the folder is a Python package (a run leaves no __init__.py; util_lib/artifacts/ is code).
 EXCLUDED = frozenset(
     {
         "__pycache__",
@@ -51,6 +52,14 @@ CODE_SKIPPED_SUFFIXES = (*SKIPPED_SUFFIXES, ".md")
 _CHUNK = 1 << 20
 
 
+def left_out(parent: str | Path, name: str, exclude: Collection[str] = EXCLUDED) -> bool:
+    """Whether the folder ``name`` inside ``parent`` holds no code: hidden, or named in
+    ``exclude`` and no Python package."""
+    if name.startswith("."):
+        return True
+    return name in exclude and not os.path.isfile(os.path.join(parent, name, "__init__.py"))
+
+
 def file_sha256(path: str | Path) -> str:
     """The sha256 hex digest of one file's bytes."""
     sha = hashlib.sha256()
@@ -68,7 +77,8 @@ def folder_files(
     """``{relative posix path: sha256}`` of every file below ``path``, in sorted order.
 
     Hidden files and folders (``.pytest_cache``, ``.ipynb_checkpoints``), files ending in one
-    of ``skip_suffixes`` and any file or folder whose name is in ``exclude`` are left out.
+    of ``skip_suffixes`` and any file or folder whose name is in ``exclude`` are left out (a
+    folder only when it is no Python package: :func:`left_out`).
 
     Raises
     ------
@@ -80,7 +90,7 @@ def folder_files(
         raise NotADirectoryError(f"cannot digest {root}: not a folder")
     files: dict[str, str] = {}
     for folder, dirs, names in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if d not in exclude and not d.startswith("."))
+        dirs[:] = sorted(d for d in dirs if not left_out(folder, d, exclude))
         for name in names:
             if name in exclude or name.startswith(".") or name.endswith(skip_suffixes):
                 continue

@@ -13,7 +13,7 @@ does it for every form a URL takes inside a text (a log line, a command, an erro
 - the known secrets of the process (below), wherever they appear.
 
 A URL known to be secret (one passed through the environment: ``${oc.env:...}``, or
-``UTIL_LIB_SECRET_<NAME>``, :mod:`util_lib.arguments`) is *registered*
+``UTIL_LIB_SECRET_<NAME>``, :mod:`util_lib.step.arguments`) is *registered*
 (:func:`register_secret_url`): from then on every redaction of the process masks every query
 value of a URL to the same place (scheme, host, port, path), whatever the parameter's name
 (``?code=``), and masks its user-info and query values as plain text anywhere, raw,
@@ -23,7 +23,7 @@ as plain text must look like a secret (:func:`looks_secret`: six characters or m
 digit and a letter, or twelve or more): ``true`` or ``parquet`` in a secret URL is masked
 where it is a query value, not in every log line.
 
-The log handlers of :mod:`util_lib.logs` apply :func:`redact_text` to every line and to an
+The log handlers of :mod:`util_lib.step.logs` apply :func:`redact_text` to every line and to an
 uncaught exception's traceback, and everything that records a URL (parameters, tags, artifact
 metadata, reports, the summary) records :func:`redact_url` of it.
 """
@@ -45,7 +45,7 @@ from urllib.parse import (
     urlunsplit,
 )
 
-from util_lib.environment import SECRET_ENV_PREFIX
+from util_lib.names import SECRET_ENV_PREFIX
 
 MASK = "***"
 # Query keys whose values are credentials: any key containing one of these (case-insensitive),

@@ -11,7 +11,7 @@ import mlflow
 import pandas as pd
 import yaml
 
-from util_lib.tracking import start_run
+from util_lib.step.run import start_run
 
 STEP_DIR = Path(__file__).resolve().parents[2] / "check_data"
 

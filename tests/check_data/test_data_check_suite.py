@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from tests.check_data.suite_runs import last_run, log_versions, run_suite
-from util_lib.store import MlflowArtifactStore
+from util_lib.artifacts.mlflow_store import MlflowArtifactStore
 
 
 def test_suite_passes_on_data_that_did_not_drift(

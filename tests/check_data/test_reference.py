@@ -17,8 +17,8 @@ from preprocess import run as preprocess_run
 from segregate import run as segregate_run
 from segregate.gate import UncheckedDataError
 from tests.check_data.suite_runs import check_runs, log_versions, output, run_suite
-from util_lib.store import MlflowArtifactStore
-from util_lib.tracking import start_run
+from util_lib.artifacts.mlflow_store import MlflowArtifactStore
+from util_lib.step.run import start_run
 
 REPO = Path(__file__).resolve().parents[2]
 REFERENCE = "preprocessed_data:reference"

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 from data_analysis.sandbox import config_updates, hydra_overrides, log_notebook, setup_sandbox
 from tests.data_analysis.notebook_runs import NOTEBOOKS, REPO
-from util_lib.tracking import open_run
+from util_lib.step.run import open_run
 
 # What setup_sandbox may set: cleared before each test and restored after it.
 SANDBOX_ENV = (
@@ -82,7 +82,7 @@ def test_notebook_uses_the_pipelines_code(name: str, imports: str, not_copied: s
     code = _code(name)
     assert imports in code
     assert not_copied not in code
-    assert "from util_lib.tracking import open_run" in code
+    assert "from util_lib.step.run import open_run" in code
     assert "run.use_artifact(" in code and "log_notebook(run," in code
 
 

@@ -26,7 +26,7 @@ from tests.data_analysis.notebook_runs import (
     tracked_run,
 )
 from tests.pipeline_runs import PROJECT, sqlite_uri
-from util_lib.store import MlflowArtifactStore
+from util_lib.artifacts.mlflow_store import MlflowArtifactStore
 
 pytestmark = pytest.mark.e2e
 

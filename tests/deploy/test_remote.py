@@ -63,7 +63,7 @@ def components_run(
 def test_release_runs_from_a_fresh_clone_into_an_empty_folder(release_run: PipelineRun) -> None:
     from mlflow import MlflowClient
 
-    from util_lib.store import MlflowArtifactStore
+    from util_lib.artifacts.mlflow_store import MlflowArtifactStore
 
     workdir = release_run.workdir
     tracking_uri = f"sqlite:///{workdir / 'mlflow.db'}"

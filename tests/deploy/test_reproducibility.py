@@ -27,7 +27,7 @@ def second_run(tmp_path_factory: pytest.TempPathFactory, dataset_path: Path) -> 
 
 
 def _store(run: PipelineRun):
-    from util_lib.store import MlflowArtifactStore
+    from util_lib.artifacts.mlflow_store import MlflowArtifactStore
 
     return MlflowArtifactStore(run.tracking_uri)
 
@@ -45,7 +45,7 @@ def test_data_artifacts_have_identical_digests(
 def test_test_predictions_are_identical(
     local_run: PipelineRun, second_run: PipelineRun, tmp_path: Path
 ) -> None:
-    from util_lib.pyfunc_model import load_pipeline
+    from util_lib.model.pyfunc import load_pipeline
 
     test_file = _store(local_run).download(
         _store(local_run).resolve("data_test:latest"), tmp_path / "test"

@@ -183,14 +183,14 @@ def _artifacts_cli(server: str, cwd: Path, *args: str) -> subprocess.CompletedPr
 
 
 def test_second_member_trains_on_the_first_members_data(team_server: str, bob) -> None:
-    from util_lib.store import MlflowArtifactStore
+    from util_lib.artifacts.mlflow_store import MlflowArtifactStore
 
     runs = step_runs(team_server)
     assert {runs[s].info.status for s in runs} == {"FINISHED"}
     assert runs["segregate"].data.tags["mlflow.user"] == "alice"
     assert runs["train_random_forest"].data.tags["mlflow.user"] == "bob"
     # bob's pipeline read data_train:latest: the driver pinned it, on the server, to alice's
-    # exact version before the step ran (step cache, util_lib/step_cache.py).
+    # exact version before the step ran (step cache, util_lib/pipeline/cache.py).
     train = runs["train_random_forest"]
     assert train.data.params["train_data"] == "data_train:v0"
     assert "data_train:v0" in train.data.tags["util_lib.artifacts_used"].split(",")

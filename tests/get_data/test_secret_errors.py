@@ -3,7 +3,7 @@ the secret is found in no error, log line, stderr, MLflow parameter or tag, or W
 
 Real failures on 127.0.0.1: a closed port, an unknown host (``.invalid`` never resolves), a
 server that never answers, redirects to URLs with a token, and a server that serves the data.
-The URL reaches get_data as the driver hands it over (:func:`util_lib.arguments.hide_secrets`:
+The URL reaches get_data as the driver hands it over (:func:`util_lib.step.arguments.hide_secrets`:
 the redacted value as the parameter, the real one in ``UTIL_LIB_SECRET_FILE_URL``), in a
 process that knows nothing else of it.
 """
@@ -25,8 +25,8 @@ from get_data import run as get_data_run
 from get_data.download import DownloadError, download_dataset
 from serving.local_server import free_port
 from util_lib import redact
-from util_lib.arguments import hide_secrets
-from util_lib.logs import setup_logging
+from util_lib.step.arguments import hide_secrets
+from util_lib.step.logs import setup_logging
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "s3cr3tZ9"  # the user's password and the query's value

@@ -12,11 +12,11 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-from main import step_parameters
 from segregate.gate import UncheckedDataError
 from segregate.run import flag, main, parse_args
-from util_lib.store import MlflowArtifactStore
-from util_lib.tracking import start_run
+from util_lib.artifacts.mlflow_store import MlflowArtifactStore
+from util_lib.pipeline.setup import step_parameters
+from util_lib.step.run import start_run
 
 REPO = Path(__file__).resolve().parents[2]
 

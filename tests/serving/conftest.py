@@ -29,8 +29,8 @@ def small_model(
     from preprocess.cleaning import preprocess
     from train_random_forest.export import export_model
     from train_random_forest.pipeline import build_pipeline
-    from util_lib.registry import register_export
-    from util_lib.tracking import start_run
+    from util_lib.artifacts.registry import register_export
+    from util_lib.step.run import start_run
 
     workdir = tmp_path_factory.mktemp("small-model")
     uri = copy_store(workdir)

@@ -118,7 +118,7 @@ def tracking_env(env: dict[str, str]) -> Iterator[None]:
 @pytest.fixture(scope="module")
 def songs(registry, env: dict[str, str], workdir: Path) -> pd.DataFrame:
     """The test split the pipeline wrote, without the genre."""
-    from util_lib.store import MlflowArtifactStore
+    from util_lib.artifacts.mlflow_store import MlflowArtifactStore
 
     store = MlflowArtifactStore(env["MLFLOW_TRACKING_URI"])
     path = store.download(store.resolve("data_test:v0"), workdir / "data_test")
@@ -436,19 +436,19 @@ def test_promotion_moves_prod_and_a_restarted_server_serves_that_version(
 def _stored_model(env: dict[str, str], spec: str = "model_export:v0") -> Path:
     """The one stored copy of a model's files (the logged model's, which the registry version
     and the artifact version share)."""
-    from util_lib.store import MlflowArtifactStore
+    from util_lib.artifacts.mlflow_store import MlflowArtifactStore
 
     store = MlflowArtifactStore(env["MLFLOW_TRACKING_URI"])
     return Path(store.files_uri(store.resolve(spec)).removeprefix("file://"))
 
 
 def test_registry_logged_model_and_artifact_share_one_copy(registry, client, env) -> None:
-    from util_lib.store import MlflowArtifactStore
+    from util_lib.artifacts.mlflow_store import MlflowArtifactStore
 
     artifact = MlflowArtifactStore(env["MLFLOW_TRACKING_URI"]).resolve("model_export:v0")
     model_id = artifact.metadata["model_id"]
     assert client.get_model_version(NAME, "1").source == f"models:/{model_id}" == artifact.source
-    assert set(artifact.files) >= {"MLmodel", "model.skops", "code/util_lib/pyfunc_model.py"}
+    assert set(artifact.files) >= {"MLmodel", "model.skops", "code/util_lib/model/pyfunc.py"}
     verified = _cli(env, "verify", "model_export:v0")
     assert verified.returncode == 0, verified.stderr
     assert f"all {len(artifact.files)} files match their sha256 digests" in verified.stdout
@@ -460,7 +460,7 @@ def _append(path: Path, text: str) -> None:
 
 # Each way of changing the stored files, and the file the refusal must name.
 TAMPERING = {
-    "bundled code changed": "code/util_lib/pyfunc_model.py",
+    "bundled code changed": "code/util_lib/model/pyfunc.py",
     "MLmodel trusts posix.system": "MLmodel",
     "a file added": "code/util_lib/sitecustomize.py",
     "a file removed": "input_domain.json",
@@ -477,7 +477,7 @@ def test_a_tampered_model_is_refused_before_any_of_its_code_runs(
     backup = {p: p.read_bytes() for p in files.rglob("*") if p.is_file()}
     try:
         if tampering == "bundled code changed":
-            _append(files / "code/util_lib/pyfunc_model.py", hostile)
+            _append(files / "code/util_lib/model/pyfunc.py", hostile)
         elif tampering == "MLmodel trusts posix.system":
             mlmodel = (files / "MLmodel").read_text()
             (files / "MLmodel").write_text(

@@ -19,7 +19,7 @@ from sklearn.pipeline import Pipeline
 
 from train_random_forest.export import export_model
 from train_random_forest.pipeline import build_pipeline
-from util_lib.pyfunc_model import SKOPS_TRUSTED_TYPES
+from util_lib.model.pyfunc import SKOPS_TRUSTED_TYPES
 
 # Run in a fresh interpreter whose working directory is a copy of the model's parent:
 # util_lib must come from the model's own code/ folder.
@@ -27,10 +27,10 @@ LOAD_AND_PREDICT = """
 import json, sys
 import mlflow.pyfunc, pandas as pd
 model = mlflow.pyfunc.load_model(sys.argv[1])
-import util_lib.transformers
+import util_lib.model.transformers
 rows = pd.read_parquet(sys.argv[2])
 print(json.dumps({
-    "transformers_file": util_lib.transformers.__file__,
+    "transformers_file": util_lib.model.transformers.__file__,
     "predictions": [str(p) for p in model.predict(rows)],
 }))
 """
@@ -66,7 +66,7 @@ def test_mlmodel_says_skops_and_lists_the_trusted_types(exported: Path) -> None:
     assert flavor["serialization_format"] == "skops"
     assert flavor["skops_trusted_types"] == list(SKOPS_TRUSTED_TYPES)
     assert flavor["code"] == "code"
-    assert (exported / "code" / "util_lib" / "transformers.py").is_file()
+    assert (exported / "code" / "util_lib" / "model" / "transformers.py").is_file()
     assert (exported / "model.skops").is_file()
 
 

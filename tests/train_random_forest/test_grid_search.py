@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from train_random_forest.pipeline import build_pipeline, search_parameters
-from util_lib.data_schema import DataContractError
+from util_lib.step.data_schema import DataContractError
 
 TARGET = "genre"
 

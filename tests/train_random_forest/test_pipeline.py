@@ -14,14 +14,10 @@ from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
-from train_random_forest.pipeline import (
-    build_pipeline,
-    score_auc,
-    split_train_val,
-    train_and_validate,
-)
+from train_random_forest.pipeline import build_pipeline, split_train_val, train_and_validate
 from train_random_forest.plots import feature_importances
-from util_lib.data_schema import DataContractError
+from util_lib.step.data_schema import DataContractError
+from util_lib.step.metrics import score_auc
 
 
 def _fit(model_config: dict[str, Any], df: pd.DataFrame) -> tuple[Pipeline, float, pd.DataFrame]:

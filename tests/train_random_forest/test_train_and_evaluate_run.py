@@ -14,9 +14,10 @@ from sklearn.model_selection import train_test_split
 
 from evaluate import run as evaluate_run
 from train_random_forest import run as train_run
-from util_lib.data_schema import DataContractError
-from util_lib.store import ArtifactNotFoundError, MlflowArtifactStore
-from util_lib.tracking import start_run
+from util_lib.artifacts.interface import ArtifactNotFoundError
+from util_lib.artifacts.mlflow_store import MlflowArtifactStore
+from util_lib.step.data_schema import DataContractError
+from util_lib.step.run import start_run
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from util_lib import redact
-from util_lib.arguments import (
-    PROJECT_ROOT,
+from util_lib.names import PROJECT_ROOT
+from util_lib.step.arguments import (
     hide_secrets,
     is_url,
     null_or,

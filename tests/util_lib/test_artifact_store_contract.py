@@ -1,10 +1,10 @@
-"""One contract for both artifact stores (:class:`util_lib.artifact_store.ArtifactStore`).
+"""One contract for both artifact stores (:class:`util_lib.artifacts.interface.ArtifactStore`).
 
 Each test runs against the embedded store on a real SQLite tracking store, and against the W&B
 store on a real W&B run in W&B's offline mode. Offline, W&B takes a file into the run but
 numbers no version (``Artifact.wait``), refuses ``use_artifact`` and has no public API without
 a key: a test that reaches one of those refusals is skipped with W&B's own words
-(:class:`util_lib.wandb_store.WandbUnavailableError`), so for W&B this suite checks the
+(:class:`util_lib.artifacts.wandb_reader.WandbUnavailableError`), so for W&B this suite checks the
 interface, the input checks made before W&B is asked, and what a run with nothing logged
 commits and discards. The rest of the W&B store needs W&B online.
 """
@@ -20,18 +20,17 @@ from typing import Any
 
 import pytest
 
-from util_lib.artifact_store import ArtifactStore, UsedArtifact, open_store
-from util_lib.store import (
-    CHECK_RUN_TAG,
-    CHECK_TAG,
-    DIGEST_TAG,
+from util_lib.artifacts.backends import open_store
+from util_lib.artifacts.files import file_digests, manifest_digest
+from util_lib.artifacts.interface import (
     ArtifactIntegrityError,
     ArtifactNotFoundError,
+    ArtifactStore,
     ArtifactVersion,
-    file_digests,
-    manifest_digest,
+    UsedArtifact,
 )
-from util_lib.wandb_store import WandbUnavailableError
+from util_lib.artifacts.wandb_reader import WandbUnavailableError
+from util_lib.names import CHECK_RUN_TAG, CHECK_TAG, DIGEST_TAG
 
 PROJECT = "contract"
 KINDS = ["mlflow", "wandb"]
@@ -62,7 +61,7 @@ def _producer_run() -> str:
     """An MLflow run of the test's store, the producer of every version logged."""
     from mlflow import MlflowClient
 
-    from util_lib.tracking import get_or_create_experiment
+    from util_lib.step.trackers import get_or_create_experiment
 
     return MlflowClient().create_run(get_or_create_experiment("contract")).info.run_id
 
@@ -398,7 +397,7 @@ def test_source_of_names_where_the_files_are(stores: Stores, tmp_path: Path) -> 
 def test_use_artifact_returns_the_exact_version_and_its_checked_file(tracking: Path) -> None:
     import pandas as pd
 
-    from util_lib.tracking import open_run
+    from util_lib.step.run import open_run
 
     pd.DataFrame({"a": [1, 2, 3]}).to_parquet(tracking / "t.parquet")
     producer = open_run("producer", "test")
@@ -445,7 +444,7 @@ def test_what_wandb_refuses_offline_is_named_with_its_words(
 
 
 def test_wandb_specs_name_entity_and_project() -> None:
-    from util_lib.wandb_store import WandbArtifactStore
+    from util_lib.artifacts.wandb_store import WandbArtifactStore
 
     store = WandbArtifactStore(project="genres", entity="team")
     assert (store.kind, store.project, store.tracking_uri) == (

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from tests.cli import run_main
-from util_lib.artifacts import main as artifacts_main
-from util_lib.tracking import start_run
+from util_lib.artifacts.cli import main as artifacts_main
+from util_lib.step.run import start_run
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -128,7 +128,7 @@ def test_project_option_lists_gets_and_aliases_in_that_project(
 def _model_like(tracking: Path) -> Path:
     """A folder artifact shaped like an exported model, logged as model_export:v0; returns
     its stored copy."""
-    from util_lib.store import MlflowArtifactStore
+    from util_lib.artifacts.mlflow_store import MlflowArtifactStore
 
     folder = tracking / "export"
     (folder / "code").mkdir(parents=True)
@@ -193,7 +193,7 @@ def test_verify_passes_on_untouched_files_and_ignores_mlflows_own_meta_file(
 
 
 def test_verify_all_lists_each_damaged_version_and_exits_non_zero(tracking: Path) -> None:
-    from util_lib.store import MlflowArtifactStore
+    from util_lib.artifacts.mlflow_store import MlflowArtifactStore
 
     stored = _model_like(tracking)  # model_export:v0, a folder
     for text in ("one", "two"):

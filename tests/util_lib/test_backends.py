@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from util_lib.backends import choose_backends
+from util_lib.artifacts.backends import choose_backends
 
 
 @pytest.fixture

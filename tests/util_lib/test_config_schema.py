@@ -1,4 +1,4 @@
-"""The configuration's schema and checks (util_lib/config_schema.py) on configurations composed
+"""The configuration's schema and checks (util_lib/pipeline/config.py) on configurations composed
 as Hydra composes them: config.yaml with overrides."""
 
 from __future__ import annotations
@@ -12,17 +12,11 @@ from hydra.errors import ConfigCompositionException
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from util_lib.config_schema import (
-    ENV_MANAGERS,
-    GRID_SEARCH_KEYS,
-    STEPS,
-    ConfigError,
-    check_config,
-    check_sweep,
-    config_problems,
-    file_url_problem,
-)
-from util_lib.graph import load_graph
+from util_lib.pipeline.config import ENV_MANAGERS, check_config, check_sweep, config_problems
+from util_lib.pipeline.config_checks import STEPS, ConfigError
+from util_lib.pipeline.config_data import file_url_problem
+from util_lib.pipeline.config_model import GRID_SEARCH_KEYS
+from util_lib.pipeline.graph import load_graph
 
 REPO = Path(__file__).resolve().parents[2]
 FOREST = "random_forest_pipeline.random_forest"
@@ -197,7 +191,7 @@ def test_a_url_with_credentials_is_masked_in_the_message() -> None:
 def test_copies_of_other_modules_lists_agree() -> None:
     from mlflow.utils.env_manager import CONDA, LOCAL, UV, VIRTUALENV
 
-    import main
+    import util_lib.pipeline.setup as main
     from train_random_forest import pipeline
 
     assert main.STEPS == STEPS == tuple(s.name for s in load_graph())
@@ -211,7 +205,7 @@ def test_importing_the_schema_imports_neither_mlflow_nor_wandb_nor_sklearn() -> 
     import sys
 
     code = (
-        "import sys, util_lib.config_schema; "
+        "import sys, util_lib.pipeline.config; "
         "print([m for m in ('mlflow', 'wandb', 'sklearn') if m in sys.modules])"
     )
     out = subprocess.run(
@@ -286,7 +280,7 @@ def test_a_forest_that_passed_is_remembered_and_a_bad_one_never(
 ) -> None:
     """The driver skips importing scikit-learn for arguments that passed before, under the
     same scikit-learn; a failed check is never remembered."""
-    from util_lib.config_schema import forest_problems
+    from util_lib.pipeline.config_model import forest_problems
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     folder = tmp_path / "util_lib" / "forest_checks"
@@ -314,7 +308,7 @@ def _refused_by_mlflow_or_wandb(name: str) -> list[str]:
     from mlflow.utils.validation import _validate_experiment_name, _validate_model_name
     from wandb.sdk.artifacts._validators import validate_artifact_name, validate_project_name
 
-    from util_lib.store import registry_name
+    from util_lib.artifacts.interface import registry_name
 
     rules = {
         "wandb project": validate_project_name,
@@ -336,7 +330,7 @@ def _refused_by_mlflow_or_wandb(name: str) -> list[str]:
 
 
 def test_the_name_rule_refuses_whatever_mlflow_or_wandb_refuses() -> None:
-    from util_lib.store import name_problem
+    from util_lib.artifacts.interface import name_problem
 
     candidates = [
         *(f"a{c}b" for c in "/\\#?%:'\"\r\n\t"),
@@ -433,7 +427,7 @@ def test_a_column_preprocess_makes_needs_what_it_is_made_of(tmp_path: Path) -> N
     import pyarrow.parquet as pq
 
     from preprocess.cleaning import TEXT_COLUMNS, TEXT_FEATURE
-    from util_lib.config_schema import derived_columns
+    from util_lib.pipeline.config_data import derived_columns
 
     assert derived_columns() == {TEXT_FEATURE: TEXT_COLUMNS}  # preprocess's own declaration
     path = tmp_path / "no_song_name.parquet"
@@ -493,7 +487,7 @@ def test_a_split_that_may_leave_a_class_no_row_is_named() -> None:
 
 
 def test_split_problems_of_plain_counts() -> None:
-    from util_lib.config_schema import split_problems
+    from util_lib.pipeline.config_data import split_problems
 
     assert [str(p) for p in split_problems(0.5, 0.3, 1)] == [
         "data.test_size=0.5: leaves no row to train on (1 row)"
@@ -521,7 +515,7 @@ def test_a_split_that_passes_leaves_every_class_a_row_in_scikit_learn() -> None:
     import numpy as np
     from sklearn.model_selection import train_test_split
 
-    from util_lib.config_schema import split_problems
+    from util_lib.pipeline.config_data import split_problems
 
     draw = random.Random(0)
     passed = 0
@@ -543,7 +537,7 @@ def test_a_split_that_passes_leaves_every_class_a_row_in_scikit_learn() -> None:
 
 def _log_preprocessed_data(folder: Path) -> str:
     """A version of preprocessed_data in the test's store, as preprocess logs it."""
-    from util_lib.tracking import start_run
+    from util_lib.step.run import start_run
 
     path = folder / "preprocessed_data.parquet"
     path.write_bytes(b"rows")
@@ -632,7 +626,7 @@ def test_the_log_file_the_environment_names_is_the_one_checked(
 
 
 def test_a_sweep_reads_the_data_once_for_all_its_jobs() -> None:
-    from util_lib import config_schema
+    from util_lib.pipeline import config_data as config_schema
 
     config_schema._read_layout.cache_clear()
     config_schema._read_counts.cache_clear()

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 from sklearn.tree import DecisionTreeClassifier
 
-from util_lib.plots import plot_confusion_matrix
+from util_lib.step.plots import plot_confusion_matrix
 
 
 def test_rows_are_normalized_per_true_class() -> None:

@@ -1,4 +1,5 @@
-"""util_lib.datasets: where a dataset's files are, and a pipeline run that shows its steps' data
+"""util_lib.step.datasets: where a dataset's files are, and a pipeline run that shows its steps'
+data
 (Run.use_artifact / log_artifact's datasets are tested in test_tracking.py)."""
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from util_lib.datasets import ArtifactStoreSource, dataset_source, log_pipeline_inputs
+from util_lib.step.datasets import ArtifactStoreSource, dataset_source, log_pipeline_inputs
 
 
 @pytest.mark.parametrize(
@@ -45,7 +46,7 @@ def test_the_pipeline_run_gets_its_steps_datasets_and_models(tracking: Path) -> 
     from mlflow import MlflowClient
     from sklearn.dummy import DummyClassifier
 
-    from util_lib.tracking import start_run
+    from util_lib.step.run import start_run
 
     (tracking / "train.csv").write_text("a\n1\n")
     model_dir = tracking / "model_export"

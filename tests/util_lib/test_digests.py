@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from util_lib.artifacts.files import file_digests, manifest_digest
 from util_lib.digests import (
     UTIL_LIB_DIR,
     code_digest,
@@ -15,14 +16,9 @@ from util_lib.digests import (
     params_digest,
     running_step_folder,
 )
-from util_lib.store import file_digests, manifest_digest
-from util_lib.tracking import (
-    CODE_DIGEST_TAG,
-    CODE_DIR_TAG,
-    CONFIG_DIGEST_TAG,
-    flatten,
-    start_run,
-)
+from util_lib.names import CODE_DIGEST_TAG, CODE_DIR_TAG, CONFIG_DIGEST_TAG
+from util_lib.step.run import start_run
+from util_lib.step.trackers import flatten
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -79,7 +75,7 @@ def test_code_digest_counts_code_and_util_lib_not_docs(step: Path, tmp_path: Pat
     # None (no step folder) leaves the shared code alone; the default package is util_lib.
     assert code_digest([None], packages=[library]) == code_digest([], packages=[library])
     library_files = folder_files(UTIL_LIB_DIR, skip_suffixes=(".pyc", ".md"))
-    assert "tracking.py" in library_files and "README.md" not in library_files
+    assert "step/run.py" in library_files and "README.md" not in library_files
     expected = manifest_digest({f"util_lib/{k}": v for k, v in library_files.items()})
     assert code_digest([None]) == expected
 

@@ -1,5 +1,6 @@
 """Every ending leaves a clean store: interrupted pipelines end KILLED, and runs that a killed
-driver left RUNNING are marked by the next pipeline (util_lib/endings.py), on a real store."""
+driver left RUNNING are marked by the next pipeline (util_lib/pipeline/endings.py), on a real
+store."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from util_lib.endings import (
+from util_lib.names import LAUNCHER_RUN_TAG
+from util_lib.pipeline.endings import (
     DRIVER_TAG,
     ENDED_BY_TAG,
     Interrupted,
@@ -22,7 +24,6 @@ from util_lib.endings import (
     mark_abandoned_runs,
     mark_interrupted,
 )
-from util_lib.tags import LAUNCHER_RUN_TAG
 
 
 def _gone_process_identity() -> str:

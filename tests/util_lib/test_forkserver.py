@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from util_lib import forkserver
-from util_lib.environment import FORKSERVER_ENV
+from util_lib.names import FORKSERVER_ENV
+from util_lib.pipeline import forkserver
+from util_lib.step import launcher
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -63,7 +64,7 @@ def _env(server: forkserver.ForkServer | None, **extra: str) -> dict[str, str]:
 
 def _launch(folder: Path, *args: str, env: dict[str, str], **kwargs) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "util_lib.forkserver", *args],
+        [sys.executable, "-m", "util_lib.step.launcher", *args],
         cwd=folder,
         env=env,
         stdout=subprocess.PIPE,
@@ -245,7 +246,7 @@ def test_the_server_ends_with_the_process_that_started_it(tmp_path: Path, sig: i
             sys.executable,
             "-c",
             "import os, pathlib, sys, time\n"
-            "from util_lib import forkserver\n"
+            "from util_lib.pipeline import forkserver\n"
             "server = forkserver.start()\n"
             "said = f'{server.process.pid} {server.folder}'\n"
             f"pathlib.Path({str(ready)!r}).write_text(said)\n"
@@ -288,10 +289,10 @@ def test_a_step_ends_with_the_process_that_started_it(tmp_path: Path, warm: bool
             sys.executable,
             "-c",
             "import os, pathlib, subprocess, sys, time\n"
-            "from util_lib import forkserver\n"
+            "from util_lib.pipeline import forkserver\n"
             f"server = forkserver.start() if {warm} else None\n"
             "launcher = subprocess.Popen(\n"
-            "    [sys.executable, '-m', 'util_lib.forkserver', 'run.py'],\n"
+            "    [sys.executable, '-m', 'util_lib.step.launcher', 'run.py'],\n"
             f"    cwd={str(folder)!r},\n"
             ")\n"
             f"pathlib.Path({str(started)!r}).write_text(str(launcher.pid))\n"
@@ -335,7 +336,7 @@ def test_every_module_the_server_warms_exists() -> None:
     """A misspelt module in pipeline.yaml's ``imports`` would be skipped without a word."""
     import importlib.util
 
-    from util_lib.graph import load_graph
+    from util_lib.pipeline.graph import load_graph
 
     modules = [
         *forkserver.COMMON_MODULES,
@@ -396,10 +397,10 @@ def test_off_linux_a_pipeline_says_once_that_its_steps_start_cold(tmp_path: Path
             "-c",
             "import subprocess, sys\n"
             "sys.platform = 'darwin'\n"
-            "from util_lib import forkserver\n"
+            "from util_lib.pipeline import forkserver\n"
             "assert forkserver.start(wait=False) is None and forkserver.start() is None\n"
             "for code in ('0', '5'):\n"
-            "    launcher = [sys.executable, '-m', 'util_lib.forkserver', 'run.py', code]\n"
+            "    launcher = [sys.executable, '-m', 'util_lib.step.launcher', 'run.py', code]\n"
             f"    subprocess.run(launcher, cwd={str(folder)!r})\n",
         ],
         env=_env(None),
@@ -475,11 +476,11 @@ def test_without_fork_or_unix_sockets_nothing_reaches_them(
     monkeypatch.setattr(sys, "path", list(sys.path))
     before = _death_signal()
     try:
-        forkserver.main(["run.py", "a", "b"])
+        launcher.main(["run.py", "a", "b"])
         assert (folder / "ran").read_text() == "run.py a b"
         assert capsys.readouterr().err == ""
         monkeypatch.setenv(FORKSERVER_ENV, str(tmp_path / "socket"))  # given one, somehow
-        forkserver.main(["run.py", "c"])
+        launcher.main(["run.py", "c"])
         assert (folder / "ran").read_text() == "run.py c"
         assert capsys.readouterr().err.splitlines() == [
             "util_lib.forkserver: win32 has no os.fork and no socket.AF_UNIX; "

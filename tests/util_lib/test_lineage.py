@@ -12,11 +12,14 @@ from pathlib import Path
 import pytest
 
 from tests.cli import run_main
-from util_lib.artifacts import main as artifacts_main
+from util_lib.artifacts.cli import main as artifacts_main
+from util_lib.artifacts.interface import ArtifactNotFoundError
+from util_lib.artifacts.lineage import format_lineage, trace_lineage
+from util_lib.artifacts.lineage_picture import draw_lineage, log_pipeline_lineage
+from util_lib.artifacts.mlflow_store import MlflowArtifactStore
 from util_lib.digests import code_digest, params_digest
-from util_lib.lineage import draw_lineage, format_lineage, log_pipeline_lineage, trace_lineage
-from util_lib.store import ArtifactNotFoundError, MlflowArtifactStore
-from util_lib.tracking import flatten, start_run
+from util_lib.step.run import start_run
+from util_lib.step.trackers import flatten
 
 REPO = Path(__file__).resolve().parents[2]
 PROJECT = "music_genre_classification"
@@ -227,6 +230,6 @@ def test_pipeline_run_logs_its_lineage_to_mlflow_and_wandb(
 def test_a_pipeline_lineage_that_fails_warns_and_does_not_raise(
     tracking: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="util_lib.lineage"):
+    with caplog.at_level(logging.WARNING, logger="util_lib.artifacts.lineage_picture"):
         assert log_pipeline_lineage("0" * 32, ["raw_data.parquet:v0"]) is None
     assert "could not draw the pipeline's lineage" in caplog.text

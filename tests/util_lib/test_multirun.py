@@ -1,4 +1,5 @@
-"""util_lib.multirun: the multirun run, opened on a real (fresh) SQLite store, and job contexts."""
+"""util_lib.pipeline.multirun: the multirun run, opened on a real (fresh) SQLite store, and job
+contexts."""
 
 from __future__ import annotations
 
@@ -9,14 +10,16 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from util_lib.multirun import (
-    KIND_TAG,
+from util_lib.names import (
     LAUNCHER_RUN_TAG,
     MULTIRUN_ENV,
     MULTIRUN_RUN_TAG,
     MULTIRUN_TAG,
     OVERRIDES_TAG,
     SWEEP_DIR_TAG,
+)
+from util_lib.names import RUN_KIND_TAG as KIND_TAG
+from util_lib.pipeline.multirun import (
     JobContext,
     absolute_tracking_uri,
     close_multirun,

@@ -1,4 +1,4 @@
-"""util_lib.process_exit: a quick exit still runs what must run at exit."""
+"""util_lib.step.process_exit: a quick exit still runs what must run at exit."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def late():
     (out / "thread").write_text("joined")
 threading.Thread(target=late).start()
 sys.stdout.write("unflushed output")
-from util_lib.process_exit import exit_quickly
+from util_lib.step.process_exit import exit_quickly
 exit_quickly(3)
 print("not reached")
 """
@@ -53,7 +53,7 @@ print(sum(Parallel(n_jobs=2)(delayed(abs)(i) for i in range(-3, 0))))
 from concurrent.futures import ProcessPoolExecutor
 pool = ProcessPoolExecutor(1)
 print(pool.submit(abs, -4).result())
-from util_lib.process_exit import exit_quickly
+from util_lib.step.process_exit import exit_quickly
 
 exit_quickly(0)
 """

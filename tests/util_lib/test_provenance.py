@@ -1,4 +1,4 @@
-"""util_lib.provenance: what a step's process loaded, as the tags of its run, and the check of
+"""util_lib.step.provenance: what a step's process loaded, as the tags of its run, and the check of
 such a record. The step cache's use of it: test_step_cache_record.py."""
 
 from __future__ import annotations
@@ -12,24 +12,23 @@ from pathlib import Path
 import pytest
 
 from util_lib.digests import file_sha256, manifest_digest
-from util_lib.provenance import (
-    CACHE_DIR_ENV,
+from util_lib.names import (
+    DISTRIBUTIONS_TAG,
+    INSTALLED_TAG,
+    LOADED_DIGEST_TAG,
+    LOADED_FILES_TAG,
+    PYTHON_TAG,
+)
+from util_lib.step.distributions import CACHE_DIR_ENV, InstalledNow
+from util_lib.step.distributions import DistributionMap as _DistributionMap
+from util_lib.step.provenance import (
     TAG_VALUE_LIMIT,
-    InstalledNow,
-    _DistributionMap,
     interpreter,
     joined_parts,
     loaded_files,
     record,
     stale,
     tag_parts,
-)
-from util_lib.tags import (
-    DISTRIBUTIONS_TAG,
-    INSTALLED_TAG,
-    LOADED_DIGEST_TAG,
-    LOADED_FILES_TAG,
-    PYTHON_TAG,
 )
 
 

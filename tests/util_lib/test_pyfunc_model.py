@@ -51,10 +51,10 @@ def exported(fitted: tuple[Pipeline, pd.DataFrame], tmp_path_factory) -> Path:
 def test_mlmodel_names_the_loader_its_config_and_the_params(exported: Path) -> None:
     mlmodel = yaml.safe_load((exported / "MLmodel").read_text())
     pyfunc = mlmodel["flavors"]["python_function"]
-    assert pyfunc["loader_module"] == "util_lib.pyfunc_model"
+    assert pyfunc["loader_module"] == "util_lib.model.pyfunc"
     assert pyfunc["config"] == {"n_jobs": 1}
     assert pyfunc["model_path"] == "model.skops" and pyfunc["code"] == "code"
-    assert (exported / "code" / "util_lib" / "pyfunc_model.py").is_file()
+    assert (exported / "code" / "util_lib" / "model" / "pyfunc.py").is_file()
     assert '"predict_method"' in mlmodel["signature"]["params"]
     assert mlmodel["flavors"]["sklearn"]["serialization_format"] == "skops"
 
@@ -155,7 +155,7 @@ def _refused(model, rows: pd.DataFrame, params: dict | None = None) -> str:
 def test_the_export_writes_the_domain_from_the_data_contract(
     exported: Path, fitted: tuple[Pipeline, pd.DataFrame]
 ) -> None:
-    from util_lib.data_schema import VALUE_RANGES
+    from util_lib.step.data_schema import VALUE_RANGES
 
     pipe, _ = fitted
     domain = json.loads((exported / "input_domain.json").read_text())
@@ -223,7 +223,7 @@ def test_the_bounds_themselves_and_missing_values_are_allowed(
 
 
 def test_text_in_a_numerical_column_is_a_bad_request(fitted) -> None:
-    from util_lib.pyfunc_model import GenreClassifier, InputDomain
+    from util_lib.model.pyfunc import GenreClassifier, InputDomain
 
     pipe, rows = fitted
     model = GenreClassifier(pipe, domain=InputDomain({"tempo": (0.0, 300.0)}))
@@ -248,7 +248,7 @@ def test_a_model_exported_before_the_domain_loads_and_predicts_unchecked(
     import mlflow.pyfunc
 
     pipe, rows = fitted
-    with caplog.at_level(logging.WARNING, logger="util_lib.pyfunc_model"):
+    with caplog.at_level(logging.WARNING, logger="util_lib.model.pyfunc"):
         model = mlflow.pyfunc.load_model(str(without_domain))
     assert "has no input_domain.json" in caplog.text
     assert "not checked" in caplog.text
@@ -290,7 +290,7 @@ def test_loading_and_predicting_do_not_import_pandera(
     assert done.returncode == 0, done.stderr[-3000:]
     refused, modules, util_lib_file = done.stdout.strip().splitlines()[-3:]
     assert refused.startswith("input outside the model's domain: column 'danceability'")
-    assert "pandera" not in modules and "util_lib.pyfunc_model" in modules
+    assert "pandera" not in modules and "util_lib.model.pyfunc" in modules
     assert util_lib_file.startswith(str(exported / "code"))
 
 
@@ -298,8 +298,14 @@ def test_loading_and_predicting_do_not_import_pandera(
 
 
 def test_the_model_bundles_only_the_code_loading_needs(exported: Path) -> None:
-    bundled = sorted(p.name for p in (exported / "code" / "util_lib").glob("*.py"))
-    assert bundled == ["__init__.py", "pyfunc_model.py", "transformers.py"]
+    code = exported / "code" / "util_lib"
+    bundled = sorted(p.relative_to(code).as_posix() for p in code.rglob("*.py"))
+    assert bundled == [
+        "__init__.py",
+        "model/__init__.py",
+        "model/pyfunc.py",
+        "model/transformers.py",
+    ]
 
 
 @pytest.fixture
@@ -326,7 +332,7 @@ def test_the_skops_allow_list_comes_from_the_code_not_the_model_folder(hostile: 
     import mlflow.sklearn
     from skops.io.exceptions import UntrustedTypesFoundException
 
-    from util_lib.pyfunc_model import SKOPS_TRUSTED_TYPES, load_pipeline
+    from util_lib.model.pyfunc import SKOPS_TRUSTED_TYPES, load_pipeline
 
     # MLflow's own loader trusts the folder's list: the hostile file loads.
     assert mlflow.sklearn.load_model(str(hostile)) is os.system
@@ -338,7 +344,7 @@ def test_the_skops_allow_list_comes_from_the_code_not_the_model_folder(hostile: 
 
 
 def test_a_pickled_model_is_refused(exported: Path, tmp_path: Path) -> None:
-    from util_lib.pyfunc_model import load_pipeline
+    from util_lib.model.pyfunc import load_pipeline
 
     folder = tmp_path / "pickled"
     shutil.copytree(exported, folder)

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from util_lib.registry import (
+from util_lib.artifacts.interface import ArtifactNotFoundError
+from util_lib.artifacts.mlflow_store import MlflowArtifactStore
+from util_lib.artifacts.registry import (
     ARTIFACT_PROJECT_TAG,
     ARTIFACT_SOURCE_TAG,
     ARTIFACT_STORE_TAG,
@@ -19,8 +21,7 @@ from util_lib.registry import (
     record_evaluation,
     register_export,
 )
-from util_lib.store import ArtifactNotFoundError, MlflowArtifactStore
-from util_lib.tracking import start_run
+from util_lib.step.run import start_run
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = "genre_model"

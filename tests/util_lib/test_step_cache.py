@@ -2,7 +2,7 @@
 check_data's reference) changes the key, and only a finished run with outputs still there is
 reused. Real SQLite store; the steps' real folders (copied where a test edits them).
 
-The rules that a run's record of what it ran on enforces (util_lib/provenance.py: the source
+The rules that a run's record of what it ran on enforces (util_lib/step/provenance.py: the source
 files it loaded, its Python, its distributions) are tested in test_step_cache_record.py."""
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from main import step_parameters
-from util_lib.graph import get_step
-from util_lib.step_cache import StepCache, code_digest
-from util_lib.store import MlflowArtifactStore
-from util_lib.tags import CACHE_TAG
-from util_lib.tracking import start_run
+from util_lib.artifacts.mlflow_store import MlflowArtifactStore
+from util_lib.names import CACHE_TAG
+from util_lib.pipeline.cache import StepCache, code_digest
+from util_lib.pipeline.graph import get_step
+from util_lib.pipeline.setup import step_parameters
+from util_lib.step.run import start_run
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -32,7 +32,7 @@ def config():
 def cache(tracking: Path, config) -> StepCache:
     from mlflow import MlflowClient
 
-    from util_lib.tracking import get_or_create_experiment
+    from util_lib.step.trackers import get_or_create_experiment
 
     client = MlflowClient()
     experiment = get_or_create_experiment(config.main.project_name)
@@ -205,7 +205,7 @@ def test_a_run_whose_output_is_damaged_is_not_reused_and_its_rerun_is(
     else:
         kept.unlink()
     fresh = StepCache(cache.client, cache.experiment_id, MlflowArtifactStore(), cache.config)
-    with caplog.at_level(logging.WARNING, logger="util_lib.step_cache"):
+    with caplog.at_level(logging.WARNING, logger="util_lib.pipeline.cache"):
         assert _lookup(fresh, step, "k1") is None
     said = caplog.text
     assert f"run {first} not reused" in said

@@ -1,5 +1,5 @@
 """The step cache reuses a run only while what it recorded as it ended still holds
-(util_lib/provenance.py): one test per rule.
+(util_lib/step/provenance.py): one test per rule.
 
 - the source files it loaded, whatever imported them (another step's package, a util_lib
   module or subpackage, ``importlib.import_module``, a relative import), keep their content;
@@ -11,7 +11,7 @@
 
 Real processes, a real SQLite MLflow store, real importlib.metadata. A step's process is a small
 script run in a copy of the project's step folder, which imports the step's real modules and
-opens and closes a real tracked run (``util_lib.tracking.start_run``), as a step does.
+opens and closes a real tracked run (``util_lib.step.run.start_run``), as a step does.
 """
 
 from __future__ import annotations
@@ -29,31 +29,26 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from util_lib.graph import get_step
-from util_lib.provenance import CACHE_DIR_ENV, joined_parts
-from util_lib.step_cache import StepCache, code_digest
-from util_lib.store import MlflowArtifactStore
-from util_lib.tags import (
-    CACHE_TAG,
-    DISTRIBUTIONS_TAG,
-    LOADED_FILES_TAG,
-    PYTHON_TAG,
-    STEP_TAG,
-)
-from util_lib.tracking import start_run
+from util_lib.artifacts.mlflow_store import MlflowArtifactStore
+from util_lib.names import CACHE_TAG, DISTRIBUTIONS_TAG, LOADED_FILES_TAG, PYTHON_TAG, STEP_TAG
+from util_lib.pipeline.cache import StepCache, code_digest
+from util_lib.pipeline.graph import get_step
+from util_lib.step.distributions import CACHE_DIR_ENV
+from util_lib.step.provenance import joined_parts
+from util_lib.step.run import start_run
 
 REPO = Path(__file__).resolve().parents[2]
 PROJECT = OmegaConf.load(REPO / "config.yaml").main.project_name
 EVALUATE = get_step("evaluate")
 KEY = "same-key"  # the key's own rules are tested in test_step_cache.py
 
-# A step's process: evaluate's real scoring module (which imports train_random_forest's
-# pipeline), the modules named on its command line, and a real tracked run, ended as a step
-# ends its run. Run in the step's folder with the project root on PYTHONPATH, as MLproject does.
+# A step's process: evaluate's real scoring module, the modules named on its command line, and
+# a real tracked run, ended as a step ends its run. Run in the step's folder with the project
+# root on PYTHONPATH, as MLproject does.
 STEP_SCRIPT = """
 import importlib, sys
 import evaluate.scoring
-from util_lib.tracking import start_run
+from util_lib.step.run import start_run
 for name in sys.argv[1:]:
     importlib.import_module(name)
 with start_run("evaluate", "evaluate") as run:
@@ -70,7 +65,7 @@ def _edit(path: Path) -> str:
 
 @pytest.fixture
 def cache_dir(tracking: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The distributions map's cache of this test only (util_lib/provenance.py); the runs go
+    """The distributions map's cache of this test only (util_lib/step/provenance.py); the runs go
     to the pipeline's experiment, as the steps' do."""
     folder = tracking / "cache"
     monkeypatch.setenv(CACHE_DIR_ENV, str(folder))
@@ -120,7 +115,7 @@ def _pipeline_cache(experiment_id: str | None = None) -> StepCache:
     """The step cache of a new pipeline run (each pipeline asks what is installed afresh)."""
     from mlflow import MlflowClient
 
-    from util_lib.tracking import get_or_create_experiment
+    from util_lib.step.trackers import get_or_create_experiment
 
     experiment = experiment_id or get_or_create_experiment(PROJECT)
     return StepCache(MlflowClient(), experiment, MlflowArtifactStore(), None)
@@ -139,9 +134,9 @@ def _recorded(run_id: str, tag: str) -> list[str]:
 
 
 def test_an_edit_of_another_steps_module_the_step_imports_reruns_it(project: Path) -> None:
-    """evaluate/scoring.py imports train_random_forest.pipeline: an edit there (where the old
-    key, which followed util_lib imports only, did not look) reruns evaluate."""
-    run_id = _run_step(project)
+    """A step that imports train_random_forest.pipeline: an edit there (where the old key, which
+    followed util_lib imports only, did not look) reruns it."""
+    run_id = _run_step(project, "train_random_forest.pipeline")
     _pipeline_cache().remember(run_id, KEY)
     assert "train_random_forest/pipeline.py" in _recorded(run_id, LOADED_FILES_TAG)
     assert _reused(project)
@@ -161,23 +156,23 @@ def test_an_edit_of_another_steps_module_the_step_imports_reruns_it(project: Pat
 def test_an_edit_of_a_util_lib_module_it_imports_reruns_it_one_it_does_not_import_does_not(
     project: Path,
 ) -> None:
-    """Whatever the import form: util_lib.tracking (a plain import, at some depth), a
+    """Whatever the import form: util_lib.step.run (a plain import, at some depth), a
     subpackage's module loaded with importlib.import_module, and the module that one imports
     relatively."""
     run_id = _run_step(project, "util_lib.extra.helper")
     _pipeline_cache().remember(run_id, KEY)
     recorded = _recorded(run_id, LOADED_FILES_TAG)
-    assert {"util_lib/tracking.py", "util_lib/extra/deep.py"} <= set(recorded)
-    assert "util_lib/sweep_report.py" not in recorded  # nothing it ran imports it
+    assert {"util_lib/step/run.py", "util_lib/extra/deep.py"} <= set(recorded)
+    assert "util_lib/pipeline/sweep_report.py" not in recorded  # nothing it ran imports it
     assert _reused(project)
 
-    for name in ("tracking.py", "store.py", "extra/helper.py", "extra/deep.py"):
+    for name in ("step/run.py", "artifacts/mlflow_store.py", "extra/helper.py", "extra/deep.py"):
         module = project / "util_lib" / name
         text = _edit(module)
         assert not _reused(project), name
         module.write_text(text)
     assert _reused(project)
-    _edit(project / "util_lib" / "sweep_report.py")
+    _edit(project / "util_lib" / "pipeline" / "sweep_report.py")
     (project / "util_lib" / "extra" / "unused.py").write_text("X = 1\n")
     assert _reused(project)
     # A file it loaded that is gone.

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from main import step_parameters
-from util_lib.graph import get_step
-from util_lib.step_cache import StepCache
-from util_lib.store import MlflowArtifactStore
-from util_lib.tracking import start_run
+from util_lib.artifacts.mlflow_store import MlflowArtifactStore
+from util_lib.pipeline.cache import StepCache
+from util_lib.pipeline.graph import get_step
+from util_lib.pipeline.setup import step_parameters
+from util_lib.step.run import start_run
 
 REPO = Path(__file__).resolve().parents[2]
 # Keys of this many step folders never digested before. The old key, which parsed the step's
@@ -73,7 +73,7 @@ def test_keys_are_computed_while_other_threads_build_asts_and_import(
 ) -> None:
     from mlflow import MlflowClient
 
-    from util_lib.tracking import get_or_create_experiment
+    from util_lib.step.trackers import get_or_create_experiment
 
     config = OmegaConf.load(REPO / "config.yaml")
     data = tracking / "d.parquet"

@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from util_lib.artifact_store import mark_current
-from util_lib.store import (
+from util_lib.artifacts.interface import (
     ArtifactIntegrityError,
     ArtifactNotFoundError,
     ArtifactVersion,
-    MlflowArtifactStore,
+    mark_current,
     parse_spec,
 )
-from util_lib.tracking import start_run
+from util_lib.artifacts.mlflow_store import MlflowArtifactStore
+from util_lib.step.run import start_run
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -137,7 +137,7 @@ def test_two_concurrent_writers_get_distinct_versions(
         """
         import sys, time
         from pathlib import Path
-        from util_lib.tracking import start_run
+        from util_lib.step.run import start_run
         go, ready, content = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
         content.write_text(sys.argv[3])
         with start_run("writer", "test") as run:

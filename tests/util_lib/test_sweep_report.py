@@ -1,4 +1,4 @@
-"""util_lib.sweep_report: the report's table, CSV, plot, best job and promote command.
+"""util_lib.pipeline.sweep_report: the report's table, CSV, plot, best job and promote command.
 
 The callback itself (grouping and reporting real sweeps) is exercised by tests/test_sweeps.py.
 """
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from util_lib.sweep_report import (
+from util_lib.pipeline.sweep_report import (
     COLUMNS,
     JobRow,
     best_job,
@@ -135,7 +135,7 @@ def test_promote_command_names_the_store_unless_it_is_the_default(tmp_path: Path
 
 
 def test_promote_command_names_the_project_unless_it_is_config_yaml_s(tmp_path: Path) -> None:
-    from util_lib.store import configured_project
+    from util_lib.artifacts.backends import configured_project
 
     row = _row(1, 10, 10, 0.95)
     default = f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
@@ -154,8 +154,8 @@ def test_promote_command_names_the_project_unless_it_is_config_yaml_s(tmp_path: 
 
 
 def test_the_sweep_links_its_multirun_run_in_the_model_training_view(tmp_path: Path) -> None:
-    from util_lib.multirun import JobContext
-    from util_lib.sweep_report import multirun_link
+    from util_lib.pipeline.multirun import JobContext
+    from util_lib.pipeline.ui_links import multirun_link
 
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     context = JobContext("abc", "2", store, str(tmp_path), str(tmp_path / "sweep"), {})

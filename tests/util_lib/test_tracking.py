@@ -1,4 +1,4 @@
-"""util_lib.tracking: the experiment a run lands in, and figures."""
+"""util_lib.step.run: the experiment a run lands in, and figures."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from util_lib.tracking import get_or_create_experiment
+from util_lib.step.trackers import get_or_create_experiment
 
 
 def test_new_experiment_keeps_its_artifacts_beside_the_sqlite_store(
@@ -29,7 +29,7 @@ def test_run_in_a_named_experiment_creates_it_beside_the_store(
 ) -> None:
     from mlflow import MlflowClient
 
-    from util_lib.tracking import open_run
+    from util_lib.step.run import open_run
 
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "named_by_env")
     run = open_run("step", "test")
@@ -46,7 +46,7 @@ def test_two_processes_starting_together_share_a_new_named_experiment(
 ) -> None:
     from mlflow import MlflowClient
 
-    from util_lib.store import MlflowArtifactStore
+    from util_lib.artifacts.mlflow_store import MlflowArtifactStore
 
     # Both wait for the same moment to open a run in an experiment that does not exist yet:
     # both find it missing and both create it, and one of them must cope.
@@ -55,7 +55,7 @@ def test_two_processes_starting_together_share_a_new_named_experiment(
         import sys, time
         from pathlib import Path
         from mlflow import MlflowClient
-        from util_lib.tracking import open_run
+        from util_lib.step.run import open_run
         MlflowClient().search_experiments()  # the store is open: only the lookup is left
         go, ready = Path(sys.argv[1]), Path(sys.argv[2])
         ready.touch()
@@ -81,7 +81,7 @@ def test_log_figure_renders_one_png_for_mlflow_and_offline_wandb(
     import matplotlib.pyplot as plt
     from mlflow import MlflowClient
 
-    from util_lib.tracking import open_run
+    from util_lib.step.run import open_run
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     run = open_run("plotting", "test")
@@ -108,7 +108,7 @@ def test_the_offline_wandb_run_keeps_the_step_s_console_output(
 
     from mlflow import MlflowClient
 
-    from util_lib.tracking import open_run
+    from util_lib.step.run import open_run
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     printed, logged = f"printed {uuid.uuid4().hex}", f"logged {uuid.uuid4().hex}"
@@ -134,8 +134,8 @@ def _inputs(run_id: str) -> dict[str, tuple[object, dict[str, str]]]:
 def test_used_and_written_data_are_the_runs_mlflow_datasets(tracking: Path) -> None:
     import json
 
-    from util_lib.store import MlflowArtifactStore
-    from util_lib.tracking import start_run
+    from util_lib.artifacts.mlflow_store import MlflowArtifactStore
+    from util_lib.step.run import start_run
 
     (tracking / "raw.csv").write_text("a\n1\n")
     (tracking / "train.csv").write_text("a\n2\n")
@@ -170,7 +170,7 @@ def test_used_and_written_data_are_the_runs_mlflow_datasets(tracking: Path) -> N
 def test_a_step_names_the_context_and_another_project_s_version_keeps_its_project(
     tracking: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from util_lib.tracking import start_run
+    from util_lib.step.run import start_run
 
     (tracking / "train.csv").write_text("a\n2\n")
     monkeypatch.setenv("WANDB_PROJECT", "other")
@@ -190,7 +190,7 @@ def test_an_exported_model_is_the_run_s_logged_model_not_a_dataset(tracking: Pat
     from mlflow import MlflowClient
     from sklearn.dummy import DummyClassifier
 
-    from util_lib.tracking import start_run
+    from util_lib.step.run import start_run
 
     model_dir = tracking / "model_export"
     mlflow.sklearn.save_model(
@@ -210,8 +210,8 @@ def test_an_exported_model_is_the_run_s_logged_model_not_a_dataset(tracking: Pat
 def test_a_failed_run_records_its_cause_on_one_line_without_secrets(tracking: Path) -> None:
     from mlflow import MlflowClient
 
-    from util_lib.tags import FAILURE_TAG
-    from util_lib.tracking import start_run
+    from util_lib.names import FAILURE_TAG
+    from util_lib.step.run import start_run
 
     with pytest.raises(KeyError), start_run("segregate", "test") as run:
         raise KeyError("column 'genre'\nnot in https://alice:hunter2@example.com/data.parquet")
@@ -226,7 +226,7 @@ def test_a_failed_export_leaves_no_logged_model_files(tracking: Path) -> None:
     from mlflow import MlflowClient
     from sklearn.dummy import DummyClassifier
 
-    from util_lib.tracking import start_run
+    from util_lib.step.run import start_run
 
     model_dir = tracking / "model_export"
     mlflow.sklearn.save_model(

@@ -19,13 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from util_lib.environment import (
+from util_lib.names import (
     HTTP_BACKOFF_FACTOR_ENV,
     HTTP_MAX_RETRIES_ENV,
     HTTP_TIMEOUT_ENV,
     TRACKING_TOKEN_ENV,
 )
-from util_lib.tracking_server import STEP_HTTP_SETTINGS, start_pipeline_server
+from util_lib.pipeline.tracking_server import STEP_HTTP_SETTINGS, start_pipeline_server
 
 REPO = Path(__file__).resolve().parents[2]
 STEP_VARIABLES = (TRACKING_TOKEN_ENV, *STEP_HTTP_SETTINGS)
@@ -132,7 +132,7 @@ def test_another_user_can_neither_read_nor_change_the_store(tracking: Path) -> N
     _need_another_uid()
     from mlflow import MlflowClient
 
-    from main import _pipeline_server
+    from util_lib.pipeline.runner import _pipeline_server
 
     store_uri = os.environ["MLFLOW_TRACKING_URI"]
     client = MlflowClient(store_uri)
@@ -177,7 +177,7 @@ def test_the_token_reaches_the_steps_only_while_the_server_runs(
     """main.py's server context: the token and the steps' HTTP bounds are in the environment
     mlflow.run hands the steps while it serves, gone when it stops; the user's own HTTP
     setting stands."""
-    from main import _pipeline_server
+    from util_lib.pipeline.runner import _pipeline_server
 
     monkeypatch.setenv(HTTP_TIMEOUT_ENV, "77")
     with _pipeline_server(True, os.environ["MLFLOW_TRACKING_URI"]) as steps_uri:
@@ -224,7 +224,7 @@ def test_the_token_is_in_no_log_parameter_or_tag(tracking: Path) -> None:
     import mlflow
     from mlflow import MlflowClient
 
-    from util_lib.logs import setup_logging
+    from util_lib.step.logs import setup_logging
 
     store_uri = os.environ["MLFLOW_TRACKING_URI"]
     server = start_pipeline_server(store_uri)

@@ -18,7 +18,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from util_lib.transformers import MeanImputer, ModeImputer, fill_missing_text
+from util_lib.model.transformers import MeanImputer, ModeImputer, fill_missing_text
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -214,7 +214,7 @@ def test_skops_round_trip_with_only_its_own_type_trusted(imputer, audio: pd.Data
 
     fitted = imputer.fit(audio)
     data = skops.io.dumps(fitted)
-    name = f"util_lib.transformers.{type(imputer).__name__}"
+    name = f"util_lib.model.transformers.{type(imputer).__name__}"
     assert skops.io.get_untrusted_types(data=data) == [name]
     loaded = skops.io.loads(data, trusted=[name])
     assert type(loaded) is type(imputer)
@@ -237,7 +237,7 @@ def test_util_lib_all_lists_what_it_exports() -> None:
     assert util_lib.__all__ == sorted(util_lib._LAZY)
     assert set(util_lib.__all__) <= set(dir(util_lib))
     for name in util_lib.__all__:
-        assert getattr(util_lib, name) is getattr(sys.modules["util_lib.transformers"], name)
+        assert getattr(util_lib, name) is getattr(sys.modules["util_lib.model.transformers"], name)
     with pytest.raises(AttributeError, match="'util_lib' has no attribute 'Nope'"):
         util_lib.Nope  # noqa: B018
 

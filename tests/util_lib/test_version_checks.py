@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from util_lib.store import CHECK_RUN_TAG, CHECK_TAG, DIGEST_TAG, MlflowArtifactStore
-from util_lib.tracking import open_run, start_run
+from util_lib.artifacts.mlflow_store import MlflowArtifactStore
+from util_lib.names import CHECK_RUN_TAG, CHECK_TAG, DIGEST_TAG
+from util_lib.step.run import open_run, start_run
 
 
 def _log(tracking: Path, text: str) -> str:

@@ -1,0 +1,316 @@
+"""The configuration's schema and its checks: a bad value stops the pipeline before any step.
+
+config.yaml holds the values; :class:`PipelineConfig`, registered in Hydra's ConfigStore as
+``config_schema`` (first in config.yaml's ``defaults``), gives their types, which Hydra enforces
+when it composes the configuration (``data.test_size=abc`` fails there). :func:`check_config`
+checks what types cannot say (ranges, step names, files, scikit-learn's rules for the forest)
+and what would fail once steps ran: names that MLflow or W&B refuse, columns the data lacks,
+splits that leave a class no row, an artifact spec that does not resolve, a log file that
+cannot be written. It lists every problem at once; main.py calls it before the pipeline opens
+any run. :func:`check_sweep` does the same for every job of a sweep before the first job
+starts, reading the data and opening the artifact store once for all of them.
+
+This module holds the schema, the entry points and the checks of the ``main`` section and the
+log file; the others live by concern: how a check reads the configuration and the artifact
+specs (:mod:`~util_lib.pipeline.config_checks`), the data section and the data file
+(:mod:`~util_lib.pipeline.config_data`), the model section (:mod:`~util_lib.pipeline.config_model`).
+Each check that reads something is a function of plain values
+(:func:`~util_lib.pipeline.config_data.columns_problems`,
+:func:`~util_lib.pipeline.config_data.split_problems`,
+:func:`~util_lib.pipeline.config_checks.artifact_spec_problem`, :func:`log_file_problem`), so
+that it can be called from elsewhere.
+
+Importing this module costs Hydra and OmegaConf only (no MLflow, W&B or scikit-learn). A
+check imports what it needs when it runs: scikit-learn for the forest's arguments (once per
+set of arguments), pyarrow and preprocess's module (pandas) for a local data file, MLflow only
+for an artifact spec that the store must resolve (the driver imports both right after).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from util_lib.artifacts.backends import STORE_CHOICES, choose_backends
+from util_lib.names import LOG_FILE_ENV
+from util_lib.pipeline.config_checks import (
+    ABSENT,
+    STEPS,
+    Checker,
+    ConfigError,
+    Lookups,
+    Problem,
+    check_artifact_specs,
+    check_name_key,
+    is_int,
+    is_text,
+    parse_steps,
+)
+from util_lib.pipeline.config_data import check_against_data, check_data
+from util_lib.pipeline.config_model import check_model
+from util_lib.redact import redact_text
+
+SCHEMA_NAME = "config_schema"
+# mlflow.utils.env_manager's values (importing it would import MLflow).
+ENV_MANAGERS = ("local", "virtualenv", "uv", "conda")
+
+
+# ------------------------------------------------------------------------------------ schema
+# Types only: config.yaml holds the values (MISSING here). `Any` where a key takes several
+# types (OmegaConf has no Union); check_config checks those.
+@dataclass
+class MainConfig:
+    project_name: str = MISSING
+    experiment_name: str = MISSING
+    execute_steps: Any = MISSING  # all, a list of steps or a comma string
+    cache: bool = MISSING
+    random_seed: int = MISSING
+    env_manager: str | None = MISSING
+    components_repository: str | None = MISSING
+    components_version: str | None = MISSING
+    artifact_store: str = MISSING
+    log_file: str = MISSING
+    registered_model_name: str | None = MISSING
+
+
+@dataclass
+class DataConfig:
+    file_url: str = MISSING
+    sha256: str | None = MISSING
+    reference_dataset: str = MISSING
+    ks_alpha: float = MISSING
+    allow_unchecked: bool = MISSING
+    test_size: float = MISSING
+    val_size: float = MISSING
+    stratify: str | None = MISSING
+
+
+@dataclass
+class TfidfConfig:
+    max_features: int | None = MISSING
+
+
+@dataclass
+class FeaturesConfig:
+    numerical: list[str] = MISSING
+    categorical: list[str] = MISSING
+    nlp: list[str] = MISSING
+
+
+@dataclass
+class RandomForestPipelineConfig:
+    # Any keyword argument of RandomForestClassifier: scikit-learn checks names and values.
+    random_forest: dict[str, Any] = MISSING
+    tfidf: TfidfConfig = MISSING
+    grid_search: Any | None = MISSING  # null or {param_grid, cv, scoring}
+    features: FeaturesConfig = MISSING
+    export_artifact: str | None = MISSING
+    predict_n_jobs: int | None = MISSING
+
+
+@dataclass
+class PipelineConfig:
+    """The schema of config.yaml (its ``hydra`` section is Hydra's own)."""
+
+    main: MainConfig = MISSING
+    data: DataConfig = MISSING
+    random_forest_pipeline: RandomForestPipelineConfig = MISSING
+
+
+ConfigStore.instance().store(name=SCHEMA_NAME, node=PipelineConfig)
+
+
+# ------------------------------------------------------------------------------------ main
+def _check_main(check: Checker) -> None:
+    # Also the MLflow experiment, whose artifacts a local store keeps in mlruns/<name>.
+    check_name_key(check, "main.project_name", "a project name")
+    for key in ("experiment_name", "log_file"):
+        check.require(f"main.{key}", is_text, "must be a non-empty string")
+    steps = check.get("main.execute_steps")
+    names = parse_steps(steps) if steps is not ABSENT else []
+    known = ", ".join(STEPS)
+    if names is None:
+        check.add("main.execute_steps", steps, f"must be all, a list or a comma string of: {known}")
+    elif steps is not ABSENT and not names:
+        check.add("main.execute_steps", steps, f"must name at least one step of: {known}")
+    elif unknown := [s for s in names if s not in STEPS]:
+        check.add("main.execute_steps", steps, f"unknown step(s) {unknown}; steps: {known}")
+    check.require(
+        "main.random_seed",
+        lambda v: is_int(v) and 0 <= v < 2**32,
+        "must be an int in [0, 2**32 - 1]",
+    )
+    check.require(
+        "main.env_manager",
+        lambda v: v is None or v in ENV_MANAGERS,
+        f"must be null or one of {', '.join(ENV_MANAGERS)}",
+    )
+    store = check.require(
+        "main.artifact_store",
+        lambda v: v in STORE_CHOICES,
+        f"must be one of {', '.join(STORE_CHOICES)}",
+    )
+    if check.valid("main.artifact_store") is not ABSENT:
+        try:
+            choose_backends(store)  # W&B asked for while it is not online
+        except ValueError as error:
+            check.add(
+                "main.artifact_store",
+                store,
+                str(error).removeprefix(f"main.artifact_store={store} "),
+            )
+    check_name_key(check, "main.registered_model_name", "a registered model name", nullable=True)
+
+
+# ------------------------------------------------------------------------------------ the log
+def log_file_problem(path: Path) -> str | None:
+    """What keeps the pipeline from appending to the log file ``path`` (None if nothing).
+
+    Its folder must exist or be creatable, and take a new file: tried with a temporary file
+    (or folder) that is removed at once, since permissions alone do not tell (root, /proc).
+    """
+    path = Path(path)
+    if path.is_dir():
+        return f"{path} is a folder"
+    if path.exists():
+        try:
+            with path.open("a"):
+                return None
+        except OSError as error:
+            return f"cannot append to {path}: {error.strerror}"
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        return f"{folder} is a file, not a folder"
+    try:
+        if folder == path.parent:
+            with tempfile.NamedTemporaryFile(dir=folder):
+                return None
+        os.rmdir(tempfile.mkdtemp(dir=folder))
+    except OSError as error:
+        what = "a file" if folder == path.parent else "a folder"
+        return f"cannot create {what} in {folder}: {error.strerror}"
+    return None
+
+
+def _check_log_file(check: Checker) -> None:
+    """The log file, where main.py puts it: ``$ML_PIPELINE_LOG``, else ``main.log_file``
+    under the folder the pipeline is launched from."""
+    value = check.valid("main.log_file")
+    if value is ABSENT:
+        return
+    from_env = os.environ.get(LOG_FILE_ENV)
+    path = Path(from_env or Path.cwd() / value).resolve()
+    if problem := log_file_problem(path):
+        where = f" (${LOG_FILE_ENV}={from_env} is used)" if from_env else ""
+        check.add(
+            "main.log_file", value, f"must be a file the pipeline can write: {problem}{where}"
+        )
+
+
+def config_problems(config: DictConfig, lookups: Lookups | None = None) -> list[Problem]:
+    """Every problem of a composed configuration (empty when it is good).
+
+    ``lookups``: what the checks read from outside, shared by the jobs of a sweep.
+    """
+    check = Checker(config)
+    _check_main(check)
+    check_data(check)
+    check_model(check)
+    _check_log_file(check)
+    check_against_data(check)
+    check_artifact_specs(check, lookups or Lookups())
+    return check.problems
+
+
+def check_config(config: DictConfig) -> None:
+    """Check a composed configuration before anything runs.
+
+    Raises
+    ------
+    ConfigError
+        Listing every problem as ``key=value: what is allowed``.
+    """
+    problems = config_problems(config)
+    if problems:
+        count = f"{len(problems)} problem{'s' if len(problems) > 1 else ''}"
+        raise ConfigError(f"invalid configuration ({count}):", [str(p) for p in problems])
+
+
+# ------------------------------------------------------------------------------------ sweeps
+def sweep_problems(config: DictConfig) -> tuple[dict[str, list[int]], int | None]:
+    """Check every job of a multirun, from the multirun's configuration (Hydra's driver).
+
+    The basic sweeper's jobs are expanded from its overrides (``hydra.sweeper.params`` and the
+    command line's, as Hydra's BasicSweeper does) and composed one by one, as Hydra composes
+    them; the data file is read, and the artifact store opened, once for all of them. Other
+    sweepers (Optuna) choose their jobs as they go: the configuration is checked without the
+    keys they sweep, which each job's own check (main.py) covers.
+
+    Returns
+    -------
+    problems : dict
+        Each problem's text and the numbers of the jobs that have it (empty for a sweeper that
+        chooses its jobs as it goes).
+    n_jobs : int or None
+        The number of jobs checked; None for a sweeper that chooses its jobs as it goes.
+    """
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    loader = GlobalHydra.instance().config_loader()
+    params = OmegaConf.select(config, "hydra.sweeper.params") or {}
+    arguments = [f"{k}={v}" for k, v in params.items()]
+    arguments += list(config.hydra.overrides.task)
+    overrides = OverridesParser.create(config_loader=loader).parse_overrides(arguments)
+    found: dict[str, list[int]] = defaultdict(list)
+    if config.hydra.runtime.choices.get("hydra/sweeper") != "basic":
+        swept = {o.get_key_element() for o in overrides if o.is_sweep_override()}
+        for problem in config_problems(config):
+            if not any(problem.key == k or problem.key.startswith(f"{k}.") for k in swept):
+                found[str(problem)] = []
+        return dict(found), None
+    jobs = BasicSweeper.split_arguments(overrides, None)[0]
+    lookups = Lookups()
+    for num, job in enumerate(jobs):
+        try:
+            job_config = loader.load_sweep_config(config, list(job))
+        except Exception as error:  # a value of the wrong type: Hydra's own message
+            cause = f" ({str(error.__cause__).splitlines()[0]})" if error.__cause__ else ""
+            found[redact_text(" ".join(f"{error}{cause}".split()))].append(num)
+            continue
+        for problem in config_problems(job_config, lookups):
+            found[str(problem)].append(num)
+    return dict(found), len(jobs)
+
+
+def check_sweep(config: DictConfig) -> None:
+    """Check every job of a multirun before the first one starts (see :func:`sweep_problems`).
+
+    Raises
+    ------
+    ConfigError
+        Listing each problem once, with the jobs that have it.
+    """
+    found, n_jobs = sweep_problems(config)
+    if not found:
+        return
+    lines = [
+        f"{text}  (job{'s' if len(jobs) > 1 else ''} {', '.join(map(str, jobs))})" if jobs else text
+        for text, jobs in found.items()
+    ]
+    if n_jobs is None:
+        heading = "invalid configuration of the sweep; no job was run:"
+    else:
+        bad = len({num for jobs in found.values() for num in jobs})
+        heading = f"invalid configuration in {bad} of {n_jobs} jobs of the sweep; no job was run:"
+    raise ConfigError(heading, lines)
