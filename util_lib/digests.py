@@ -15,9 +15,9 @@ Three users, each covering a different set of files:
   every source file the process loaded (the project's, whatever imported it, and the step
   folder's), beside its Python and the versions of the distributions it loaded.
 
-A folder's digest is the artifact store's manifest digest of its files
-(:func:`util_lib.artifacts.files.manifest_digest`): sha256 over the sorted ``relative/path:sha256``
-lines, so the same files give the same digest wherever the folder is, whatever the file times.
+Every sha256 of the project is taken here (files by ``hashlib.file_digest``): a folder's digest
+is the artifact store's manifest digest of its files (:func:`manifest_digest`), sha256 over the
+sorted ``relative/path:sha256`` lines.
 """
 
 from __future__ import annotations
@@ -49,7 +49,6 @@ EXCLUDED = frozenset(
 SKIPPED_SUFFIXES = (".pyc", ".pyo")
 # Documentation changes no result: a README edit keeps a step's code digest.
 CODE_SKIPPED_SUFFIXES = (*SKIPPED_SUFFIXES, ".md")
-_CHUNK = 1 << 20
 
 
 def left_out(parent: str | Path, name: str, exclude: Collection[str] = EXCLUDED) -> bool:
@@ -61,12 +60,19 @@ def left_out(parent: str | Path, name: str, exclude: Collection[str] = EXCLUDED)
 
 
 def file_sha256(path: str | Path) -> str:
-    """The sha256 hex digest of one file's bytes."""
-    sha = hashlib.sha256()
+    """The sha256 hex digest of one file's bytes (``hashlib.file_digest``)."""
     with Path(path).open("rb") as stream:
-        while chunk := stream.read(_CHUNK):
-            sha.update(chunk)
-    return sha.hexdigest()
+        return hashlib.file_digest(stream, "sha256").hexdigest()
+
+
+def text_sha256(text: str) -> str:
+    """The sha256 hex digest of a text's UTF-8 bytes."""
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def json_sha256(value: Any) -> str:
+    """The sha256 of ``value`` as JSON with sorted keys (values that JSON lacks as ``str``)."""
+    return text_sha256(json.dumps(value, sort_keys=True, default=str, separators=(",", ":")))
 
 
 def folder_files(
@@ -100,9 +106,9 @@ def folder_files(
 
 
 def manifest_digest(files: Mapping[str, str]) -> str:
-    """sha256 over the sorted ``path:sha256`` lines of ``files`` (the artifact store's)."""
-    lines = "".join(f"{name}:{files[name]}\n" for name in sorted(files))
-    return hashlib.sha256(lines.encode()).hexdigest()
+    """sha256 over the sorted ``path:sha256`` lines of ``files``: a folder's or an artifact
+    version's digest, the same wherever the files are and whatever their times."""
+    return text_sha256("".join(f"{name}:{files[name]}\n" for name in sorted(files)))
 
 
 def folder_digest(path: str | Path, exclude: Collection[str] = EXCLUDED) -> str:
@@ -154,8 +160,7 @@ def params_digest(params: Mapping[str, Any]) -> str:
     Nested dictionaries count as they are: flatten them first to compare with the flat
     parameters MLflow logs.
     """
-    text = json.dumps(dict(params), sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
+    return json_sha256(dict(params))
 
 
 def running_step_folder() -> Path | None:

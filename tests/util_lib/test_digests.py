@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from util_lib.artifacts.files import file_digests, manifest_digest
+from util_lib.artifacts.files import file_digests
 from util_lib.digests import (
     UTIL_LIB_DIR,
     code_digest,
     folder_digest,
     folder_files,
+    manifest_digest,
     params_digest,
     running_step_folder,
 )

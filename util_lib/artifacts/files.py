@@ -9,7 +9,6 @@ it is logged, and every download is checked against them before anyone reads it
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from util_lib.artifacts.interface import ArtifactIntegrityError, ArtifactVersion
+from util_lib.digests import file_sha256
 
 # Written by MLflow into a model folder it loads from a models:/ URI in place; not ours.
 MLFLOW_BOOKKEEPING_FILE = "registered_model_meta"
@@ -29,13 +29,7 @@ def file_digests(path: Path) -> dict[str, str]:
         raise FileNotFoundError(f"cannot log artifact: {path} does not exist")
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
     base = path.parent if path.is_file() else path
-    digests = {}
-    for file in files:
-        with file.open("rb") as stream:
-            digests[file.relative_to(base).as_posix()] = hashlib.file_digest(
-                stream, "sha256"
-            ).hexdigest()
-    return digests
+    return {file.relative_to(base).as_posix(): file_sha256(file) for file in files}
 
 
 def compare_files(expected: dict[str, str], found: dict[str, str]) -> dict[str, list[str]]:
@@ -76,12 +70,6 @@ def verify_files(version: ArtifactVersion, local: Path) -> None:
             f"digests ({describe_problems(problems)}); refusing to use them",
             problems,
         )
-
-
-def manifest_digest(files: dict[str, str]) -> str:
-    """Digest of a whole artifact: sha256 over its sorted ``path:sha256`` lines."""
-    lines = "".join(f"{name}:{files[name]}\n" for name in sorted(files))
-    return hashlib.sha256(lines.encode()).hexdigest()
 
 
 def _entry(version: ArtifactVersion, local: Path) -> Path:

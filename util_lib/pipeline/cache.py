@@ -42,8 +42,6 @@ its own key reads), and the next identical command sees the state the run left. 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
 import re
 import sys
@@ -51,7 +49,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from util_lib.digests import CODE_SKIPPED_SUFFIXES, file_sha256, folder_files, manifest_digest
+from util_lib.digests import (
+    CODE_SKIPPED_SUFFIXES,
+    file_sha256,
+    folder_files,
+    json_sha256,
+    manifest_digest,
+)
 from util_lib.names import CACHE_TAG, STEP_TAG, WRITTEN_TAG
 from util_lib.pipeline.graph import Step
 from util_lib.step.arguments import is_url, optional
@@ -162,7 +166,7 @@ class StepCache:
             "conda.yml": file_sha256(conda) if conda and conda.is_file() else "",
         }
         payload = {"step": step.name, "code": code, "parameters": values, "env": environment}
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+        return json_sha256(payload)
 
     def pin_inputs(self, step: Step, params: dict[str, Any]) -> dict[str, Any]:
         """``params`` with each input read as ``name:latest`` or ``name:current`` replaced by its

@@ -11,7 +11,6 @@ installed now, asked once per pipeline.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.metadata
 import json
 import logging
@@ -20,6 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from util_lib.digests import json_sha256, text_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ def installed_fingerprint() -> str:
     order, with its metadata folders' names (which hold the versions) and modification times.
     An install, upgrade, downgrade or removal changes it (pip replaces the metadata folder)."""
     text = json.dumps(_metadata_folders())
-    return hashlib.sha256(text.encode()).hexdigest()
+    return text_sha256(text)
 
 
 def _cache_file(layout: list[str]) -> Path | None:
@@ -68,7 +69,7 @@ def _cache_file(layout: list[str]) -> Path | None:
     if not folder:
         base = os.environ.get("XDG_CACHE_HOME") or (Path.home() / ".cache")
         folder = str(Path(base) / "util_lib")
-    name = hashlib.sha256(json.dumps([sys.executable, *layout]).encode()).hexdigest()[:16]
+    name = json_sha256([sys.executable, *layout])[:16]
     return Path(folder) / f"distributions-{name}.json"
 
 
@@ -94,7 +95,7 @@ class DistributionMap:
 
     def __init__(self) -> None:
         folders = _metadata_folders()
-        self.fingerprint = hashlib.sha256(json.dumps(folders).encode()).hexdigest()
+        self.fingerprint = json_sha256(folders)
         self._file = _cache_file([folder for folder, _ in folders])
         self._data: dict[str, Any] = {}
         with contextlib.suppress(OSError, ValueError, TypeError):
