@@ -28,7 +28,7 @@ from handing the version out again for identical content) and exits 1 when any i
 
 ``lineage`` prints the chain from a version back to the raw data: each version's digest, the
 run that produced it with its code and config digests, and what that run used; ``--out`` draws
-it (``.png``, ``.svg``, ``.html``) or writes it as data (``.json``); see
+it (``.svg``, ``.html``) or writes it as data (``.json``); see
 :mod:`util_lib.artifacts.lineage`.
 """
 
@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     lineage.add_argument("spec", help="[PROJECT/]NAME:VERSION or [PROJECT/]NAME:ALIAS")
     lineage.add_argument(
-        "--out", help="also draw it to this file: .png, .svg, .html (or .json: the graph)"
+        "--out", help="also draw it to this file: .svg, .html (or .json: the graph)"
     )
     for command in (listing, get, verify, alias, lineage):
         command.add_argument(

@@ -5,10 +5,10 @@ run the versions it used (tag ``util_lib.artifacts_used``) and wrote
 (``util_lib.artifacts_written``) and, since they exist, the digests of its code and parameters
 (:mod:`util_lib.digests`). :func:`trace_lineage` follows those records upstream;
 :func:`format_lineage` prints the chain; :mod:`util_lib.artifacts.lineage_picture` draws it
-(PNG, SVG, HTML, JSON) and logs a pipeline run's (MLflow artifacts ``lineage/``, and a W&B run
+(SVG, HTML, JSON) and logs a pipeline run's (MLflow artifacts ``lineage/``, and a W&B run
 of the pipeline's group when W&B is not disabled).
 
-    python -m util_lib.artifacts lineage model_export:v3 --out lineage.png
+    python -m util_lib.artifacts lineage model_export:v3 --out lineage.svg
 """
 
 from __future__ import annotations

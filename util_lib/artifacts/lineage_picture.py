@@ -1,11 +1,13 @@
 """The lineage of artifact versions as a picture (:mod:`util_lib.artifacts.lineage` traces it).
 
-:func:`draw_lineage` draws a :class:`~util_lib.artifacts.lineage.Lineage` (PNG, SVG, HTML,
-JSON: :data:`FORMATS`); :func:`log_pipeline_lineage` draws a pipeline run's and logs it to
-MLflow (artifacts ``lineage/``) and to a W&B run of the pipeline's group when W&B is not
-disabled (:class:`WandbLineageRun`, opened while the steps work).
+:func:`draw_lineage` writes a :class:`~util_lib.artifacts.lineage.Lineage` as SVG, HTML or JSON
+(:data:`FORMATS`): networkx holds the graph and orders it (topological generations, raw data
+at the top); the SVG is written directly, so a pipeline's picture costs milliseconds and no
+plotting library. :func:`log_pipeline_lineage` draws a pipeline run's and logs it to MLflow
+(artifacts ``lineage/``; the UI shows the SVG) and to a W&B run of the pipeline's group when
+W&B is not disabled (:class:`WandbLineageRun`, opened while the steps work).
 
-    python -m util_lib.artifacts lineage model_export:v3 --out lineage.png
+    python -m util_lib.artifacts lineage model_export:v3 --out lineage.svg
 """
 
 from __future__ import annotations
@@ -27,107 +29,93 @@ from util_lib.names import GROUP_ENV, PROJECT_ENV
 
 logger = logging.getLogger(__name__)
 
-FORMATS = (".png", ".svg", ".html", ".json")
+FORMATS = (".svg", ".html", ".json")
 
 
 # ---------------------------------------------------------------------------------- picture
-def _layers(lineage: Lineage) -> list[list[str]]:
-    """Nodes in rows: each one row below its furthest predecessor (raw data at the top)."""
-    nodes = [*lineage.versions, *lineage.runs]
-    preds: dict[str, list[str]] = {n: [] for n in nodes}
-    for source, target, _ in lineage.edges:
-        preds[target].append(source)
-    depth: dict[str, int] = {}
-
-    def visit(node: str, path: frozenset[str]) -> int:
-        if node not in depth:
-            # A cycle cannot be recorded by runs that use before they write; guard anyway.
-            others = [visit(p, path | {node}) for p in preds[node] if p not in path]
-            depth[node] = 1 + max(others, default=-1)
-        return depth[node]
-
-    for node in nodes:
-        visit(node, frozenset())
-    rows: list[list[str]] = [[] for _ in range(max(depth.values(), default=-1) + 1)]
-    for node in nodes:
-        rows[depth[node]].append(node)
-    return rows
+_FILL = {"run": "#fdd0a2", "version": "#c6dbef", "raw data": "#c7e9c0", "not in the store": "#eee"}
+_EDGE = {"produced": "#d94801", "used": "#2171b5"}
+_BOX_W, _BOX_H, _GAP_X, _GAP_Y, _MARGIN = 230, 40, 30, 40, 20
 
 
-def _label(lineage: Lineage, node: str) -> str:
-    if node in lineage.versions:
-        v = lineage.versions[node]
-        digest = f"sha256 {v.digest[:SHORT]}" if v.found else "not in the store"
-        return f"{lineage.short(node)}\n{digest}"
-    run = lineage.runs[node]
-    if not run.found:
-        return f"run {node[:8]}\nnot in the store"
-    return (
-        f"{run.name or run.step}  run {node[:8]}\n"
-        f"code {run.code_digest[:8] or '-'}  config {run.config_digest[:8] or '-'}"
-    )
+def lineage_graph(lineage: Lineage) -> Any:
+    """The lineage as a networkx DiGraph: nodes are versions and runs (``kind``, ``label``,
+    ``fill``), edges carry their ``kind`` (``produced``, ``used``)."""
+    import networkx as nx
 
-
-_FILL = {"run": "#fdd0a2", "version": "#c6dbef", "raw data": "#c7e9c0"}
-
-
-def lineage_figure(lineage: Lineage) -> Any:
-    """The lineage as a matplotlib figure: versions (boxes) and runs (rounded), from the raw
-    data at the top down, edges ``produced`` (run to version) and ``used`` (version to run).
-
-    Top to bottom, so that a long chain stays readable when a viewer fits it to its width.
-    """
-    from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch
-
-    rows = _layers(lineage)
-    width = max((len(r) for r in rows), default=1)
-    figure = Figure(figsize=(max(6.0, 3.0 * width), max(2.5, 0.8 * len(rows) + 0.9)))
-    ax = figure.add_subplot()
-    ax.set_axis_off()
-    ax.set_xlim(-width / 2, width / 2)
-    ax.set_ylim(-len(rows) + 0.5, 0.5)
+    graph = nx.DiGraph()
     raw = set(lineage.raw())
-    texts = {}
-    for depth, row in enumerate(rows):
-        for i, node in enumerate(row):
-            x, y = i - (len(row) - 1) / 2, -depth
-            if node in lineage.versions:
-                found = lineage.versions[node].found
-                color = _FILL["raw data"] if node in raw else _FILL["version"]
-                box = dict(boxstyle="square,pad=0.4", facecolor=color if found else "#eeeeee")
-            else:
-                box = dict(boxstyle="round,pad=0.4", facecolor=_FILL["run"])
-            texts[node] = ax.text(
-                x, y, _label(lineage, node), ha="center", va="center", fontsize=8, bbox=box
+    for spec, v in lineage.versions.items():
+        fill = "raw data" if spec in raw else "version"
+        digest = f"sha256 {v.digest[:SHORT]}" if v.found else "not in the store"
+        fill = fill if v.found else "not in the store"
+        graph.add_node(spec, kind="version", fill=fill, label=(lineage.short(spec), digest))
+    for run_id, run in lineage.runs.items():
+        label = (f"run {run_id[:8]}", "not in the store")
+        if run.found:
+            label = (
+                f"{run.name or run.step}  run {run_id[:8]}",
+                f"code {run.code_digest[:8] or '-'}  config {run.config_digest[:8] or '-'}",
             )
-    colors = {"produced": "#d94801", "used": "#2171b5"}
+        graph.add_node(run_id, kind="run", fill="run", label=label)
     for source, target, kind in lineage.edges:
-        ax.annotate(
-            "",
-            xy=texts[target].get_position(),
-            xytext=texts[source].get_position(),
-            arrowprops=dict(
-                arrowstyle="-|>",
-                color=colors[kind],
-                patchA=texts[source].get_bbox_patch(),
-                patchB=texts[target].get_bbox_patch(),
-                shrinkA=2,
-                shrinkB=2,
-            ),
+        graph.add_edge(source, target, kind=kind)
+    return graph
+
+
+def lineage_svg(lineage: Lineage) -> str:
+    """The lineage as an SVG picture: from the raw data at the top down (networkx's topological
+    generations are the rows), versions square, runs rounded, edges ``produced`` (run to
+    version) and ``used`` (version to run). Text stays text: searchable and selectable."""
+    import networkx as nx
+
+    graph = lineage_graph(lineage)
+    rows = [sorted(row) for row in nx.topological_generations(graph)] if graph else []
+    width = max((len(row) for row in rows), default=1) * (_BOX_W + _GAP_X) + 2 * _MARGIN
+    height = len(rows) * (_BOX_H + _GAP_Y) + 2 * _MARGIN + 30
+    at: dict[str, tuple[float, float]] = {}
+    for depth, row in enumerate(rows):
+        left = (width - len(row) * (_BOX_W + _GAP_X) + _GAP_X) / 2
+        for i, node in enumerate(row):
+            at[node] = (left + i * (_BOX_W + _GAP_X), _MARGIN + 30 + depth * (_BOX_H + _GAP_Y))
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
+        'font-family="sans-serif" font-size="11">',
+        "<defs>"
+        + "".join(
+            f'<marker id="{kind}" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" '
+            f'markerHeight="7" orient="auto"><path d="M0,0L10,5L0,10z" fill="{color}"/></marker>'
+            for kind, color in _EDGE.items()
         )
-    handles = [Patch(facecolor=c, edgecolor="black", label=k) for k, c in _FILL.items()]
-    handles += [Line2D([], [], color=c, label=k) for k, c in colors.items()]
-    ax.legend(handles=handles, loc="lower left", fontsize=8, frameon=False)
-    ax.set_title(lineage.heading, fontsize=9)
-    figure.tight_layout()
-    return figure
+        + "</defs>",
+        f'<text x="{_MARGIN}" y="{_MARGIN + 5}" font-size="13">'
+        f"{html.escape(lineage.heading)}</text>",
+    ]
+    for source, target, kind in graph.edges(data="kind"):
+        (x1, y1), (x2, y2) = at[source], at[target]
+        parts.append(
+            f'<line x1="{x1 + _BOX_W / 2:.0f}" y1="{y1 + _BOX_H:.0f}" x2="{x2 + _BOX_W / 2:.0f}" '
+            f'y2="{y2:.0f}" stroke="{_EDGE[kind]}" marker-end="url(#{kind})"><title>{kind}'
+            "</title></line>"
+        )
+    for node, data in graph.nodes(data=True):
+        x, y = at[node]
+        radius = 10 if data["kind"] == "run" else 0
+        first, second = (html.escape(line) for line in data["label"])
+        parts.append(
+            f'<rect x="{x:.0f}" y="{y:.0f}" width="{_BOX_W}" height="{_BOX_H}" rx="{radius}" '
+            f'fill="{_FILL[data["fill"]]}" stroke="#333"/>'
+            f'<text x="{x + _BOX_W / 2:.0f}" y="{y + 16:.0f}" text-anchor="middle">{first}</text>'
+            f'<text x="{x + _BOX_W / 2:.0f}" y="{y + 31:.0f}" text-anchor="middle" '
+            f'fill="#444">{second}</text>'
+        )
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"
 
 
 def draw_lineage(lineage: Lineage, path: str | Path) -> Path:
-    """Write the lineage to ``path``: a picture (``.png``, ``.svg``), a page with the picture
-    and the text (``.html``), or the graph as data (``.json``).
+    """Write the lineage to ``path``: a picture (``.svg``), a page with the picture and the
+    text (``.html``), or the graph as data (``.json``).
 
     Raises
     ------
@@ -140,49 +128,24 @@ def draw_lineage(lineage: Lineage, path: str | Path) -> Path:
         raise ValueError(f"--out {path}: the suffix must be one of {', '.join(FORMATS)}")
     path.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".json":
-        path.write_text(json.dumps(lineage.to_dict(), indent=2), encoding="utf-8")
-    elif suffix == ".png":
-        lineage_figure(lineage).savefig(path, dpi=120)
+        text = json.dumps(lineage.to_dict(), indent=2)
+    elif suffix == ".svg":
+        text = lineage_svg(lineage)
     else:
-        svg = _svg(lineage)
-        if suffix == ".svg":
-            path.write_text(svg, encoding="utf-8")
-        else:
-            path.write_text(_html(lineage, svg), encoding="utf-8")
+        text = _html(lineage, lineage_svg(lineage))
+    path.write_text(text, encoding="utf-8")
     return path
-
-
-def _svg(lineage: Lineage) -> str:
-    import io
-
-    import matplotlib
-
-    buffer = io.StringIO()
-    # Text as <text> elements, not glyph paths: the labels stay searchable and selectable.
-    with matplotlib.rc_context({"svg.fonttype": "none"}):
-        lineage_figure(lineage).savefig(buffer, format="svg")
-    return buffer.getvalue()
 
 
 def _html(lineage: Lineage, svg: str) -> str:
     title = html.escape(lineage.heading)
-    body = svg[svg.index("<svg") :]  # drop the XML prologue: inline SVG
     return (
         f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{title}</title></head>\n'
-        f"<body>\n<h1>{title}</h1>\n{body}\n"
-        f"<pre>{html.escape(format_lineage(lineage))}</pre>\n</body></html>\n"
+        f"<body>\n{svg}\n<pre>{html.escape(format_lineage(lineage))}</pre>\n</body></html>\n"
     )
 
 
 # ---------------------------------------------------------------------------------- pipeline
-def _import_drawing() -> None:
-    """Import what :func:`draw_lineage` needs (0.4 s of the driver's end otherwise)."""
-    import matplotlib.backends.backend_agg  # noqa: F401
-    import matplotlib.figure  # noqa: F401
-    import matplotlib.lines  # noqa: F401
-    import matplotlib.patches  # noqa: F401
-
-
 class WandbLineageRun:
     """The W&B run of a pipeline's lineage, opened in a thread while the pipeline works.
 
@@ -200,9 +163,6 @@ class WandbLineageRun:
         backends = choose_backends()
         self.mode = backends.wandb_mode
         self._thread: threading.Thread | None = None
-        if backends.artifact_store == "mlflow":
-            # The picture's libraries load while the steps work, not after the last one.
-            threading.Thread(target=_import_drawing, daemon=True).start()
         if backends.artifact_store == "mlflow" and self.mode != "disabled":
             # Read now, in the driver's thread: W&B keeps the first settings it sees.
             settings = {
@@ -254,8 +214,9 @@ def log_pipeline_lineage(
     step_run_ids: Iterable[str] = (),
     wandb_run: WandbLineageRun | None = None,
 ) -> Path | None:
-    """Log the lineage of a pipeline run as its MLflow artifacts ``lineage/`` (``lineage.png``,
-    ``lineage.html``, ``lineage.json``, ``lineage.txt``), and to W&B unless it is disabled.
+    """Log the lineage of a pipeline run as its MLflow artifacts ``lineage/`` (``lineage.svg``,
+    which MLflow's UI shows, ``lineage.html``, ``lineage.json``, ``lineage.txt``), and to W&B
+    unless it is disabled.
 
     The lineage covers ``step_run_ids`` (default: the pipeline run's child runs), what they
     used and wrote, and ``written_specs``, each back to the raw data. It never raises: a
@@ -267,7 +228,7 @@ def log_pipeline_lineage(
     Returns
     -------
     Path or None
-        The artifact path of the picture (``lineage/lineage.png``), None when none was logged.
+        The artifact path of the picture (``lineage/lineage.svg``), None when none was logged.
     """
     try:
         from util_lib.artifacts.backends import choose_backends
@@ -282,7 +243,7 @@ def log_pipeline_lineage(
         lineage.title = f"lineage of pipeline run {pipeline_run_id}"
         with tempfile.TemporaryDirectory(prefix="lineage-") as tmp:
             folder = Path(tmp) / "lineage"
-            for suffix in (".png", ".html", ".json"):
+            for suffix in FORMATS:
                 draw_lineage(lineage, folder / f"lineage{suffix}")
             (folder / "lineage.txt").write_text(format_lineage(lineage) + "\n", encoding="utf-8")
             store.client.log_artifacts(pipeline_run_id, str(folder), "lineage")
@@ -296,7 +257,7 @@ def log_pipeline_lineage(
             ", ".join(map(lineage.short, lineage.raw())) or "not reached",
             pipeline_run_id,
         )
-        return Path("lineage/lineage.png")
+        return Path("lineage/lineage.svg")
     except Exception as exc:  # noqa: BLE001 - a missing picture must not fail the pipeline
         logger.warning("could not draw the pipeline's lineage: %s: %s", type(exc).__name__, exc)
         return None
@@ -313,19 +274,14 @@ def _child_runs(store: MlflowArtifactStore, parent_run_id: str) -> list[str]:
 
 
 def _log_to_wandb(folder: Path, wandb_run: WandbLineageRun) -> None:
-    """Log the picture and the page to the pipeline's W&B lineage run, and end it."""
+    """Log the page (picture and text) to the pipeline's W&B lineage run, and end it."""
     import wandb
 
     run = wandb_run.wait()
     if run is None:
         return
     try:
-        run.log(
-            {
-                "lineage": wandb.Image(str(folder / "lineage.png")),
-                "lineage_page": wandb.Html((folder / "lineage.html").read_text(encoding="utf-8")),
-            }
-        )
+        run.log({"lineage": wandb.Html((folder / "lineage.html").read_text(encoding="utf-8"))})
         # A copy in the run's files (uploaded with them; wandb.save would link the temporary one).
         shutil.copy(folder / "lineage.json", Path(run.dir) / "lineage.json")
     finally:
