@@ -399,7 +399,7 @@ def test_generated_dockerfile_copies_the_promoted_model(
     copy = re.search(r"^COPY (\S+) /opt/ml/model$", dockerfile, re.MULTILINE)
     assert copy, dockerfile
     copied = outside / "docker" / copy[1]
-    assert (copied / "code" / "util_lib" / "pyfunc_model.py").is_file()
+    assert (copied / "code" / "util_lib" / "model" / "pyfunc.py").is_file()
     uuid = yaml.safe_load((copied / "MLmodel").read_text())["model_uuid"]
     assert uuid == yaml.safe_load((_stored_model(env) / "MLmodel").read_text())["model_uuid"]
 
