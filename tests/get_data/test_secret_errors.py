@@ -231,7 +231,7 @@ def test_the_step_process_with_wandb_offline_writes_no_secret(
 ) -> None:
     """get_data's run.py in a process of its own, W&B offline: its console capture, config,
     debug logs and run file hold no secret, nor do stderr, the log and the store."""
-    from tests.conftest import copy_store
+    from tests.pipeline_runs import copy_store
 
     url = _failing_urls(base)[case]
     os.environ[ENV_VAR] = url  # the driver's environment, for hide_secrets alone
@@ -242,7 +242,7 @@ def test_the_step_process_with_wandb_offline_writes_no_secret(
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "WANDB_"))},
         **hidden,
-        "MLFLOW_TRACKING_URI": copy_store(migrated_store, tmp_path),
+        "MLFLOW_TRACKING_URI": copy_store(tmp_path),
         "WANDB_MODE": "offline",
         "WANDB_DIR": str(tmp_path),
         "ML_PIPELINE_LOG": str(tmp_path / "ml_pipeline.log"),

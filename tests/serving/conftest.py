@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from tests.conftest import copy_store
+from tests.pipeline_runs import copy_store
 
 REPO = Path(__file__).resolve().parents[2]
 SMALL_MODEL = "genre_model_small"
@@ -33,7 +33,7 @@ def small_model(
     from util_lib.tracking import start_run
 
     workdir = tmp_path_factory.mktemp("small-model")
-    uri = copy_store(migrated_store, workdir)
+    uri = copy_store(workdir)
     env = {
         "MLFLOW_TRACKING_URI": uri,
         "WANDB_MODE": "disabled",

@@ -458,6 +458,19 @@ def _append(path: Path, text: str) -> None:
     path.write_text(path.read_text() + text)
 
 
+def _verify(env: dict[str, str], spec: str = "model_export:v0") -> subprocess.CompletedProcess:
+    """``python -m util_lib.artifacts verify <spec>`` on the module's store, run in this process
+    (tests/cli.py): the same code on the same files, without an interpreter's start. The
+    command as a process: test_registry_logged_model_and_artifact_share_one_copy."""
+    from tests.cli import run_main
+    from util_lib.artifacts import main
+
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("MLFLOW_TRACKING_URI", "WANDB_MODE"):
+            patch.setenv(name, env[name])
+        return run_main(main, "verify", spec)
+
+
 # Each way of changing the stored files, and the file the refusal must name.
 TAMPERING = {
     "bundled code changed": "code/util_lib/pyfunc_model.py",
@@ -490,7 +503,7 @@ def test_a_tampered_model_is_refused_before_any_of_its_code_runs(
             (files / "input_domain.json").unlink()
         named = TAMPERING[tampering]
 
-        verified = _cli(env, "verify", "model_export:v0")
+        verified = _verify(env)
         assert verified.returncode == 1
         assert named in verified.stderr and "differ from their recorded sha256" in verified.stderr
 
@@ -509,4 +522,4 @@ def test_a_tampered_model_is_refused_before_any_of_its_code_runs(
             path.unlink()
         for path, content in backup.items():
             path.write_bytes(content)
-    assert _cli(env, "verify", "model_export:v0").returncode == 0
+    assert _verify(env).returncode == 0
