@@ -27,7 +27,7 @@ from omegaconf import OmegaConf
 
 from serving.local_server import free_port, serve
 from serving.serving_example import to_payload
-from tests.pipeline_runs import SMALL_FOREST, mlflow_run, pipeline_env, sqlite_uri
+from tests.pipeline_runs import SMALL_FOREST, copy_store, mlflow_run, pipeline_env, sqlite_uri
 
 pytestmark = pytest.mark.e2e
 
@@ -69,15 +69,14 @@ def _pipeline(workdir: Path, env: dict[str, str], *overrides: str) -> None:
 @pytest.fixture(scope="module")
 def registry(workdir: Path, env: dict[str, str], dataset_path: Path) -> dict[str, str]:
     """Two trained versions: model_export:v0 (registry version 1) and v1 (version 2)."""
+    from mlflow import MlflowClient
+
     # The experiment's artifacts stay in workdir (by default `mlflow run`, which works in the
-    # repository, would put them under its ./mlruns).
-    create = (
-        "import sys; from mlflow import MlflowClient; "
-        "MlflowClient().create_experiment(sys.argv[1], artifact_location=sys.argv[2])"
-    )
+    # repository, would put them under its ./mlruns). The store: a copy of a migrated one.
+    assert copy_store(workdir) == env["MLFLOW_TRACKING_URI"]
     project = OmegaConf.load(REPO / "config.yaml").main.project_name
-    made = _run([sys.executable, "-c", create, project, str(workdir / "artifacts")], env, workdir)
-    assert made.returncode == 0, made.stderr
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    client.create_experiment(project, artifact_location=str(workdir / "artifacts"))
     _pipeline(workdir, env, f"data.file_url={dataset_path}")
     _pipeline(
         workdir, env, "main.execute_steps='train_random_forest,evaluate'", "main.random_seed=7"
