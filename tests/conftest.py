@@ -64,7 +64,8 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
     pyproject.toml's addopts: check_data's suite runs pytest under that section too, in a
     process that loads no plugin, where ``-n`` would be an unknown option.
     """
-    if not config.pluginmanager.hasplugin("xdist"):  # -p no:xdist
+    # Not without pytest-xdist (-p no:xdist), nor in its workers (they get no -n: the tests).
+    if not config.pluginmanager.hasplugin("xdist") or hasattr(config, "workerinput"):
         return
     if config.option.numprocesses is None:
         config.option.numprocesses = "auto"
