@@ -55,9 +55,29 @@ def _unit_guard(event: str, _args: tuple) -> None:
 sys.addaudithook(_unit_guard)
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own, which reads these options
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    """Run the tests in parallel unless told otherwise: ``-n auto --dist loadgroup``.
+
+    pytest-xdist starts one worker per core; ``pytest -n 0`` runs serially, ``-n 4`` with four.
+    loadgroup keeps each xdist group on one worker (:func:`_file_group`). These are not in
+    pyproject.toml's addopts: check_data's suite runs pytest under that section too, in a
+    process that loads no plugin, where ``-n`` would be an unknown option.
+    """
+    # Not without pytest-xdist (-p no:xdist), nor in its workers (they get no -n: the tests).
+    if not config.pluginmanager.hasplugin("xdist") or hasattr(config, "workerinput"):
+        return
+    if config.option.numprocesses is None:
+        config.option.numprocesses = "auto"
+    if config.option.numprocesses and config.option.dist == "no":
+        config.option.dist = "loadgroup"
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups (its own hook)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Give every test its tier: its own mark, else integration when it uses a store
-    fixture, else unit. Two tiers on one test is an error."""
+    fixture, else unit. Two tiers on one test is an error. Give a test that shares a
+    module-scoped fixture its file's xdist group (:func:`_file_group`)."""
     for item in items:
         marked = [tier for tier in TIERS if item.get_closest_marker(tier)]
         if len(marked) > 1:
@@ -65,6 +85,28 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if not marked:
             tier = "integration" if STORE_FIXTURES & set(item.fixturenames) else "unit"
             item.add_marker(tier)
+        group = _file_group(item)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
+def _file_group(item: pytest.Item) -> str | None:
+    """The xdist group of a test that uses a module-scoped fixture: its file's path.
+
+    pytest-xdist (``--dist loadgroup``, :func:`pytest_cmdline_main`) runs the tests of one
+    group on one worker, in file order, and sends every other test wherever a worker is free.
+    A module-scoped fixture (a pipeline run, a server) is made once per worker that needs it:
+    the tests that share one stay together, so it is made once. A test already in a group
+    stays in it: files that share a session-scoped fixture name their group themselves (e.g.
+    ``local_run``).
+    """
+    if item.get_closest_marker("xdist_group"):
+        return None
+    # pytest's record of the fixtures the test uses (no public API gives their scopes).
+    definitions = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+    if any(d[-1].scope in ("module", "class", "package") for d in definitions.values() if d):
+        return item.nodeid.split("::", 1)[0]
+    return None
 
 
 @pytest.hookimpl(wrapper=True)
@@ -213,3 +255,16 @@ def _wait_until_ready(together: list[_Together], timeout: float) -> None:
 def dataset_path() -> Path:
     """The dataset the project ships (``dataset/genres_mod.parquet``)."""
     return DATASET
+
+
+@pytest.fixture(scope="session")
+def local_run(tmp_path_factory: pytest.TempPathFactory) -> pipeline_runs.PipelineRun:
+    """The whole pipeline as a user's first run of the default configuration, with a small
+    forest (`mlflow run`, the current environment, W&B off, a store of its own).
+
+    Looked at, never changed, by the tests of MLflow's UI (test_mlflow_ui.py), the reference of
+    the reproducibility and uv tests (deploy/); those files share the xdist group
+    ``local_run``, so the run is made once.
+    """
+    workdir = tmp_path_factory.mktemp("local_run")
+    return pipeline_runs.mlflow_run(workdir, pipeline_runs.SMALL_FOREST).check()

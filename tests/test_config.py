@@ -44,12 +44,11 @@ def output(run: PipelineRun) -> str:
     return run.result.stdout + run.result.stderr
 
 
+# One bad value through `mlflow run`: each value's message is checked in process, where the
+# check is the same (tests/util_lib/test_config_schema.py: main.execute_steps=[] among them).
 @pytest.mark.parametrize(
     ("override", "expected"),
-    [
-        ("data.test_size=1.5", "data.test_size=1.5: must be a number in (0, 1)"),
-        ("main.execute_steps=[]", "main.execute_steps=[]: must name at least one step of: "),
-    ],
+    [("data.test_size=1.5", "data.test_size=1.5: must be a number in (0, 1)")],
 )
 def test_a_bad_value_stops_the_pipeline_before_any_step(
     tmp_path: Path, override: str, expected: str

@@ -1,7 +1,8 @@
 """MLflow's UI in a real browser after a real pipeline run: what a person sees from the link the
 pipeline prints.
 
-One `mlflow run` (a 20-tree forest, W&B off) fills a fresh SQLite store; `mlflow ui` serves it
+One `mlflow run` (a 20-tree forest, W&B off: tests/conftest.py's ``local_run``, which the
+deploy tests look at too) fills a fresh SQLite store; `mlflow ui` serves it
 on a free port of 127.0.0.1; Debian's chromium, headless, renders the pages (the UI is a
 JavaScript app: ``--dump-dom`` gives the rendered document) from a new, empty profile each time.
 The pipeline run page (the printed link), the runs table, the training run's page and the
@@ -30,9 +31,10 @@ import pytest
 import requests
 
 from serving.local_server import free_port
-from tests.pipeline_runs import SMALL_FOREST, STEPS, PipelineRun, mlflow_run, pipeline_env
+from tests.pipeline_runs import STEPS, PipelineRun, pipeline_env
 
-pytestmark = pytest.mark.e2e
+# local_run (tests/conftest.py) is made once for the files of its group.
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("local_run")]
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # Headless, no GPU, and nothing that reaches beyond 127.0.0.1 (updates, sync, QUIC probes).
@@ -156,26 +158,31 @@ def render(url: str, expected: list[str], profiles: Path, window: str = SCREEN) 
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory: pytest.TempPathFactory) -> PipelineRun:
-    return mlflow_run(tmp_path_factory.mktemp("ui"), SMALL_FOREST).check()
+def pipeline(local_run: PipelineRun) -> PipelineRun:
+    """A first pipeline run on a fresh store (a small forest, W&B off)."""
+    return local_run
 
 
 @pytest.fixture(scope="module")
-def ui(pipeline: PipelineRun) -> Iterator[str]:
-    """`mlflow ui` on the pipeline's store, on a free port; yields its base URL."""
+def ui(pipeline: PipelineRun, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`mlflow ui` on the pipeline's store, on a free port; yields its base URL.
+
+    It works in a folder of its own: the pipeline's is shared with other tests.
+    """
     port = free_port()
-    log = pipeline.workdir / "mlflow_ui.log"
+    folder = tmp_path_factory.mktemp("mlflow_ui")
+    log = folder / "mlflow_ui.log"
     command = ["mlflow", "ui", "--backend-store-uri", pipeline.tracking_uri]
     # One worker is plenty for one browser (MLflow starts 4 by default).
     command += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
     # MLflow's job runner (eight queue consumers, for GenAI jobs) is of no use to a browser.
-    env = pipeline_env(pipeline.workdir, pipeline.tracking_uri)
+    env = pipeline_env(folder, pipeline.tracking_uri)
     env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
     with log.open("wb") as out:
         # A session of its own: the server's workers are its children, stopped with it.
         server = subprocess.Popen(
             command,
-            cwd=pipeline.workdir,
+            cwd=folder,
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -1,8 +1,8 @@
 """The whole pipeline through `mlflow run`, on the real dataset served over real HTTP.
 
-One pipeline run (W&B offline, the embedded store on a fresh SQLite tracking store) is shared by
-the tests of this module; a second run trains and evaluates only; a third downloads from a URL
-that answers 404.
+One pipeline run (W&B offline, the embedded store on a SQLite tracking store that MLflow creates
+and migrates itself, as on a user's first run: the quick start) is shared by the tests of this
+module; a second run trains and evaluates only; a third downloads from a URL that answers 404.
 """
 
 from __future__ import annotations
@@ -57,9 +57,9 @@ def _env(workdir: Path) -> dict[str, str]:
     return pipeline_env(workdir, sqlite_uri(workdir), wandb_mode="offline")
 
 
-def run_pipeline(workdir: Path, *overrides: str) -> PipelineRun:
+def run_pipeline(workdir: Path, *overrides: str, new_store: bool = False) -> PipelineRun:
     """The pipeline through `mlflow run` in the module's folder, W&B offline."""
-    return mlflow_run(workdir, *overrides, wandb_mode="offline")
+    return mlflow_run(workdir, *overrides, wandb_mode="offline", new_store=new_store)
 
 
 def _store(workdir: Path):
@@ -75,7 +75,10 @@ def _versions(workdir: Path) -> dict[str, list[str]]:
 
 @pytest.fixture(scope="module")
 def first_run(workdir: Path, http_data: str) -> PipelineRun:
-    return run_pipeline(workdir, f"data.file_url={http_data}/genres_mod.parquet").check()
+    """The quick start: no store yet, MLflow creates ``mlflow.db`` (new_store)."""
+    assert not (workdir / "mlflow.db").exists()
+    run = run_pipeline(workdir, f"data.file_url={http_data}/genres_mod.parquet", new_store=True)
+    return run.check()
 
 
 def _step_runs(workdir: Path) -> list:

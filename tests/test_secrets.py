@@ -1,5 +1,9 @@
 """Secrets stay out: a data URL with a password and a token reaches get_data through the
-environment, and is found nowhere the project prints or records."""
+environment, and is found nowhere the project prints or records; nor is the tracking token of
+the pipeline's own tracking server, which reaches every step.
+
+One pipeline run (``observed_run``) keeps both secrets; its two tests look at it.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,10 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -194,21 +199,60 @@ class _AuthHandler(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def secret_url(dataset_path: Path) -> Iterator[str]:
+# On the pipeline's PYTHONPATH: every Python process that starts with the pipeline's tracking
+# token in its environment (each step's process, which mlflow.run starts) appends it to a file
+# outside the run's folder, so the test knows the secret it must not find anywhere.
+TOKEN_OBSERVER = """
+import os
+
+token = os.environ.get("MLFLOW_TRACKING_TOKEN")
+if token:
+    with open(os.environ["TOKEN_SEEN_FILE"], "a") as seen:
+        seen.write(token + "\\n")
+"""
+
+
+@dataclass
+class ObservedRun:
+    """The module's pipeline run, the file of the tracking tokens its processes had, and how
+    many times the data server handed the dataset out."""
+
+    run: Any
+    tokens_seen: Path
+    served: int
+
+
+@pytest.fixture(scope="module")
+def observed_run(tmp_path_factory: pytest.TempPathFactory, dataset_path: Path) -> ObservedRun:
+    """One pipeline (`mlflow run`, a small forest, W&B offline) with two secrets to keep: the
+    data URL, which holds a password and a token and reaches get_data through the environment
+    (``${oc.env:SONGS_URL}``), and the tracking token of the pipeline's own tracking server,
+    which :data:`TOKEN_OBSERVER` records as the steps' processes get it. The URL's server
+    serves the dataset only with both credentials."""
+    base = tmp_path_factory.mktemp("secrets")
+    observer = base / "observer"
+    observer.mkdir()
+    (observer / "sitecustomize.py").write_text(TOKEN_OBSERVER)
     handler = type("Handler", (_AuthHandler,), {"payload": dataset_path.read_bytes()})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     port = server.server_address[1]
+    url = f"http://{USER}:{SECRET}@127.0.0.1:{port}/genres_mod.parquet?token={SECRET}&code={CODE}"
     try:
-        yield (
-            f"http://{USER}:{SECRET}@127.0.0.1:{port}/genres_mod.parquet?token={SECRET}&code={CODE}"
+        run = mlflow_run(
+            base / "run",
+            "data.file_url='${oc.env:SONGS_URL}'",
+            SMALL_FOREST,
+            wandb_mode="offline",
+            SONGS_URL=url,
+            PYTHONPATH=str(observer),
+            TOKEN_SEEN_FILE=str(base / "tokens-seen"),
         )
     finally:
         server.shutdown()
         server.server_close()
-        assert handler.served >= 1, "get_data never fetched with the credentials"
+    return ObservedRun(run, base / "tokens-seen", handler.served)
 
 
 def _found(run, *secrets: str) -> list[str]:
@@ -226,22 +270,48 @@ def _found(run, *secrets: str) -> list[str]:
 
 
 @pytest.mark.e2e
-def test_a_secret_data_url_is_found_nowhere(tmp_path: Path, secret_url: str) -> None:
+def test_a_secret_data_url_is_found_nowhere(observed_run: ObservedRun) -> None:
     """``?code=`` is secret too: the URL came from the environment."""
-    run = mlflow_run(
-        tmp_path,
-        "data.file_url='${oc.env:SONGS_URL}'",
-        SMALL_FOREST,
-        wandb_mode="offline",
-        SONGS_URL=secret_url,
-    )
+    run = observed_run.run
     run.check()
+    assert observed_run.served >= 1, "get_data never fetched with the credentials"
     assert "test_auc=" in run.result.stdout
     assert _found(run, SECRET, CODE) == [], "the secret is written or printed"
-    assert (tmp_path / "wandb").is_dir() and (tmp_path / "ml_pipeline.log").is_file()
+    assert (run.workdir / "wandb").is_dir() and (run.workdir / "ml_pipeline.log").is_file()
     # The redacted URL is what the records show.
-    log = (tmp_path / "ml_pipeline.log").read_text()
+    log = (run.workdir / "ml_pipeline.log").read_text()
     assert f"{USER}:***@127.0.0.1" in log and "code=***" in log
+
+
+@pytest.mark.e2e
+def test_the_token_reaches_the_steps_and_nothing_the_pipeline_writes(
+    observed_run: ObservedRun,
+) -> None:
+    """The secret of the pipeline's tracking server reaches every step, and nothing the
+    pipeline prints or writes holds it."""
+    from tests.pipeline_runs import STEPS
+
+    run = observed_run.run.check()
+    seen = observed_run.tokens_seen
+    assert seen.exists(), "no step process had MLFLOW_TRACKING_TOKEN: the pipeline served none"
+    lines = seen.read_text().split()
+    assert len(lines) >= len(STEPS), lines  # every step's process got it
+    assert len(set(lines)) == 1  # one pipeline, one secret
+    token = lines[0]
+    # What a user or another program reads afterwards: the log, Hydra's outputs, W&B's
+    # files, the store (its SQLite file holds every parameter and tag) and its artifacts.
+    workdir = run.workdir
+    log = workdir / "ml_pipeline.log"
+    assert "tracking server http://127.0.0.1:" in log.read_text()
+    assert any((workdir / "wandb").rglob("*.wandb"))
+    assert (workdir / "mlflow.db").stat().st_size > 0
+    holders = [
+        str(path.relative_to(workdir))
+        for path in workdir.rglob("*")
+        if path.is_file() and token.encode() in path.read_bytes()
+    ]
+    assert holders == []
+    assert token not in run.stdout + run.stderr
 
 
 @pytest.mark.e2e

@@ -1,6 +1,11 @@
 """The step cache through `mlflow run`: the same command twice runs nothing the second time, one
 forest parameter changed runs train and evaluate only, and after a failure the same command
-resumes at the failed step. Real stores, W&B off, the bundled dataset."""
+resumes at the failed step. Real stores, the bundled dataset; W&B offline for the module's
+first run and the all-cached reruns (as a user without an account runs them), off otherwise.
+
+The tests that use ``first`` share its folder and run in this file's order: each builds on the
+state the ones above it left (the all-cached reruns come before a forest parameter changes).
+"""
 
 from __future__ import annotations
 
@@ -32,8 +37,19 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def first(workdir: Path) -> PipelineRun:
+    """The module's first run: every step runs, W&B offline."""
     # A progress line every second while a step works (30 s by default).
-    return mlflow_run(workdir, SMALL_FOREST, UTIL_LIB_PROGRESS_SECONDS="1").check()
+    return mlflow_run(
+        workdir, SMALL_FOREST, wandb_mode="offline", UTIL_LIB_PROGRESS_SECONDS="1"
+    ).check()
+
+
+@pytest.fixture(scope="module")
+def forest_changed(workdir: Path, first: PipelineRun) -> PipelineRun:
+    """After ``first``, the same command with another forest: model_export:v1."""
+    return mlflow_run(
+        workdir, SMALL_FOREST, "random_forest_pipeline.random_forest.max_depth=9"
+    ).check()
 
 
 def test_each_step_says_when_it_starts_ends_and_that_it_still_works(first: PipelineRun) -> None:
@@ -76,27 +92,32 @@ def test_the_same_command_again_runs_nothing(workdir: Path, first: PipelineRun) 
     assert pipeline.data.metrics["val_auc"] > 0.9
 
 
-def test_a_forest_parameter_reruns_train_and_evaluate_only(
-    workdir: Path, first: PipelineRun
-) -> None:
-    changed = mlflow_run(
-        workdir, SMALL_FOREST, "random_forest_pipeline.random_forest.max_depth=9"
-    ).check()
-    statuses = _statuses(changed)
+def test_all_cached_reruns_in_one_folder_always_succeed(workdir: Path, first: PipelineRun) -> None:
+    """Issue 19: all-cached reruns used to die now and then with CPython 3.11's "AST
+    constructor recursion depth mismatch" (the driver parsed sources while W&B's and the
+    lineage libraries' threads did too). W&B offline, as a user without an account runs it:
+    the first run's command again, five times in its folder."""
+    for attempt in range(1, 6):
+        again = mlflow_run(workdir, SMALL_FOREST, wandb_mode="offline")
+        assert again.returncode == 0, f"rerun {attempt}:\n{again.stderr[-6000:]}"
+        assert _statuses(again) == dict.fromkeys(STEPS, "CACHED"), f"rerun {attempt}"
+
+
+def test_a_forest_parameter_reruns_train_and_evaluate_only(forest_changed: PipelineRun) -> None:
+    statuses = _statuses(forest_changed)
     assert statuses == {
         **dict.fromkeys(STEPS[:4], "CACHED"),
         "train_random_forest": "FINISHED",
         "evaluate": "FINISHED",
     }
-    assert "model_export:v1" in changed.result.stdout
+    assert "model_export:v1" in forest_changed.result.stdout
 
 
 def test_a_step_run_alone_reads_what_the_last_pipeline_reported(
-    workdir: Path, first: PipelineRun
+    workdir: Path, forest_changed: PipelineRun
 ) -> None:
     """Another forest makes model_export:v1 the latest; the first command again reuses every
     step, model_export:v0 among them; evaluate run alone then scores v0, not the latest."""
-    mlflow_run(workdir, SMALL_FOREST, "random_forest_pipeline.random_forest.max_depth=9").check()
     again = mlflow_run(workdir, SMALL_FOREST).check()
     assert _statuses(again) == dict.fromkeys(STEPS, "CACHED")
     store = again.store()
@@ -190,14 +211,3 @@ def test_after_a_failure_the_same_command_resumes_at_the_failed_step(
         "preprocess": "CACHED",
         **dict.fromkeys(STEPS[2:], "FINISHED"),
     }
-
-
-def test_all_cached_reruns_in_one_folder_always_succeed(tmp_path: Path) -> None:
-    """Issue 19: all-cached reruns used to die now and then with CPython 3.11's "AST
-    constructor recursion depth mismatch" (the driver parsed sources while W&B's and the
-    lineage libraries' threads did too). W&B offline, as a user without an account runs it."""
-    mlflow_run(tmp_path, SMALL_FOREST, wandb_mode="offline").check()
-    for attempt in range(1, 6):
-        again = mlflow_run(tmp_path, SMALL_FOREST, wandb_mode="offline")
-        assert again.returncode == 0, f"rerun {attempt}:\n{again.stderr[-6000:]}"
-        assert _statuses(again) == dict.fromkeys(STEPS, "CACHED"), f"rerun {attempt}"

@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import signal
+import site
 import subprocess
 import sys
 import time
@@ -137,17 +138,18 @@ def check_sweep(workdir: Path, sweep_dir: Path, jobs: int, steps: tuple[str, ...
 
 
 def test_sequential_sweep_groups_reports_and_names_the_best(prepared: Path) -> None:
+    # Two jobs: the fewest that have a best one.
     sweep_dir = prepared / "sequential"
     result = mlflow_run(
         prepared,
-        f"main.execute_steps=train_random_forest {SMALL} {DEPTH}=range(5,25,5) "
+        f"main.execute_steps=train_random_forest {SMALL} {DEPTH}=range(5,15,5) "
         f"hydra.sweep.dir={sweep_dir} -m",
     ).check()
-    found = check_sweep(prepared, sweep_dir, 4, ("train_random_forest",))
+    found = check_sweep(prepared, sweep_dir, 2, ("train_random_forest",))
 
     rows = _report(sweep_dir)
-    assert [r[DEPTH] for r in rows] == ["5", "10", "15", "20"]
-    assert [r["test_auc"] for r in rows] == [""] * 4  # evaluate did not run
+    assert [r[DEPTH] for r in rows] == ["5", "10"]
+    assert [r["test_auc"] for r in rows] == [""] * 2  # evaluate did not run
     best = max(rows, key=lambda r: float(r["val_auc"]))
     assert f"Best job: #{best['job']} (random_forest.max_depth={best[DEPTH]})" in result.stdout
     (command,) = re.findall(r"Promote it:\s+(.+)", result.stdout)
@@ -218,6 +220,7 @@ def test_sweep_grid_from_a_config_file(prepared: Path, tmp_path: Path) -> None:
 
 
 def test_parallel_joblib_sweep_keeps_jobs_apart(prepared: Path) -> None:
+    # Two jobs at once (joblib's two workers): the fewest that can get mixed up.
     sweep_dir = prepared / "joblib"
     wandb_dir = prepared / "wandb_joblib"
     wandb_dir.mkdir()
@@ -225,26 +228,22 @@ def test_parallel_joblib_sweep_keeps_jobs_apart(prepared: Path) -> None:
         prepared,
         # No step cache: every step of every job runs, so each is a W&B run of its own.
         f"hydra/launcher=joblib {TRAIN_EVALUATE} {SMALL} main.experiment_name=sweep_joblib "
-        f"main.cache=false {DEPTH}=5,10 {TERMS}=5,10 hydra.sweep.dir={sweep_dir} -m",
+        f"main.cache=false {DEPTH}=5,10 {TERMS}=5 hydra.sweep.dir={sweep_dir} -m",
         wandb_mode="offline",
         WANDB_DIR=str(wandb_dir),
     ).check()
-    found = check_sweep(prepared, sweep_dir, 4, ("train_random_forest", "evaluate"))
+    found = check_sweep(prepared, sweep_dir, 2, ("train_random_forest", "evaluate"))
 
     rows = _report(sweep_dir)
     assert all(0.8 < float(r["test_auc"]) < 1 for r in rows)
-    assert sorted((r[DEPTH], r[TERMS]) for r in rows) == [
-        ("10", "10"),
-        ("10", "5"),
-        ("5", "10"),
-        ("5", "5"),
-    ]
+    assert sorted(r[DEPTH] for r in rows) == ["10", "5"]
+    assert all(f"{TERMS}=5" in r["overrides"].split() for r in rows)
     # Each step of each job is a W&B run of its own, in group main.experiment_name, and so is
     # each job's lineage picture (util_lib.artifacts.lineage), which names the job's pipeline run.
     step_runs = {r.info.run_id for _, steps in found.values() for r in steps.values()}
     pipelines = {pipeline.info.run_id for pipeline, _ in found.values()}
     records = [p.read_bytes() for p in (wandb_dir / "wandb").glob("offline-run-*/*.wandb")]
-    assert len(step_runs) == 8 and len(pipelines) == 4
+    assert len(step_runs) == 4 and len(pipelines) == 2
     assert len(records) == len(step_runs) + len(pipelines)
     assert all(b"sweep_joblib" in record for record in records)
     # Each W&B run names its own MLflow run in its config (the console output it keeps may
@@ -260,15 +259,17 @@ def test_optuna_sweep_is_repeatable_with_its_seed(prepared: Path) -> None:
     results = []
     for attempt in ("optuna_1", "optuna_2"):
         sweep_dir = prepared / attempt
+        # Two trials, asked for at once and run in parallel: the fewest that have a best one
+        # and can come back in another order.
         mlflow_run(
             prepared,
-            "--config-name optuna hydra.sweeper.n_trials=3 hydra.sweeper.n_jobs=3 "
-            "hydra/launcher=joblib hydra.launcher.n_jobs=3 "
+            "--config-name optuna hydra.sweeper.n_trials=2 hydra.sweeper.n_jobs=2 "
+            "hydra/launcher=joblib hydra.launcher.n_jobs=2 "
             # No step cache: the second attempt must train again to show it is repeatable.
             f"main.execute_steps=train_random_forest {SMALL} main.cache=false "
             f"hydra.sweep.dir={sweep_dir} -m",
         ).check()
-        check_sweep(prepared, sweep_dir, 3, ("train_random_forest",))
+        check_sweep(prepared, sweep_dir, 2, ("train_random_forest",))
         rows = _report(sweep_dir)
         optimum = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
         best = max(rows, key=lambda r: float(r["val_auc"]))
@@ -276,7 +277,7 @@ def test_optuna_sweep_is_repeatable_with_its_seed(prepared: Path) -> None:
         assert all(f"{k}={v}" in best["overrides"] for k, v in optimum["best_params"].items())
         results.append([(r["overrides"], r["val_auc"]) for r in rows])
     assert results[0] == results[1]
-    assert len({overrides for overrides, _ in results[0]}) == 3
+    assert len({overrides for overrides, _ in results[0]}) == 2
 
 
 def test_grid_search_exports_the_best_estimator(prepared: Path) -> None:
@@ -313,11 +314,22 @@ def test_grid_search_exports_the_best_estimator(prepared: Path) -> None:
 # ------------------------------------------------------------------------------------ Ray
 @pytest.fixture(scope="module")
 def ray_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A virtual environment with requirements-ray.txt on top of the installed requirements."""
+    """A virtual environment with requirements-ray.txt on top of the installed requirements.
+
+    README's second recipe (``venv --system-site-packages``, then requirements-ray.txt) with
+    the tests' interpreter's packages in the system's place, which are the installed
+    requirements also when that interpreter is itself a virtual environment's (CI's): a .pth
+    file names its site-packages after the new environment's own. pip then installs only what
+    requirements-ray.txt adds or pins otherwise (its cloudpickle and joblib shadow those).
+    """
     venv = tmp_path_factory.mktemp("ray") / "venv"
-    subprocess.run(
-        [sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=300
-    )
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    purelib = "import sysconfig; print(sysconfig.get_path('purelib'))"
+    own = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", purelib],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout.strip()  # fmt: skip
+    (Path(own) / "installed_requirements.pth").write_text("\n".join(site.getsitepackages()))
     install = subprocess.run(
         [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
         + ["-r", str(REPO / "requirements-ray.txt")],

@@ -1,7 +1,9 @@
-"""Fixtures of the data-check tests: the real data as preprocess leaves it."""
+"""Fixtures of the data-check tests: the real data as preprocess leaves it, and a fork server
+that starts the suite's runs warm, as the pipeline's does."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,3 +37,45 @@ def _no_stray_benchmarks_folder() -> Iterator[None]:
     yield
     if not existed and folder.is_dir() and not any(folder.iterdir()):
         folder.rmdir()
+
+
+@pytest.fixture(scope="session")
+def suite_fork_server() -> Iterator[str]:
+    """A fork server (util_lib/forkserver.py) that has imported what the data-check suite
+    imports (pipeline.yaml's ``imports`` of check_data, MLflow's SQLite store), as the
+    pipeline's driver starts one before its steps; yields its socket ("" where none runs).
+
+    The suite's MLproject command (``python -m util_lib.forkserver -m pytest ...``) then forks
+    from it, warm, as in a pipeline, instead of importing all that for each run (5-10 s on two
+    cores); its launcher runs it cold itself whenever the server cannot stand for it, saying
+    why. Only the runs of :func:`warm_suite`'s tests are given its address.
+    """
+    from util_lib import forkserver
+    from util_lib.environment import FORKSERVER_ENV
+    from util_lib.graph import get_step
+
+    before = os.environ.get(FORKSERVER_ENV)
+    server = forkserver.start()
+    if server is not None:
+        step = get_step("check_data")
+        forkserver.warm([*step.imports, forkserver.STORE_MODULE], step=step.folder)
+    # Not this process's other children: only the suite's runs (warm_suite).
+    if before is None:
+        os.environ.pop(FORKSERVER_ENV, None)
+    else:
+        os.environ[FORKSERVER_ENV] = before
+    try:
+        yield server.address if server is not None else ""
+    finally:
+        if server is not None:
+            server.stop()
+
+
+@pytest.fixture
+def warm_suite(suite_fork_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The suite's runs in this test (tests/check_data/suite_runs.py: run_suite) start from
+    the session's fork server."""
+    from util_lib.environment import FORKSERVER_ENV
+
+    if suite_fork_server:
+        monkeypatch.setenv(FORKSERVER_ENV, suite_fork_server)

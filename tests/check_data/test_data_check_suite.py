@@ -10,6 +10,9 @@ import pytest
 from tests.check_data.suite_runs import last_run, log_versions, run_suite
 from util_lib.artifacts.mlflow_store import MlflowArtifactStore
 
+# The suite's runs start warm from one fork server (conftest.py), on the worker of its group.
+pytestmark = [pytest.mark.usefixtures("warm_suite"), pytest.mark.xdist_group("check_data_suite")]
+
 
 def test_suite_passes_on_data_that_did_not_drift(
     tracking: Path, clean: pd.DataFrame, half: pd.DataFrame

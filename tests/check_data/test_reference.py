@@ -5,9 +5,6 @@ preprocess, the data-check suite (its MLproject command) and segregate on a real
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -20,9 +17,11 @@ from tests.check_data.suite_runs import check_runs, log_versions, output, run_su
 from util_lib.artifacts.mlflow_store import MlflowArtifactStore
 from util_lib.step.run import start_run
 
-REPO = Path(__file__).resolve().parents[2]
 REFERENCE = "preprocessed_data:reference"
 SKIPPED_NOTICE = "no reference yet: no version of preprocessed_data has the alias 'reference'"
+
+# The suite's runs start warm from one fork server (conftest.py), on the worker of its group.
+pytestmark = [pytest.mark.usefixtures("warm_suite"), pytest.mark.xdist_group("check_data_suite")]
 
 
 def _preprocess(raw: pd.DataFrame, folder: Path) -> str:
@@ -61,14 +60,12 @@ def _with_reference(store: MlflowArtifactStore) -> list[str]:
 
 
 def _list(name: str) -> dict[str, str]:
-    """`python -m util_lib.artifacts list NAME`: each version's row, by spec."""
-    listed = subprocess.run(
-        [sys.executable, "-m", "util_lib.artifacts", "list", name],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        timeout=120,
-    )
+    """`python -m util_lib.artifacts list NAME`, run in this process (tests/cli.py; the
+    command as a process: tests/util_lib/test_artifacts_cli.py): each version's row, by spec."""
+    from tests.cli import run_main
+    from util_lib.artifacts import main
+
+    listed = run_main(main, "list", name)
     assert listed.returncode == 0, listed.stderr
     lines = listed.stdout.splitlines()
     assert " check " in f" {lines[1]} ", lines[1]  # the header names the column

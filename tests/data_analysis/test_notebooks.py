@@ -41,7 +41,8 @@ from tests.data_analysis.notebook_runs import (
     tracked_run,
 )
 
-pytestmark = pytest.mark.e2e
+# The session's store and notebooks (conftest.py) are made once for the files of this group.
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("data_analysis")]
 
 
 def test_eda_finds_what_the_data_holds(store: Path, executed, dataset_path: Path) -> None:

@@ -28,7 +28,8 @@ from tests.data_analysis.notebook_runs import (
 from tests.pipeline_runs import PROJECT, sqlite_uri
 from util_lib.artifacts.mlflow_store import MlflowArtifactStore
 
-pytestmark = pytest.mark.e2e
+# The session's store and notebooks (conftest.py) are made once for the files of this group.
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("data_analysis")]
 
 NOTEBOOK = "UnsupervisedLearning.ipynb"
 METHODS = ("kmeans", "gmm", "agglomerative")

@@ -1,4 +1,8 @@
-"""Fixtures of the "run it anywhere" tests: a git server holding a release tag, pipeline runs."""
+"""Fixtures of the "run it anywhere" tests: a git server holding a release tag.
+
+The reference pipeline run of the reproducibility and uv tests, ``local_run``, is in
+tests/conftest.py: test_mlflow_ui.py looks at it too.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,11 @@ import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
 from serving.local_server import free_port
-from tests.pipeline_runs import PROJECT, REPO, PipelineRun, mlflow_run
+from tests.pipeline_runs import PROJECT, REPO
 
 RELEASE_TAG = "v0.0.0-test"
 
@@ -77,13 +80,3 @@ def git_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitServer]:
             daemon.kill()
             daemon.wait(timeout=10)
         log.close()
-
-
-@pytest.fixture(scope="session")
-def local_run(tmp_path_factory: pytest.TempPathFactory, dataset_path: Path) -> PipelineRun:
-    """The whole pipeline with the default configuration, in the current environment.
-
-    The reference of the reproducibility and uv tests.
-    """
-    workdir = tmp_path_factory.mktemp("local_run")
-    return mlflow_run(workdir, f"data.file_url={dataset_path}").check()

@@ -14,16 +14,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.pipeline_runs import DATA_ARTIFACTS, PipelineRun, mlflow_run, step_runs
+from tests.pipeline_runs import DATA_ARTIFACTS, SMALL_FOREST, PipelineRun, mlflow_run, step_runs
 
-pytestmark = pytest.mark.e2e
+# local_run (tests/conftest.py) is made once for the files of its group.
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("local_run")]
 
 
 @pytest.fixture(scope="module")
-def second_run(tmp_path_factory: pytest.TempPathFactory, dataset_path: Path) -> PipelineRun:
+def second_run(tmp_path_factory: pytest.TempPathFactory) -> PipelineRun:
     """The same configuration as ``local_run``, in another folder with another store."""
     workdir = tmp_path_factory.mktemp("second_run")
-    return mlflow_run(workdir, f"data.file_url={dataset_path}").check()
+    return mlflow_run(workdir, SMALL_FOREST).check()
 
 
 def _store(run: PipelineRun):

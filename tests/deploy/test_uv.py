@@ -16,18 +16,20 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.pipeline_runs import REPO, STEPS, PipelineRun, mlflow_run, step_runs
+from tests.pipeline_runs import REPO, SMALL_FOREST, STEPS, PipelineRun, mlflow_run, step_runs
 
-pytestmark = [pytest.mark.e2e, pytest.mark.package_index]
+# local_run (tests/conftest.py), the reference, is made once for the files of its group.
+pytestmark = [pytest.mark.e2e, pytest.mark.package_index, pytest.mark.xdist_group("local_run")]
 
 
 @pytest.fixture(scope="module")
-def uv_run(tmp_path_factory: pytest.TempPathFactory, dataset_path: Path) -> Iterator[PipelineRun]:
-    """The whole pipeline with the default configuration, in environments that uv builds."""
+def uv_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PipelineRun]:
+    """The whole pipeline with local_run's configuration (the default, a small forest), in
+    environments that uv builds."""
     workdir = tmp_path_factory.mktemp("uv_run")
     run = mlflow_run(
         workdir,
-        f"data.file_url={dataset_path}",
+        SMALL_FOREST,
         env_manager="uv",
         wandb_mode="offline",
         timeout=2400,

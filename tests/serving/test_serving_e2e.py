@@ -27,7 +27,7 @@ from omegaconf import OmegaConf
 
 from serving.local_server import free_port, serve
 from serving.serving_example import to_payload
-from tests.pipeline_runs import SMALL_FOREST, mlflow_run, pipeline_env, sqlite_uri
+from tests.pipeline_runs import SMALL_FOREST, copy_store, mlflow_run, pipeline_env, sqlite_uri
 
 pytestmark = pytest.mark.e2e
 
@@ -69,15 +69,14 @@ def _pipeline(workdir: Path, env: dict[str, str], *overrides: str) -> None:
 @pytest.fixture(scope="module")
 def registry(workdir: Path, env: dict[str, str], dataset_path: Path) -> dict[str, str]:
     """Two trained versions: model_export:v0 (registry version 1) and v1 (version 2)."""
+    from mlflow import MlflowClient
+
     # The experiment's artifacts stay in workdir (by default `mlflow run`, which works in the
-    # repository, would put them under its ./mlruns).
-    create = (
-        "import sys; from mlflow import MlflowClient; "
-        "MlflowClient().create_experiment(sys.argv[1], artifact_location=sys.argv[2])"
-    )
+    # repository, would put them under its ./mlruns). The store: a copy of a migrated one.
+    assert copy_store(workdir) == env["MLFLOW_TRACKING_URI"]
     project = OmegaConf.load(REPO / "config.yaml").main.project_name
-    made = _run([sys.executable, "-c", create, project, str(workdir / "artifacts")], env, workdir)
-    assert made.returncode == 0, made.stderr
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    client.create_experiment(project, artifact_location=str(workdir / "artifacts"))
     _pipeline(workdir, env, f"data.file_url={dataset_path}")
     _pipeline(
         workdir, env, "main.execute_steps='train_random_forest,evaluate'", "main.random_seed=7"
@@ -458,6 +457,19 @@ def _append(path: Path, text: str) -> None:
     path.write_text(path.read_text() + text)
 
 
+def _verify(env: dict[str, str], spec: str = "model_export:v0") -> subprocess.CompletedProcess:
+    """``python -m util_lib.artifacts verify <spec>`` on the module's store, run in this process
+    (tests/cli.py): the same code on the same files, without an interpreter's start. The
+    command as a process: test_registry_logged_model_and_artifact_share_one_copy."""
+    from tests.cli import run_main
+    from util_lib.artifacts import main
+
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("MLFLOW_TRACKING_URI", "WANDB_MODE"):
+            patch.setenv(name, env[name])
+        return run_main(main, "verify", spec)
+
+
 # Each way of changing the stored files, and the file the refusal must name.
 TAMPERING = {
     "bundled code changed": "code/util_lib/model/pyfunc.py",
@@ -490,7 +502,7 @@ def test_a_tampered_model_is_refused_before_any_of_its_code_runs(
             (files / "input_domain.json").unlink()
         named = TAMPERING[tampering]
 
-        verified = _cli(env, "verify", "model_export:v0")
+        verified = _verify(env)
         assert verified.returncode == 1
         assert named in verified.stderr and "differ from their recorded sha256" in verified.stderr
 
@@ -509,4 +521,4 @@ def test_a_tampered_model_is_refused_before_any_of_its_code_runs(
             path.unlink()
         for path, content in backup.items():
             path.write_bytes(content)
-    assert _cli(env, "verify", "model_export:v0").returncode == 0
+    assert _verify(env).returncode == 0

@@ -73,7 +73,7 @@ def test_good_values_pass(overrides: list[str]) -> None:
         ("data.val_size=1", "data.val_size=1.0: must be a number in (0, 1)"),
         ("data.ks_alpha=-0.1", "data.ks_alpha=-0.1: must be a number in (0, 1)"),
         ("data.ks_alpha=nan", "data.ks_alpha=nan: must be a number in (0, 1)"),
-        ("main.execute_steps=[]", "main.execute_steps=[]: must name at least one step"),
+        ("main.execute_steps=[]", "main.execute_steps=[]: must name at least one step of: "),
         ("main.execute_steps=''", "main.execute_steps='': must name at least one step"),
         (
             "main.execute_steps='train,evaluate'",
