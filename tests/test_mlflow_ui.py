@@ -31,6 +31,7 @@ import pytest
 import requests
 
 from serving.local_server import free_port
+from tests import tools
 from tests.pipeline_runs import STEPS, PipelineRun, pipeline_env
 
 # local_run (tests/conftest.py) is made once for the files of its group.
@@ -130,7 +131,7 @@ def _words(parts: list[str]) -> str:
 
 def _chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess:
     if CHROMIUM is None:
-        pytest.fail("chromium is not installed: apt-get install chromium (.ci/run does)")
+        tools.missing("chromium", "load MLflow's UI in a headless browser")
     profile.mkdir(parents=True)  # new and empty: no state from another page or test
     return subprocess.run(
         [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *args],

@@ -22,6 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from serving.local_server import free_port
+from tests import tools
 from tests.pipeline_runs import SMALL_FOREST, mlflow_run
 from util_lib import redact
 from util_lib.redact import redact_text, redact_url, register_secret_url
@@ -376,7 +377,7 @@ def test_git_gets_the_credentials_mlflow_only_the_plain_url(tmp_path: Path) -> N
         assert env["GIT_CONFIG_COUNT"] == "1"
         base = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
         git = subprocess.run(
-            ["git", "ls-remote", plain],
+            [tools.need("git", why="fetch over HTTP"), "ls-remote", plain],
             env={**base, **env, "GIT_TERMINAL_PROMPT": "0", "HOME": str(tmp_path)},
             capture_output=True,
             text=True,

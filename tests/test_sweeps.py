@@ -27,6 +27,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Run
 
 from serving.local_server import free_port
+from tests import tools
 from tests.pipeline_runs import REPO, mlflow_run, pipeline_env, project_runs, sqlite_uri
 from util_lib.names import STEP_RUN_PREFIX, STEP_STATUS_PREFIX
 
@@ -322,6 +323,7 @@ def ray_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     file names its site-packages after the new environment's own. pip then installs only what
     requirements-ray.txt adds or pins otherwise (its cloudpickle and joblib shadow those).
     """
+    tools.need_package_index()
     venv = tmp_path_factory.mktemp("ray") / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     purelib = "import sysconfig; print(sysconfig.get_path('purelib'))"

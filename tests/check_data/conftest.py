@@ -41,18 +41,18 @@ def _no_stray_benchmarks_folder() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def suite_fork_server() -> Iterator[str]:
-    """A fork server (util_lib/forkserver.py) that has imported what the data-check suite
+    """A fork server (util_lib/pipeline/forkserver.py) that has imported what the data-check suite
     imports (pipeline.yaml's ``imports`` of check_data, MLflow's SQLite store), as the
     pipeline's driver starts one before its steps; yields its socket ("" where none runs).
 
-    The suite's MLproject command (``python -m util_lib.forkserver -m pytest ...``) then forks
+    The suite's MLproject command (``python -m util_lib.step.launcher -m pytest ...``) then forks
     from it, warm, as in a pipeline, instead of importing all that for each run (5-10 s on two
     cores); its launcher runs it cold itself whenever the server cannot stand for it, saying
     why. Only the runs of :func:`warm_suite`'s tests are given its address.
     """
-    from util_lib import forkserver
-    from util_lib.environment import FORKSERVER_ENV
-    from util_lib.graph import get_step
+    from util_lib.names import FORKSERVER_ENV
+    from util_lib.pipeline import forkserver
+    from util_lib.pipeline.graph import get_step
 
     before = os.environ.get(FORKSERVER_ENV)
     server = forkserver.start()
@@ -75,7 +75,7 @@ def suite_fork_server() -> Iterator[str]:
 def warm_suite(suite_fork_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The suite's runs in this test (tests/check_data/suite_runs.py: run_suite) start from
     the session's fork server."""
-    from util_lib.environment import FORKSERVER_ENV
+    from util_lib.names import FORKSERVER_ENV
 
     if suite_fork_server:
         monkeypatch.setenv(FORKSERVER_ENV, suite_fork_server)

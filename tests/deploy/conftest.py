@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import pytest
 
 from serving.local_server import free_port
+from tests import tools
 from tests.pipeline_runs import PROJECT, REPO
 
 RELEASE_TAG = "v0.0.0-test"
@@ -37,6 +38,7 @@ class GitServer:
 @pytest.fixture(scope="session")
 def git_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitServer]:
     """A bare clone of the project's committed HEAD, tagged, served over ``git://``."""
+    tools.need_git_daemon()
     base = tmp_path_factory.mktemp("git")
     bare = base / f"{PROJECT}.git"
     _git("clone", "--bare", "--quiet", str(REPO), str(bare))

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from serving.local_server import free_port
+from tests import tools
 from tests.pipeline_runs import (
     DATA_ARTIFACTS,
     REPO,
@@ -40,9 +41,7 @@ MODEL_STEPS = "train_random_forest,evaluate"
 def _postgres_bin() -> Path:
     """The folder of PostgreSQL's server programs (Debian keeps them off the PATH)."""
     found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-    initdb = found[-1] if found else shutil.which("initdb")
-    if not initdb:
-        pytest.fail("PostgreSQL is not installed (no initdb): apt-get install postgresql")
+    initdb = tools.need("initdb", why="start a PostgreSQL server", also=tuple(found[-1:]))
     return Path(initdb).parent
 
 

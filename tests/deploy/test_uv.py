@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests import tools
 from tests.pipeline_runs import REPO, SMALL_FOREST, STEPS, PipelineRun, mlflow_run, step_runs
 
 # local_run (tests/conftest.py), the reference, is made once for the files of its group.
@@ -26,6 +27,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.package_index, pytest.mark.xdist_grou
 def uv_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PipelineRun]:
     """The whole pipeline with local_run's configuration (the default, a small forest), in
     environments that uv builds."""
+    tools.need_package_index()
     workdir = tmp_path_factory.mktemp("uv_run")
     run = mlflow_run(
         workdir,

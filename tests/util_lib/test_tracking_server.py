@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import tools
 from util_lib.names import (
     HTTP_BACKOFF_FACTOR_ENV,
     HTTP_MAX_RETRIES_ENV,
@@ -355,15 +356,10 @@ def _need_another_uid() -> None:
 
 def _need_root_for(what: str, tool: str) -> None:
     """Skip (fail under CI) unless this runs as root with ``tool`` (util-linux) installed."""
-    reason = None
-    if shutil.which(tool) is None:
-        reason = f"needs {tool} to {what} (apt-get install util-linux)"
-    elif os.geteuid() != 0:
+    tools.need(tool, why=what)
+    if os.geteuid() != 0:
         reason = f"needs root to {what}"
-    if reason and os.environ.get("CI"):
-        pytest.fail(reason)
-    if reason:
-        pytest.skip(reason)
+        pytest.fail(reason) if os.environ.get("CI") else pytest.skip(reason)
 
 
 def _as_nobody(script: str, *args: str) -> dict:
