@@ -63,7 +63,7 @@ def _list(name: str) -> dict[str, str]:
     """`python -m util_lib.artifacts list NAME`, run in this process (tests/cli.py; the
     command as a process: tests/util_lib/test_artifacts_cli.py): each version's row, by spec."""
     from tests.cli import run_main
-    from util_lib.artifacts import main
+    from util_lib.artifacts.cli import main
 
     listed = run_main(main, "list", name)
     assert listed.returncode == 0, listed.stderr

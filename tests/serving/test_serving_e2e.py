@@ -462,7 +462,7 @@ def _verify(env: dict[str, str], spec: str = "model_export:v0") -> subprocess.Co
     (tests/cli.py): the same code on the same files, without an interpreter's start. The
     command as a process: test_registry_logged_model_and_artifact_share_one_copy."""
     from tests.cli import run_main
-    from util_lib.artifacts import main
+    from util_lib.artifacts.cli import main
 
     with pytest.MonkeyPatch.context() as patch:
         for name in ("MLFLOW_TRACKING_URI", "WANDB_MODE"):
