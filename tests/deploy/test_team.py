@@ -42,7 +42,9 @@ def _postgres_bin() -> Path:
     found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
     initdb = found[-1] if found else shutil.which("initdb")
     if not initdb:
-        pytest.fail("PostgreSQL is not installed (no initdb): apt-get install postgresql")
+        # Skipped on a developer's machine, a failure in CI (CI set), which must run it.
+        missing = pytest.fail if os.environ.get("CI") else pytest.skip
+        missing("PostgreSQL is not installed (no initdb): apt-get install postgresql")
     return Path(initdb).parent
 
 
