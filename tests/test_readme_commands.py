@@ -209,6 +209,8 @@ def _on_port(command: Command, port: int) -> Command:
     text = command.text.replace("--port 5000", f"--port {port}").replace(":5000/", f":{port}/")
     if SERVERS.match(text) and "--port" not in text:
         text += f" --port {port}"
+    if text == command.text:  # e.g. the pipeline's own `mlflow ui` hint: MLflow's default port
+        return command
     shown = [line.replace(":5000/", f":{port}/") for line in command.shown]
     return Command(command.section, text, shown, command.checked)
 
