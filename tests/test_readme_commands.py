@@ -184,13 +184,13 @@ def _background(
 def _wait_until_ready(
     server: subprocess.Popen, command: Command, log: Path, port: int, project: Path
 ) -> str:
-    """The server's output once it shows README's lines (or answers, when none are shown)."""
+    """The server's output once it shows README's lines and answers on ``port`` (a server
+    prints its address just before it listens)."""
     deadline = time.monotonic() + 300
     while True:
         printed = log.read_text(errors="replace")
-        if command.shown and not missing_lines(command.shown, printed, project):
-            return printed
-        if not command.shown and _answers(f"http://127.0.0.1:{port}/health"):
+        shows = not missing_lines(command.shown, printed, project)
+        if shows and _answers(f"http://127.0.0.1:{port}/health"):
             return printed
         assert server.poll() is None, f"{command.text} exited {server.returncode}:\n{printed}"
         assert time.monotonic() < deadline, f"{command.text} not ready:\n{printed[-4000:]}"
