@@ -1,4 +1,4 @@
-"""README "Adding a step", done on a copy of the project: a step folder and one entry in
+"""docs/adding_a_step.md, done on a copy of the project: a step folder and one entry in
 pipeline.yaml are all it takes. The toy step (tests/fixtures/toy_step, `count_rows`) then
 runs in the pipeline after preprocess, and the project's own contract tests cover it."""
 

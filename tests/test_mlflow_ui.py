@@ -7,8 +7,10 @@ on a free port of 127.0.0.1; Debian's chromium, headless, renders the pages (the
 JavaScript app: ``--dump-dom`` gives the rendered document) from a new, empty profile each time.
 The pipeline run page (the printed link), the runs table, the training run's page and the
 experiment's Models tab are checked against the store; a screenshot of the pipeline run page is
-written to the test's folder (README's ``docs/pipeline_run.png`` is one; nothing is compared
-pixel by pixel).
+written to the test's folder, and with ``UPDATE_SCREENSHOT=1`` over README's
+``docs/pipeline_run.png`` (nothing is compared pixel by pixel):
+
+    UPDATE_SCREENSHOT=1 pytest tests/test_mlflow_ui.py -k screenshot
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ BUDGETS = (15_000, 30_000, 60_000)
 SCREEN = "1920,1080"
 # The Models tab draws only the columns in view: wide enough for the metric columns.
 WIDE = "3000,1000"
+# README's picture of the pipeline run page, replaced when UPDATE_SCREENSHOT=1.
+README_SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "pipeline_run.png"
 LINK = re.compile(r"then open http://127\.0\.0\.1:5000(/#/experiments/(\d+)/runs/(\w+)\?\S+)")
 # What each step does with the data it reads (its context; written data is `output`), on the
 # first pipeline run of a store (check_data has no drift reference yet).
@@ -310,3 +314,5 @@ def test_a_screenshot_of_the_pipeline_run_page(link: tuple[str, str, str], tmp_p
     width, height = struct.unpack(">II", header[16:24])
     assert f"{width},{height}" == SCREEN
     assert png.stat().st_size > 50_000, "a blank page compresses to far less"
+    if os.environ.get("UPDATE_SCREENSHOT") == "1":
+        shutil.copyfile(png, README_SCREENSHOT)
