@@ -97,3 +97,55 @@ def test_the_driver_s_info_lines_reach_the_terminal_only_when_verbose(
     assert "get_data failed: DownloadError" in err
     log = log_file.read_text()
     assert "FINISHED in 8.0 s" in log and "failed: DownloadError" in log
+
+
+def _project(folder: Path, exit_code: int) -> Path:
+    """An MLflow project whose step prints a line on stdout and one on stderr."""
+    folder.mkdir()
+    script = "import sys; print('step says hi'); sys.exit('step failed: no data')"
+    if exit_code == 0:
+        script = "print('step says hi')"
+    (folder / "step.py").write_text(script + "\n")
+    (folder / "MLproject").write_text(
+        "name: toy\nentry_points:\n  main:\n    command: python step.py\n"
+    )
+    return folder
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("verbose", [False, True])
+def test_the_runner_shows_a_step_s_output_only_when_verbose(
+    capfd, tracking: Path, verbose: bool
+) -> None:
+    """_run_step through a real `mlflow.run`: quiet, the step's output is in the log and the end
+    of a failed step's is kept for the terminal; verbose, the terminal shows it as it comes."""
+    import time
+
+    from omegaconf import OmegaConf
+
+    from util_lib.pipeline.runner import _run_step
+    from util_lib.pipeline.summary import StepResult
+
+    log_file = tracking / "ml_pipeline.log"
+    config = OmegaConf.create({"main": {"project_name": "toy"}})
+    results = []
+    for code in (0, 1):
+        result = StepResult("get_data")  # a step of pipeline.yaml: its metrics are looked up
+        uri = str(_project(tracking / f"toy{code}", code))
+        _run_step(result, {}, (uri, None), config, "local", time.monotonic(), None, None,
+                  None if verbose else log_file)  # fmt: skip
+        results.append(result)
+    out, err = capfd.readouterr()
+    assert [r.status for r in results] == ["FINISHED", "FAILED"]
+    shown = out + err
+    assert (shown.count("step says hi") == 2) is verbose, shown
+    assert ("step failed: no data" in shown) is verbose, shown
+    if verbose:
+        assert results[1].tail == []  # the terminal showed it
+    else:
+        # (MLflow's "=== Running command" lines go to the log too, at the file descriptor
+        # level; pytest's capture of sys.stderr takes them first here.)
+        assert "step says hi" not in shown
+        assert log_file.read_text().count("step says hi") == 2
+        assert results[1].tail[-1] == "step failed: no data", results[1].tail
+        assert "step says hi" in results[1].tail
