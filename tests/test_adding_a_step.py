@@ -4,6 +4,7 @@ runs in the pipeline after preprocess, and the project's own contract tests cove
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -45,7 +46,10 @@ def test_the_new_step_runs_in_the_pipeline(project: Path, tmp_path: Path) -> Non
     ).check()
     assert "[3/3] count_rows FINISHED" in run.result.stdout
     summary = run.result.stdout.split("Pipeline summary", 1)[1]
-    assert "count_rows" in summary and "rows=" in summary
+    # A count shows as one (rows=41975, not rows=41975.0000), on its own step's row only.
+    (row,) = [line for line in summary.splitlines() if line.startswith("count_rows ")]
+    assert re.search(r"\brows=\d+$", row), row
+    assert summary.count("rows=") == 1, summary
     (counted,) = run.runs("tags.`util_lib.step` = 'count_rows'")
     assert counted.data.params["input_artifact"] == "preprocessed_data:v0"
     preprocessed = run.runs("tags.`util_lib.step` = 'preprocess'")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -136,3 +137,45 @@ def test_the_summary_links_the_pipeline_run_in_the_model_training_view(
     _print_where_to_look(results, tmp_path / "log", server, "off", ("3", "a"))
     out = capsys.readouterr().out
     assert "MLflow UI:   https://u:***@mlflow.team:5000/#/experiments/3/runs/a?workflowType" in out
+
+
+def test_counts_print_as_integers_and_other_values_with_four_decimals() -> None:
+    results = [
+        StepResult("count_rows", "FINISHED", 1.0, "r1", [], {"rows": 42896.0}),
+        StepResult("train_random_forest", "FINISHED", 2.0, "r2", [], {"val_auc": 0.95391}),
+    ]
+    table = format_summary(results)
+    assert re.search(r"\brows=42896$", table, re.M) and "42896.0" not in table
+    assert "val_auc=0.9539" in table
+
+
+def test_a_step_s_row_shows_only_the_metrics_pipeline_yaml_declares_for_it(tracking: Path) -> None:
+    """evaluate's run logs val_auc too (the model's): that is train_random_forest's metric."""
+    from mlflow import MlflowClient
+
+    from util_lib.pipeline.summary import record_result
+
+    client = MlflowClient()
+    run_id = client.create_run(client.create_experiment("rows")).info.run_id
+    for key, value in {"test_auc": 0.95, "val_auc": 0.96, "test_accuracy": 0.7}.items():
+        client.log_metric(run_id, key, value)
+    result = StepResult("evaluate")
+    record_result(result, client.get_run(run_id))
+    assert result.metrics == {"test_auc": 0.95}
+    row = format_summary([result]).splitlines()[-1]
+    assert "test_auc=0.9500" in row and "val_auc" not in row
+
+
+def test_the_summary_reaches_the_terminal_once_and_the_log_file_too(capsys, tracking: Path) -> None:
+    """Even with the driver's log lines on the terminal (main.verbose=true)."""
+    import logging
+
+    from util_lib.pipeline.summary import print_where_to_look as _print_where_to_look
+    from util_lib.step.logs import setup_logging
+
+    log_file = setup_logging("main", console_level=logging.INFO)
+    results = [StepResult("evaluate", "FINISHED", 1.0, "r", [], {"test_auc": 0.95})]
+    _print_where_to_look(results, log_file, "sqlite:///x.db", "disabled")
+    captured = capsys.readouterr()
+    assert (captured.out + captured.err).count("test_auc=0.9500") == 1, captured
+    assert log_file.read_text().count("test_auc=0.9500") == 1

@@ -98,6 +98,27 @@ def test_six_step_runs_finished_under_one_pipeline_run(workdir: Path, first_run)
     assert parent.info.run_name == "pipeline"
 
 
+def test_the_terminal_shows_progress_the_summary_once_and_where_to_look(
+    workdir: Path, first_run
+) -> None:
+    """Issue 23: about 30-40 lines with `mlflow run`'s own; the steps' log lines and check_data's
+    test report go to the log file only (each line once), unless main.verbose=true."""
+    terminal = first_run.stdout + first_run.stderr
+    assert len(terminal.splitlines()) <= 40, terminal
+    assert terminal.count("Pipeline summary") == 1 and terminal.count("test_auc=") == 1, terminal
+    for step in STEPS:
+        assert f"[{step}]" not in terminal, step  # none of its log lines
+    assert "test_data.py::" not in terminal and "Running command 'PYTHONPATH" not in terminal
+    for line in ("Log file:    ", "MLflow UI:   ", "W&B offline: ", "Artifacts:   "):
+        assert f"\n{line}" in first_run.stdout, line
+    log = (workdir / "ml_pipeline.log").read_text()
+    assert "test_data.py::test_genre_classes" in log
+    # This module's first run: each step's lines once (through its stderr, which is the log).
+    for step in STEPS:
+        assert log.count(f"INFO [{step}] util_lib.step.run: {step} finished") == 1, step
+    assert log.count("main: pipeline summary:") == 1
+
+
 def test_every_artifact_has_a_version_and_the_summary_says_so(workdir: Path, first_run) -> None:
     versions = _versions(workdir)
     for name in (*DATA_ARTIFACTS, "model_export"):
@@ -197,6 +218,12 @@ def test_download_404_fails_naming_url_and_step(workdir: Path, first_run, http_d
     output = result.stdout + result.stderr
     assert url in output
     assert "get_data" in output and "failed" in output
+    # The end of get_data's output (it went to the log), then the cause last: only `mlflow run`'s
+    # own "=== Run (ID ...) failed ===" follows it.
+    tail = result.stdout.split("lines of get_data's output (", 1)[1]
+    assert "ERROR [get_data] util_lib.step.run: get_data failed: DownloadError: " in tail
+    last = [line for line in result.stderr.splitlines() if "mlflow.cli: === Run" not in line][-1]
+    assert "ERROR [main] main: get_data failed: DownloadError: " in last and url in last, last
     assert _versions(workdir)["raw_data.parquet"] == before
 
 

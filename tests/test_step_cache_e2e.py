@@ -60,11 +60,14 @@ def test_each_step_says_when_it_starts_ends_and_that_it_still_works(first: Pipel
             rf"^\[{index}/6\] {step} FINISHED \d+\.\d s \(run [0-9a-f]{{32}}\)$", out, re.M
         )
     assert re.search(r"^\[5/6\] train_random_forest … still running \(\d+ s\)$", out, re.M)
-    # Each of the driver's log lines once on the terminal (not again in Hydra's format), and no
-    # link to the pipeline's own tracking server, which ends with the pipeline.
+    # The driver's log lines in the log file only (the terminal shows the progress lines; Hydra's
+    # format nowhere), and no link to the pipeline's own tracking server, which ends with the
+    # pipeline.
     console = out + first.result.stderr
+    log = (first.workdir / "ml_pipeline.log").read_text()
     for step in STEPS:
-        assert console.count(f"main: {step}: FINISHED in ") == 1, step
+        assert f"main: {step}: FINISHED in " not in console, step
+        assert log.count(f"main: {step}: FINISHED in ") == 1, step
     assert "[HYDRA]" not in console
     assert "View run" not in console
 

@@ -111,9 +111,8 @@ def _server_pids(runtime_dir: Path) -> list[int]:
 def jupyter(tmp_path: Path) -> Iterator[tuple[str, str, Path, subprocess.Popen]]:
     """`mlflow run data_analysis` serving on 127.0.0.1; yields (URL, token, workdir, process)."""
     port, token = free_port(), secrets.token_hex(16)
+    # No --allow-root, even as root (CI, containers): the MLproject's command gives it then.
     options = f"--no-browser --ip=127.0.0.1 --port={port} --IdentityProvider.token={token}"
-    if os.geteuid() == 0:
-        options += " --allow-root"  # CI runs as root; Jupyter refuses that unless told
     env = notebook_env(tmp_path, "disabled")
     log = (tmp_path / "jupyter.log").open("w")
     process = subprocess.Popen(

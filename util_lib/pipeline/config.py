@@ -77,6 +77,7 @@ class MainConfig:
     components_version: str | None = MISSING
     artifact_store: str = MISSING
     log_file: str = MISSING
+    verbose: bool = MISSING
     registered_model_name: str | None = MISSING
 
 

@@ -30,6 +30,7 @@ from omegaconf import DictConfig
 
 from util_lib.names import STEP_RUN_PREFIX, STEP_STATUS_PREFIX
 from util_lib.pipeline import forkserver
+from util_lib.pipeline.console import last_lines, log_size, say, steps_output_to
 from util_lib.pipeline.endings import (
     DRIVER_TAG,
     Interrupted,
@@ -96,7 +97,10 @@ def run_pipeline(config: DictConfig, output_dir: Path, serve: bool = False) -> f
         os.environ.update(git_env)
     uris = {s: step_uri(s, repository, config.main.components_version) for s in steps}
     log_file = configure_environment(config, base)
-    setup_logging("main")
+    # Quiet (main.verbose=false): the terminal gets the progress lines, the summary and the
+    # driver's warnings and errors; the log file gets everything.
+    verbose = bool(config.main.verbose)
+    setup_logging("main", console_level=logging.INFO if verbose else logging.WARNING)
     drop_hydra_console_handler()
     backends = choose_backends(config.main.artifact_store)
     logger.info("artifact store: %s (%s)", backends.artifact_store, backends.reason)
@@ -171,6 +175,7 @@ def run_pipeline(config: DictConfig, output_dir: Path, serve: bool = False) -> f
                             start,
                             steps_uri(),
                             storage_dir,
+                            None if verbose else log_file,
                         )
                     if result.status == "FAILED":
                         progress(f"{position} FAILED {result.seconds:.1f} s (run {result.run_id})")
@@ -281,11 +286,14 @@ def _run_step(
     start: float,
     tracking_uri: str | None = None,
     storage_dir: str | None = None,
+    output_to: Path | None = None,
 ) -> None:
     """Run one step through ``mlflow.run``; record its run (FAILED when it failed) in ``result``.
 
     ``tracking_uri``: the step's store (the pipeline's tracking server), when not the driver's.
     ``storage_dir``: where MLflow makes the step's temporary folder (default: the system's).
+    ``output_to``: the log file that gets the step's output instead of the terminal (a quiet
+    pipeline); the end of it is kept in ``result.tail`` when the step fails.
     """
     import mlflow
     from mlflow.exceptions import ExecutionException
@@ -299,26 +307,30 @@ def _run_step(
     uri, version = source
     os.environ.update(secrets)
     store_uri = mlflow.get_tracking_uri()
+    since = log_size(output_to) if output_to else 0  # where the step's output starts
     try:
         # `mlflow.run` hands its tracking URI to the step; the driver's other calls stay on
         # the store it has open (calls to a server in its own process would cost it more).
         mlflow.set_tracking_uri(tracking_uri or store_uri)
-        submitted = mlflow.run(
-            uri,
-            version=version,
-            entry_point="main",
-            parameters=params,
-            experiment_name=config.main.project_name,
-            run_name=result.step,
-            env_manager=env_manager,
-            storage_dir=storage_dir,
-            synchronous=True,
-        )
+        with steps_output_to(output_to) if output_to else contextlib.nullcontext():
+            submitted = mlflow.run(
+                uri,
+                version=version,
+                entry_point="main",
+                parameters=params,
+                experiment_name=config.main.project_name,
+                run_name=result.step,
+                env_manager=env_manager,
+                storage_dir=storage_dir,
+                synchronous=True,
+            )
         mlflow.set_tracking_uri(store_uri)
         record_result(result, mlflow.MlflowClient().get_run(submitted.run_id))
     except ExecutionException as exc:
         match = re.search(r"ID '([0-9a-f]+)'", str(exc))
         result.status, result.run_id = "FAILED", match[1] if match else "?"
+        if output_to:
+            result.tail = last_lines(output_to, since)
     finally:
         mlflow.set_tracking_uri(store_uri)
         result.seconds = time.monotonic() - start
@@ -334,7 +346,8 @@ def _fail(
     mlflow: Any,
     store_uri: str,
 ) -> None:
-    """End the pipeline after ``result``'s step failed: say where to look and how to resume."""
+    """End the pipeline after ``result``'s step failed: the end of its output (when the
+    terminal did not show it), where to look and how to resume; its cause last."""
     before = results.index(result)
     resume = (
         f"fix the cause and run the same command again: it resumes at {result.step} (the "
@@ -342,6 +355,9 @@ def _fail(
         if cache
         else "main.cache=false: the same command runs every step again"
     )
+    if result.tail:
+        say(f"\nThe last {len(result.tail)} lines of {result.step}'s output ({log_file}):")
+        say("\n".join(f"  {line}" for line in result.tail) + "\n")
     progress(format_summary(results))
     logger.error(
         "step %s failed (MLflow run %s); see %s and `mlflow ui --backend-store-uri %s`; %s",

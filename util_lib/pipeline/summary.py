@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from util_lib.names import PROGRESS_ENV, PROJECT_ENV, WRITTEN_TAG
-from util_lib.pipeline.graph import headline_metrics
+from util_lib.pipeline.console import say
+from util_lib.pipeline.graph import get_step
+from util_lib.step.logs import FILE_ONLY
 
 logger = logging.getLogger("main")  # the driver's log lines, named after main.py
 
@@ -32,16 +34,20 @@ class StepResult:
     written: list[str] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)
     wandb_url: str = ""
+    # The end of a failed step's output, when it went to the log file and not the terminal.
+    tail: list[str] = field(default_factory=list)
 
 
 def record_result(result: StepResult, run: Any) -> None:
-    """Fill ``result`` from the step's MLflow ``run``: its id, status, what it wrote, its
-    headline metrics and its W&B page."""
+    """Fill ``result`` from the step's MLflow ``run``: its id, status, what it wrote, the
+    headline metrics pipeline.yaml declares for this step (only its own: a value another step
+    declares, logged here too, is that step's) and its W&B page."""
     result.run_id = run.info.run_id
     result.status = run.info.status
     written = run.data.tags.get(WRITTEN_TAG, "")
     result.written = [s for s in written.split(",") if s]
-    result.metrics = {k: v for k, v in run.data.metrics.items() if k in headline_metrics()}
+    declared = get_step(result.step).metrics
+    result.metrics = {k: v for k, v in run.data.metrics.items() if k in declared}
     result.wandb_url = run.data.tags.get("wandb.url", "")
 
 
@@ -55,16 +61,22 @@ def format_summary(results: list[StepResult]) -> str:
             r.status,
             f"{r.seconds:.1f}",
             ", ".join(r.written) or "-",
-            ", ".join(f"{k}={v:.4f}" for k, v in sorted(r.metrics.items())) or "-",
+            ", ".join(f"{k}={format_metric(v)}" for k, v in sorted(r.metrics.items())) or "-",
         ]
         for r in results
     ]
     return format_table(rows, ["step", "status", "seconds", "artifacts written", "metrics"])
 
 
+def format_metric(value: float) -> str:
+    """A metric as the summary shows it: a whole number (a count: MLflow stores every metric
+    as a float) without decimals, any other value with four."""
+    return str(int(value)) if float(value).is_integer() else f"{value:.4f}"
+
+
 def progress(line: str) -> None:
     """A line on the terminal (not only in the log) as a step starts and ends."""
-    print(line, flush=True)
+    say(line)
 
 
 def print_where_to_look(
@@ -79,7 +91,8 @@ def print_where_to_look(
 
     summary = format_summary(results)
     print(f"\nPipeline summary\n{summary}\n")
-    logger.info("pipeline summary:\n%s", summary)
+    # For the log file: the terminal has it already.
+    logger.info("pipeline summary:\n%s", summary, extra=FILE_ONLY)
     print(f"Log file:    {log_file}")
     if pipeline_run is None:
         print(f"MLflow UI:   mlflow ui --backend-store-uri {redact_url(tracking_uri)}")

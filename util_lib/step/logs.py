@@ -22,6 +22,12 @@ from util_lib.redact import redact_text
 DEFAULT_LOG_FILE = "ml_pipeline.log"
 _FORMAT = "%(asctime)s %(levelname)s [{step}] %(name)s: %(message)s"
 _HANDLER_MARK = "_util_lib_handler"
+# ``extra=`` of a record meant for the log file alone (the terminal shows it otherwise).
+FILE_ONLY = {"util_lib_file_only": True}
+
+
+def _not_file_only(record: logging.LogRecord) -> bool:
+    return not getattr(record, "util_lib_file_only", False)
 
 
 class _CurrentStderrHandler(logging.StreamHandler):
@@ -90,11 +96,22 @@ def log_file_path() -> Path:
     return Path(os.environ.get(LOG_FILE_ENV) or DEFAULT_LOG_FILE).absolute()
 
 
-def setup_logging(step: str, level: int = logging.INFO) -> Path:
+def stderr_is(path: Path) -> bool:
+    """Whether this process's standard error is the file ``path`` (the pipeline sends a
+    quiet step's output to its log file: :mod:`util_lib.pipeline.console`)."""
+    try:
+        return os.path.samestat(os.fstat(sys.stderr.fileno()), os.stat(path))
+    except (OSError, AttributeError, ValueError):  # no such file; stderr not a real file
+        return False
+
+
+def setup_logging(step: str, level: int = logging.INFO, console_level: int | None = None) -> Path:
     """Send the root logger's records to the pipeline log file and to stderr.
 
     Calling it again (another step in the same process, as tests do) replaces the
-    handlers it added before, so no line is written twice.
+    handlers it added before, so no line is written twice. When stderr is the log file
+    already (a step of a quiet pipeline), the records go there once, through stderr (which
+    W&B's console capture records too).
 
     Parameters
     ----------
@@ -102,6 +119,10 @@ def setup_logging(step: str, level: int = logging.INFO) -> Path:
         Name written on every line, e.g. ``get_data``.
     level : int, default=logging.INFO
         Minimum level of the records kept.
+    console_level : int, optional
+        Minimum level of the records printed on stderr (default ``level``): the quiet
+        pipeline's driver prints only its warnings and errors there. Records logged with
+        ``extra=FILE_ONLY`` never are.
 
     Returns
     -------
@@ -115,7 +136,13 @@ def setup_logging(step: str, level: int = logging.INFO) -> Path:
     for handler in [h for h in root.handlers if getattr(h, _HANDLER_MARK, False)]:
         root.removeHandler(handler)
         handler.close()
-    for handler in (logging.FileHandler(path, encoding="utf-8"), _CurrentStderrHandler()):
+    console = _CurrentStderrHandler()
+    handlers: list[logging.Handler] = [console]
+    if not stderr_is(path):
+        console.setLevel(console_level or level)
+        console.addFilter(_not_file_only)
+        handlers.append(logging.FileHandler(path, encoding="utf-8"))
+    for handler in handlers:
         handler.setFormatter(formatter)
         setattr(handler, _HANDLER_MARK, True)
         root.addHandler(handler)
