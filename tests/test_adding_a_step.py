@@ -58,7 +58,7 @@ def test_the_new_step_runs_in_the_pipeline(project: Path, tmp_path: Path) -> Non
 
 def test_the_contract_tests_cover_the_new_step(project: Path) -> None:
     checked = subprocess.run(
-        [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider",
+        [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", "-p", "no:xdist",
          "tests/test_step_contract.py", "-k", "count_rows"],
         cwd=project,
         env=pipeline_env(project),

@@ -332,6 +332,30 @@ def test_stop_ends_the_server_and_removes_its_socket() -> None:
     assert FORKSERVER_ENV not in os.environ
 
 
+def test_a_deep_temporary_folder_still_gives_a_warm_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # pytest-xdist's and CI runners' temporary folders leave a Unix socket's path too long
+    # (107 bytes on Linux): the server's socket goes to /tmp then, and steps still start warm.
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    monkeypatch.setenv("TMPDIR", str(deep))
+    monkeypatch.setattr(forkserver.tempfile, "tempdir", None)  # read TMPDIR again
+    monkeypatch.delenv(FORKSERVER_ENV, raising=False)
+    started = forkserver.start()
+    assert started is not None
+    try:
+        assert len(started.address) <= 100, started.address
+        assert Path(started.address).is_socket()
+        launcher = _launch(_step(tmp_path), "run.py", "0", env=_env(started))
+        out, err = launcher.communicate(timeout=120)
+        assert launcher.returncode == 0, err
+        assert '"warm": true' in out and "cold" not in err
+    finally:
+        started.stop()
+    assert not Path(started.folder).exists()
+
+
 def test_every_module_the_server_warms_exists() -> None:
     """A misspelt module in pipeline.yaml's ``imports`` would be skipped without a word."""
     import importlib.util

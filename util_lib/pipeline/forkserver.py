@@ -143,6 +143,21 @@ def _not_here() -> str | None:
     )
 
 
+# A Unix socket's path holds at most 107 bytes on Linux, 103 on macOS; a deep TMPDIR (pytest's,
+# a CI runner's) leaves no room for it, and the server could not bind.
+_SOCKET_PATH_MAX = 100
+
+
+def _socket_folder() -> str:
+    """A new folder for the server's socket: in the temporary folder, or in ``/tmp`` when the
+    socket's path would be too long there."""
+    folder = tempfile.mkdtemp(prefix="util_lib-fork-")
+    if len(os.fsencode(os.path.join(folder, "socket"))) <= _SOCKET_PATH_MAX:
+        return folder
+    os.rmdir(folder)
+    return tempfile.mkdtemp(prefix="util_lib-fork-", dir="/tmp")
+
+
 class ForkServer:
     """A running fork server: its process and socket; :meth:`stop` ends it."""
 
@@ -211,7 +226,7 @@ def start(modules: list[str] | None = None, wait: bool = True) -> ForkServer | N
         say(f"the steps start cold: {why}")
         os.environ[FORKSERVER_ENV] = "false"
         return None
-    folder = tempfile.mkdtemp(prefix="util_lib-fork-")
+    folder = _socket_folder()
     address = os.path.join(folder, "socket")
     env = dict(os.environ)
     root = str(PROJECT_ROOT)
