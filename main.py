@@ -35,6 +35,7 @@ from omegaconf import DictConfig  # noqa: E402
 # Importing it registers the schema that config.yaml's defaults name (before @hydra.main runs).
 from util_lib.pipeline.config import check_config  # noqa: E402
 from util_lib.pipeline.config_checks import ConfigError  # noqa: E402
+from util_lib.pipeline.config_model import moved_key_problems  # noqa: E402
 from util_lib.pipeline.runner import run_pipeline  # noqa: E402
 from util_lib.pipeline.setup import warm_steps  # noqa: E402
 from util_lib.step.launcher import end_with_parent  # noqa: E402
@@ -70,7 +71,17 @@ def go(config: DictConfig) -> float | None:
     return run_pipeline(config, Path(hydra_config.runtime.output_dir), serve)
 
 
+def refuse_moved_keys(overrides: list[str]) -> None:
+    """Exit naming the new key when the command line sets a key that moved (Hydra would refuse
+    it first, without saying where it went)."""
+    if problems := moved_key_problems(overrides):
+        lines = "\n  ".join(problems)
+        print(f"No step was run: invalid configuration:\n  {lines}", file=sys.stderr, flush=True)
+        sys.exit(1)
+
+
 if __name__ == "__main__":
+    refuse_moved_keys(sys.argv[1:])
     go()
     # Reached when the pipeline (or sweep) succeeded: end without the interpreter's teardown.
     from util_lib.step.process_exit import exit_quickly

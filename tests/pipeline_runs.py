@@ -39,7 +39,7 @@ DATASET = REPO / "dataset" / "genres_mod.parquet"  # the dataset the project shi
 STEPS = step_names()  # pipeline.yaml's steps, in the order they run
 DATA_ARTIFACTS = ("raw_data.parquet", "preprocessed_data", "data_train", "data_test")
 # Where a test is not about the model's quality, a small forest keeps it quick.
-SMALL_FOREST = "random_forest_pipeline.random_forest.n_estimators=20"
+SMALL_FOREST = "model.n_estimators=20"
 STEP_TAG = "util_lib.step"  # util_lib.step.run tags each step run with its step's name
 # The caller's variables that would send a run elsewhere or change what it does.
 NOT_INHERITED = ("MLFLOW_", "WANDB_", "UTIL_LIB_")

@@ -18,7 +18,7 @@ from mlflow.entities import Run
 
 from tests.pipeline_runs import REPO, PipelineRun, mlflow_run, pipeline_env, sqlite_uri
 
-DEPTH = "random_forest_pipeline.random_forest.max_depth"
+DEPTH = "model.max_depth"
 # The launcher's `mlflow run` start (about 5 s here) plus the check; a step alone takes longer.
 SECONDS = 60
 
@@ -57,6 +57,18 @@ def test_a_bad_value_stops_the_pipeline_before_any_step(
     assert run.result.returncode != 0
     assert f"invalid configuration (1 problem):\n  {expected}" in run.result.stderr, output(run)
     assert "No step was run." in run.result.stderr
+    assert run.seconds < SECONDS, run.seconds
+    assert_nothing_ran(run)
+
+
+def test_a_moved_key_stops_the_pipeline_naming_the_new_key(tmp_path: Path) -> None:
+    run = mlflow_run(tmp_path, "random_forest_pipeline.random_forest.max_depth=20")
+    assert run.result.returncode != 0
+    last = run.result.stderr.strip().splitlines()[-1]
+    assert last.startswith("  random_forest_pipeline.random_forest.max_depth=20: moved:"), output(
+        run
+    )
+    assert last.endswith("set model.max_depth=20 instead")
     assert run.seconds < SECONDS, run.seconds
     assert_nothing_ran(run)
 

@@ -16,7 +16,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def config():
-    return OmegaConf.load(REPO / "config.yaml")
+    """config.yaml composed as main.py's Hydra composes it (the model from conf/model/)."""
+    from hydra import compose, initialize_config_dir
+
+    import util_lib.pipeline.config  # noqa: F401 - registers the schema and conf/
+
+    with initialize_config_dir(config_dir=str(REPO), version_base="1.3"):
+        return compose(config_name="config")
 
 
 def test_selected_steps_keeps_pipeline_order() -> None:
@@ -39,7 +45,10 @@ def test_each_step_gets_the_exact_version_written_upstream(config, tmp_path: Pat
     assert params["train_random_forest"]["train_data"] == "data_train:v1"
     model_config = tmp_path / "random_forest_pipeline.yaml"
     assert params["train_random_forest"]["model_config"] == str(model_config)
-    assert OmegaConf.load(model_config).random_forest.n_estimators == 50
+    assert not OmegaConf.load(model_config).get("random_forest")  # moved to the model group
+    model = tmp_path / "model.yaml"
+    assert params["train_random_forest"]["model"] == str(model)
+    assert OmegaConf.load(model).n_estimators == 50
     assert params["evaluate"] == {
         "model_export": "model_export:current",
         "test_data": "data_test:current",

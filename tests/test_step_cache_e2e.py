@@ -47,9 +47,7 @@ def first(workdir: Path) -> PipelineRun:
 @pytest.fixture(scope="module")
 def forest_changed(workdir: Path, first: PipelineRun) -> PipelineRun:
     """After ``first``, the same command with another forest: model_export:v1."""
-    return mlflow_run(
-        workdir, SMALL_FOREST, "random_forest_pipeline.random_forest.max_depth=9"
-    ).check()
+    return mlflow_run(workdir, SMALL_FOREST, "model.max_depth=9").check()
 
 
 def test_each_step_says_when_it_starts_ends_and_that_it_still_works(first: PipelineRun) -> None:

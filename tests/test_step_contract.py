@@ -11,15 +11,17 @@ import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 
-from train_random_forest.run import read_model_config
+from train_random_forest.model_config import read_model_config
 from util_lib.pipeline.setup import STEPS, step_parameters
 from util_lib.step.arguments import project_path
 
 REPO = Path(__file__).resolve().parents[1]
 # Parameters whose value is a local path: compared once resolved as the step resolves them.
 PATHS = {("get_data", "file_url")}
-# The model's settings: main.py writes the section to a file, the default names config.yaml.
+# The model's settings: main.py writes the section and the model group's choice to files, the
+# defaults name config.yaml and the default file of conf/model/.
 MODEL_CONFIG = ("train_random_forest", "model_config")
+MODEL = ("train_random_forest", "model")
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +47,13 @@ def test_every_mlproject_default_is_what_main_passes(step: str, passed) -> None:
     assert set(defaults) == set(given), step
     for name, default in defaults.items():
         if (step, name) == MODEL_CONFIG:
-            assert read_model_config(str(default)) == read_model_config(str(given[name]))
+            assert read_model_config(str(default), str(defaults["model"])) == read_model_config(
+                str(given[name]), str(given["model"])
+            )
+        elif (step, name) == MODEL:
+            assert read_model_config("config.yaml", str(default)) == read_model_config(
+                "config.yaml", str(given[name])
+            )
         elif (step, name) in PATHS:
             assert project_path(str(default)) == str(given[name]), name
         else:
@@ -65,7 +73,8 @@ def test_inputs_default_to_the_current_version(passed) -> None:
 def test_the_model_config_default_reads_config_yaml_resolved() -> None:
     section = read_model_config("config.yaml")
     config = yaml.safe_load((REPO / "config.yaml").read_text())
-    assert section["random_forest"]["random_state"] == config["main"]["random_seed"]
+    assert section["model"]["random_state"] == config["main"]["random_seed"]
+    assert section["model"]["_target_"] == "sklearn.ensemble.RandomForestClassifier"
     assert section["features"] == config["random_forest_pipeline"]["features"]
 
 

@@ -31,9 +31,9 @@ from tests import tools
 from tests.pipeline_runs import REPO, mlflow_run, pipeline_env, project_runs, sqlite_uri
 from util_lib.names import STEP_RUN_PREFIX, STEP_STATUS_PREFIX
 
-SMALL = "random_forest_pipeline.random_forest.n_estimators=10"
+SMALL = "model.n_estimators=10"
 TRAIN_EVALUATE = "main.execute_steps='train_random_forest,evaluate'"
-DEPTH = "random_forest_pipeline.random_forest.max_depth"
+DEPTH = "model.max_depth"
 TERMS = "random_forest_pipeline.tfidf.max_features"
 
 pytestmark = pytest.mark.e2e
@@ -120,12 +120,12 @@ def check_sweep(workdir: Path, sweep_dir: Path, jobs: int, steps: tuple[str, ...
         model = _model(by_step["train_random_forest"])
         if "evaluate" in by_step:
             assert model in by_step["evaluate"].data.tags["util_lib.artifacts_used"].split(",")
-        config = yaml.safe_load((sweep_dir / str(num) / "random_forest_pipeline.yaml").read_text())
+        model_file = yaml.safe_load((sweep_dir / str(num) / "model.yaml").read_text())
         overrides = dict(
             o.split("=", 1) for o in json.loads(pipeline.data.tags["util_lib.overrides"])
         )
         if DEPTH in overrides:
-            assert str(config["random_forest"]["max_depth"]) == overrides[DEPTH]
+            assert str(model_file["max_depth"]) == overrides[DEPTH]
 
     rows = _report(sweep_dir)
     assert [int(r["job"]) for r in rows] == list(range(jobs))
@@ -191,7 +191,7 @@ def test_sweep_grid_from_a_config_file(prepared: Path, tmp_path: Path) -> None:
     The test's config file extends the shipped sweep.yaml and shrinks each of its grids, so the
     sweep has 2 jobs; without the file's grids Hydra would run 1 job (or sweep.yaml's 6).
     """
-    leaf = "random_forest_pipeline.random_forest.min_samples_leaf"
+    leaf = "model.min_samples_leaf"
     shipped = yaml.safe_load((REPO / "sweep.yaml").read_text())["hydra"]["sweeper"]["params"]
     assert set(shipped) == {DEPTH, TERMS}, "this test shrinks each grid of sweep.yaml"
     grid = {DEPTH: "4,8", TERMS: "5", leaf: "3"}
@@ -215,8 +215,9 @@ def test_sweep_grid_from_a_config_file(prepared: Path, tmp_path: Path) -> None:
         assert 0.5 < float(row["test_auc"]) < 1
     for num in found:
         config = yaml.safe_load((sweep_dir / str(num) / "random_forest_pipeline.yaml").read_text())
-        assert config["random_forest"]["max_depth"] == [4, 8][num]
-        assert config["random_forest"]["min_samples_leaf"] == 3
+        model_file = yaml.safe_load((sweep_dir / str(num) / "model.yaml").read_text())
+        assert model_file["max_depth"] == [4, 8][num]
+        assert model_file["min_samples_leaf"] == 3
         assert config["tfidf"]["max_features"] == 5
 
 

@@ -1,14 +1,16 @@
-"""The inference pipeline (preprocessing + random forest): build it, split the data, fit it."""
+"""The inference pipeline (preprocessing + the configured classifier): build it, split the data,
+fit it."""
 
 from __future__ import annotations
 
+import importlib
 import logging
 import time
 from typing import Any
 
 import pandas as pd
+from sklearn.base import BaseEstimator
 from sklearn.compose import ColumnTransformer
-from sklearn.ensemble import RandomForestClassifier
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.impute import SimpleImputer
 from sklearn.model_selection import train_test_split
@@ -22,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 FEATURE_GROUPS = ("numerical", "categorical", "nlp")
 NLP_PREFIX = "nlp_"
+_EXAMPLE_TARGET = "sklearn.ensemble.RandomForestClassifier"
 
 
 def build_pipeline(model_config: dict[str, Any]) -> tuple[Pipeline, list[str]]:
@@ -34,9 +37,10 @@ def build_pipeline(model_config: dict[str, Any]) -> tuple[Pipeline, list[str]]:
     Parameters
     ----------
     model_config : dict
-        The ``random_forest_pipeline`` section of the configuration: ``random_forest``
-        (keyword arguments of ``RandomForestClassifier``), ``tfidf`` (``max_features``) and
-        ``features`` (lists ``numerical``, ``categorical`` and ``nlp`` of column names).
+        The ``random_forest_pipeline`` section of the configuration, ``tfidf``
+        (``max_features``) and ``features`` (lists ``numerical``, ``categorical`` and ``nlp``
+        of column names), with the model under ``model`` (``_target_`` and its keyword
+        arguments, see :func:`build_classifier`).
 
     Returns
     -------
@@ -50,9 +54,9 @@ def build_pipeline(model_config: dict[str, Any]) -> tuple[Pipeline, list[str]]:
     KeyError
         When a section or a feature group is missing from ``model_config``.
     ValueError
-        When a column is configured twice.
+        When a column is configured twice, or the model's ``_target_`` is not a class.
     """
-    for section in ("random_forest", "tfidf", "features"):
+    for section in ("model", "tfidf", "features"):
         if section not in model_config:
             raise KeyError(f"model config has no {section!r} section")
     features = model_config["features"]
@@ -97,10 +101,43 @@ def build_pipeline(model_config: dict[str, Any]) -> tuple[Pipeline, list[str]]:
     pipe = Pipeline(
         steps=[
             ("processor", processor),
-            ("classifier", RandomForestClassifier(**model_config["random_forest"])),
+            ("classifier", build_classifier(model_config["model"])),
         ]
     )
     return pipe, used_columns
+
+
+def build_classifier(spec: dict[str, Any]) -> BaseEstimator:
+    """Build the estimator that ``spec`` describes, as ``hydra.utils.instantiate`` would.
+
+    (The step's environment has no Hydra: a class and its keyword arguments need none.)
+
+    Parameters
+    ----------
+    spec : dict
+        ``_target_``, the class's dotted path (e.g.
+        ``"sklearn.ensemble.RandomForestClassifier"``), and its keyword arguments.
+
+    Returns
+    -------
+    sklearn.base.BaseEstimator
+        The unfitted estimator.
+
+    Raises
+    ------
+    ValueError
+        When ``_target_`` is missing or does not name a class, naming the value.
+    """
+    arguments = dict(spec)
+    target = arguments.pop("_target_", None)
+    module_name, _, name = str(target).rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError, ValueError):
+        cls = None
+    if not isinstance(cls, type):
+        raise ValueError(f"model._target_={target!r}: not a class, e.g. {_EXAMPLE_TARGET}")
+    return cls(**arguments)
 
 
 def split_train_val(

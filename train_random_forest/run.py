@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Train the random forest pipeline on the training data, validate it and export it."""
+"""Train the inference pipeline (preprocessing + the configured model) on the training data,
+validate it and export it."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ import logging
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import mlflow
 import pandas as pd
 
 from train_random_forest.export import export_model
+from train_random_forest.model_config import read_model_config
 from train_random_forest.pipeline import (
     build_pipeline,
     search_parameters,
@@ -22,7 +24,7 @@ from train_random_forest.pipeline import (
 )
 from train_random_forest.plots import plot_feature_importance
 from util_lib.artifacts.registry import register_export
-from util_lib.step.arguments import optional, project_path
+from util_lib.step.arguments import optional
 from util_lib.step.plots import plot_confusion_matrix
 from util_lib.step.process_exit import exit_quickly
 from util_lib.step.run import Run, start_run
@@ -34,8 +36,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("train_random_forest.run")
 
 TARGET = "genre"
-# The section of config.yaml that configures the model.
-MODEL_SECTION = "random_forest_pipeline"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -50,6 +50,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         required=True,
         help="YAML file holding the random_forest_pipeline section of config.yaml (or the whole "
         "config.yaml); a relative path is under the project root",
+    )
+    parser.add_argument(
+        "--model",
+        type=str,
+        required=True,
+        help="YAML file of the model: _target_ (a scikit-learn classifier) and its arguments, "
+        "the config group model's choice, e.g. conf/model/random_forest.yaml",
     )
     parser.add_argument(
         "--export_artifact",
@@ -101,37 +108,6 @@ def _apply_grid_search(
         mlflow.log_artifact(str(table))
 
 
-def read_model_config(path: str) -> dict[str, Any]:
-    """Read the model's settings: a YAML file of the ``random_forest_pipeline`` section (as
-    main.py writes it) or a whole config.yaml, whose section is then taken with its
-    interpolations (``${main.random_seed}``) resolved.
-
-    Parameters
-    ----------
-    path : str
-        The file; a relative path is under the project root.
-
-    Returns
-    -------
-    dict
-        The section as plain Python values.
-
-    Raises
-    ------
-    ValueError
-        When the file does not hold a mapping, naming the file.
-    """
-    from omegaconf import DictConfig, OmegaConf
-
-    file = Path(project_path(path))
-    config = OmegaConf.load(file)
-    if not isinstance(config, DictConfig):
-        raise ValueError(f"model config {file} does not hold a YAML mapping")
-    if MODEL_SECTION in config:
-        config = config[MODEL_SECTION]
-    return OmegaConf.to_container(config, resolve=True)
-
-
 def main(argv: list[str] | None = None) -> None:
     """Split, fit, validate, plot and (unless ``export_artifact`` is null) export."""
     args = parse_args(argv)
@@ -139,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     registered_model_name = optional(args.registered_model_name)
 
     with start_run(step="train_random_forest", job_type="train", config=vars(args)) as run:
-        model_config = read_model_config(args.model_config)
+        model_config = read_model_config(args.model_config, args.model)
         run.log_params(model_config)
         df = pd.read_parquet(run.use_artifact(args.train_data, context="training").path)
         logger.info("read %d rows from %s", len(df), args.train_data)
@@ -174,8 +150,8 @@ def main(argv: list[str] | None = None) -> None:
                 model_dir,
                 name=export_artifact,
                 description=(
-                    "Random Forest inference pipeline (preprocessing + model), "
-                    "MLflow sklearn format"
+                    f"{type(pipe['classifier']).__name__} inference pipeline "
+                    "(preprocessing + model), MLflow sklearn format"
                 ),
                 metadata={
                     "val_auc": val_auc,

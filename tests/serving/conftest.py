@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from omegaconf import OmegaConf
 
 from tests.pipeline_runs import copy_store
 
@@ -28,6 +27,7 @@ def small_model(
     """
     from preprocess.cleaning import preprocess
     from train_random_forest.export import export_model
+    from train_random_forest.model_config import read_model_config
     from train_random_forest.pipeline import build_pipeline
     from util_lib.artifacts.registry import register_export
     from util_lib.step.run import start_run
@@ -41,10 +41,8 @@ def small_model(
         "ML_PIPELINE_LOG": str(workdir / "ml_pipeline.log"),
     }
     songs = preprocess(pd.read_parquet(dataset_path)).sample(400, random_state=0)
-    config = OmegaConf.load(REPO / "config.yaml")
-    OmegaConf.resolve(config)
-    section = OmegaConf.to_container(config.random_forest_pipeline)
-    section["random_forest"].update(n_estimators=10, n_jobs=1)
+    section = read_model_config("config.yaml")
+    section["model"].update(n_estimators=10, n_jobs=1)
     pipe, columns = build_pipeline(section)
     X = songs.drop(columns="genre")
     pipe.fit(X[columns], songs["genre"])

@@ -8,7 +8,6 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from omegaconf import OmegaConf
 from sklearn.model_selection import train_test_split
 
 from preprocess.cleaning import preprocess
@@ -43,9 +42,10 @@ def sample(songs_sample: Callable[[int], pd.DataFrame]) -> pd.DataFrame:
 
 @pytest.fixture
 def model_config() -> dict[str, Any]:
-    """The random_forest_pipeline section of config.yaml, resolved, with a small fast forest."""
-    config = OmegaConf.load(REPO / "config.yaml")
-    OmegaConf.resolve(config)
-    section = OmegaConf.to_container(config.random_forest_pipeline)
-    section["random_forest"].update(n_estimators=10, n_jobs=1)
+    """The random_forest_pipeline section of config.yaml, resolved, with the default model
+    (config group ``model``) under ``model``: a small fast forest."""
+    from train_random_forest.model_config import read_model_config
+
+    section = read_model_config("config.yaml")
+    section["model"].update(n_estimators=10, n_jobs=1)
     return section

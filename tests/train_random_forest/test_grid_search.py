@@ -39,7 +39,7 @@ def test_grid_search_returns_the_best_point_of_the_table(
         "classifier__min_samples_leaf": top["param_classifier__min_samples_leaf"],
     }
     assert best_params["classifier__max_depth"] == 8  # depth-1 stumps cannot tell 15 genres
-    assert pipe.get_params()["classifier__max_depth"] == model_config["random_forest"]["max_depth"]
+    assert pipe.get_params()["classifier__max_depth"] == model_config["model"]["max_depth"]
 
 
 @pytest.mark.parametrize(

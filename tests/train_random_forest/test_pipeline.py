@@ -38,15 +38,17 @@ def test_build_pipeline_uses_every_configured_column(model_config: dict[str, Any
     assert selected["nlp_text_feature"] == "text_feature"
     tfidf = pipe["processor"].transformers[2][1][-1]
     assert tfidf.get_params()["max_features"] == model_config["tfidf"]["max_features"]
+    assert type(pipe["classifier"]).__name__ == model_config["model"]["_target_"].split(".")[-1]
     forest = pipe["classifier"].get_params()
-    assert {k: forest[k] for k in model_config["random_forest"]} == model_config["random_forest"]
+    arguments = {k: v for k, v in model_config["model"].items() if k != "_target_"}
+    assert {k: forest[k] for k in arguments} == arguments
 
 
 @pytest.mark.parametrize(
     ("remove", "named"),
     [
         (("tfidf",), "'tfidf'"),
-        (("random_forest",), "'random_forest'"),
+        (("model",), "'model'"),
         (("features", "nlp"), "nlp"),
     ],
 )
@@ -84,7 +86,7 @@ def test_fit_and_predict(model_config: dict[str, Any], sample: pd.DataFrame) -> 
 def test_score_auc_scores_on_one_thread_and_restores_n_jobs(
     model_config: dict[str, Any], sample: pd.DataFrame
 ) -> None:
-    model_config["random_forest"]["n_jobs"] = 2
+    model_config["model"]["n_jobs"] = 2
     pipe, auc, X_val = _fit(model_config, sample)
     y_val = sample.loc[X_val.index, "genre"]
     assert pipe["classifier"].n_jobs == 2  # the model keeps the threads it was given
@@ -176,7 +178,7 @@ def test_same_seed_same_predictions(model_config: dict[str, Any], sample: pd.Dat
     first, _, X_val = _fit(model_config, sample)
     second, _, _ = _fit(model_config, sample)
     np.testing.assert_array_equal(first.predict_proba(X_val), second.predict_proba(X_val))
-    model_config["random_forest"]["random_state"] += 1
+    model_config["model"]["random_state"] += 1
     other_seed, _, _ = _fit(model_config, sample)
     assert not np.array_equal(first.predict_proba(X_val), other_seed.predict_proba(X_val))
 

@@ -33,15 +33,20 @@ def inputs(
             path = tracking / f"{name}.parquet"
             part.to_parquet(path, index=False)
             specs[name] = run.log_artifact(path, name, "segregated_data", f"{name} for a test")
+    # As main.py writes them: the section, and the model group's choice.
+    section = {k: v for k, v in model_config.items() if k != "model"}
     config_file = tracking / "random_forest_pipeline.yaml"
-    config_file.write_text(yaml.safe_dump(model_config))
-    return {**specs, "model_config": str(config_file)}
+    config_file.write_text(yaml.safe_dump(section))
+    model_file = tracking / "model.yaml"
+    model_file.write_text(yaml.safe_dump(model_config["model"]))
+    return {**specs, "model_config": str(config_file), "model": str(model_file)}
 
 
 def _train_args(inputs: dict[str, str], export_artifact: str) -> list[str]:
     return [
         "--train_data", inputs["data_train"],
         "--model_config", inputs["model_config"],
+        "--model", inputs["model"],
         "--export_artifact", export_artifact,
         "--random_seed", "42",
         "--val_size", "0.3",
@@ -66,13 +71,13 @@ def test_train_exports_and_evaluate_scores(tracking: Path, inputs: dict[str, str
     assert model.spec == "model_export:v0"
     assert model.type == "model_export"
     assert model.metadata["train_data"] == inputs["data_train"]
-    assert model.metadata["model_config"]["random_forest"]["n_estimators"] == 10
+    assert model.metadata["model_config"]["model"]["n_estimators"] == 10
     assert "MLmodel" in model.files and "model.skops" in model.files
     train = _run_of("train_random_forest")
     assert train.info.status == "FINISHED"
     assert train.data.metrics["val_auc"] == pytest.approx(model.metadata["val_auc"])
     assert train.data.metrics["val_auc"] > 0.8
-    assert train.data.params["random_forest.n_estimators"] == "10"
+    assert train.data.params["model.n_estimators"] == "10"
     figures = {a.path for a in mlflow.MlflowClient().list_artifacts(train.info.run_id, "figures")}
     assert figures == {"figures/feature_importance.png", "figures/confusion_matrix_val.png"}
 

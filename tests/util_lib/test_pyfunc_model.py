@@ -16,12 +16,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from omegaconf import OmegaConf
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 
 from preprocess.cleaning import preprocess
 from train_random_forest.export import export_model
+from train_random_forest.model_config import read_model_config
 from train_random_forest.pipeline import build_pipeline
 
 REPO = Path(__file__).resolve().parents[2]
@@ -30,11 +30,8 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def fitted(dataset_path: Path) -> tuple[Pipeline, pd.DataFrame]:
     """A small forest fitted on 600 real songs (n_jobs=-1 as configured), and 50 other songs."""
-    config = OmegaConf.load(REPO / "config.yaml")
-    model_config: dict[str, Any] = OmegaConf.to_container(
-        config.random_forest_pipeline, resolve=True
-    )
-    model_config["random_forest"].update(n_estimators=10, n_jobs=-1)
+    model_config: dict[str, Any] = read_model_config("config.yaml")
+    model_config["model"].update(n_estimators=10, n_jobs=-1)
     songs = preprocess(pd.read_parquet(dataset_path))
     train, rest = train_test_split(songs, train_size=600, stratify=songs["genre"], random_state=0)
     pipe, columns = build_pipeline(model_config)

@@ -31,15 +31,18 @@ from __future__ import annotations
 import os
 import tempfile
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hydra.core.config_search_path import ConfigSearchPath
 from hydra.core.config_store import ConfigStore
+from hydra.core.plugins import Plugins
+from hydra.plugins.search_path_plugin import SearchPathPlugin
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from util_lib.artifacts.backends import STORE_CHOICES, choose_backends
-from util_lib.names import LOG_FILE_ENV
+from util_lib.names import LOG_FILE_ENV, PROJECT_ROOT
 from util_lib.pipeline.config_checks import (
     ABSENT,
     STEPS,
@@ -58,6 +61,8 @@ from util_lib.pipeline.config_model import check_model
 from util_lib.redact import redact_text
 
 SCHEMA_NAME = "config_schema"
+# The config groups' folder: conf/model/NAME.yaml is chosen with model=NAME.
+CONFIG_GROUPS = PROJECT_ROOT / "conf"
 # mlflow.utils.env_manager's values (importing it would import MLflow).
 ENV_MANAGERS = ("local", "virtualenv", "uv", "conda")
 
@@ -107,8 +112,10 @@ class FeaturesConfig:
 
 @dataclass
 class RandomForestPipelineConfig:
-    # Any keyword argument of RandomForestClassifier: scikit-learn checks names and values.
-    random_forest: dict[str, Any] = MISSING
+    # Moved to the config group `model` (conf/model/): kept in the schema, empty, so that an old
+    # override (random_forest_pipeline.random_forest.max_depth=20) reaches check_config, which
+    # names the new key, instead of Hydra's "Key 'random_forest' not in ...".
+    random_forest: dict[str, Any] = field(default_factory=dict)
     tfidf: TfidfConfig = MISSING
     grid_search: Any | None = MISSING  # null or {param_grid, cv, scoring}
     features: FeaturesConfig = MISSING
@@ -122,10 +129,28 @@ class PipelineConfig:
 
     main: MainConfig = MISSING
     data: DataConfig = MISSING
+    # The config group `model` (conf/model/NAME.yaml): `_target_`, a scikit-learn classifier
+    # class, and its keyword arguments; scikit-learn checks names and values (config_model.py).
+    model: dict[str, Any] = MISSING
     random_forest_pipeline: RandomForestPipelineConfig = MISSING
 
 
 ConfigStore.instance().store(name=SCHEMA_NAME, node=PipelineConfig)
+
+
+class ConfigGroups(SearchPathPlugin):
+    """Puts the config groups' folder (:data:`CONFIG_GROUPS`, e.g. ``conf/model/``) on Hydra's
+    search path, for every primary config (config.yaml, sweep.yaml, a file of one's own) and
+    wherever the pipeline is launched from. (``hydra.searchpath`` would have to be repeated in
+    each primary config, a relative ``file://`` path is under the current folder, and a
+    ``hydra_plugins`` package would be a top-level folder of its own.)"""
+
+    def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
+        search_path.append("util_lib", f"file://{CONFIG_GROUPS.as_posix()}")
+
+
+# Before Hydra builds its search path (main.py and the tests import this module first).
+Plugins.instance().register(ConfigGroups)
 
 
 # ------------------------------------------------------------------------------------ main

@@ -1,104 +1,76 @@
-"""The checks of config.yaml's model section (``random_forest_pipeline``): the forest's
-arguments by scikit-learn's own rules (:func:`forest_problems`), the grid search, the feature
-lists and the export's name. Imported with :mod:`util_lib.pipeline.config`; scikit-learn is
-imported only when a check needs it.
+"""The checks of the model: the config group ``model`` (its class and arguments by
+scikit-learn's own rules, :mod:`~util_lib.pipeline.config_estimator`), keys that moved, and
+config.yaml's ``random_forest_pipeline`` section (the grid search, the feature lists, the
+export's name). Imported with :mod:`util_lib.pipeline.config`; scikit-learn is imported only
+when a check needs it.
 """
 
 from __future__ import annotations
 
-import os
-import re
-from pathlib import Path
 from typing import Any
 
 from util_lib.pipeline.config_checks import (
     ABSENT,
     Checker,
-    Problem,
     check_name_key,
     is_int,
     is_text,
 )
+from util_lib.pipeline.config_estimator import MODEL, TARGET, estimator_problems
 
 # train_random_forest.pipeline.GRID_SEARCH_KEYS (a test keeps the two equal).
 GRID_SEARCH_KEYS = ("param_grid", "cv", "scoring")
 
-FOREST = "random_forest_pipeline.random_forest"
+# Keys that moved, and where to: an old key fails, naming the new one, rather than being
+# ignored (its value would silently stop counting).
+MOVED_KEYS = {"random_forest_pipeline.random_forest": MODEL}
 
 
-def _checked_marker(arguments: dict[str, Any]) -> Path | None:
-    """Where a passed check of these exact arguments under this scikit-learn is remembered."""
-    import hashlib
-    import json
-    from importlib.metadata import PackageNotFoundError, version
+def moved_key_problems(overrides: list[str]) -> list[str]:
+    """What is wrong with each command-line override that sets a moved key (:data:`MOVED_KEYS`).
 
-    try:
-        text = json.dumps(
-            [version("scikit-learn"), arguments], sort_keys=True, default=repr, allow_nan=True
-        )
-    except (PackageNotFoundError, TypeError, ValueError):
-        return None
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "util_lib" / "forest_checks" / hashlib.sha256(text.encode()).hexdigest()
+    Hydra refuses them before any check runs ("Could not override ..."), without naming the
+    new key: main.py looks at the overrides first.
 
+    Parameters
+    ----------
+    overrides : list of str
+        Hydra's command line, e.g. ``["random_forest_pipeline.random_forest.max_depth=20"]``.
 
-def forest_problems(arguments: dict[str, Any], key: str = FOREST) -> list[Problem]:
-    """Check keyword arguments of ``RandomForestClassifier`` with scikit-learn's own rules.
-
-    Each argument is validated alone against the class's ``_parameter_constraints`` (what
-    ``RandomForestClassifier(**arguments).fit`` checks first), so that every bad one is named.
-    Arguments that passed once under the same scikit-learn version pass again without it:
-    importing scikit-learn costs the driver 1.3 s before its first step (a marker file per
-    passed set, named by the digest of the version and the arguments, in
-    ``$XDG_CACHE_HOME/util_lib/forest_checks``, default ``~/.cache``).
+    Returns
+    -------
+    list of str
+        E.g. ``"random_forest_pipeline.random_forest.max_depth=20: moved: ...; set
+        model.max_depth=20 instead"``; empty when no override sets a moved key.
     """
-    marker = _checked_marker(arguments)
-    if marker is not None and marker.is_file():
-        return []
-    problems = _validate_forest(arguments, key)
-    if not problems and marker is not None:
-        try:
-            marker.parent.mkdir(parents=True, exist_ok=True)
-            marker.touch()
-        except OSError:  # a read-only home: the check just runs every time
-            pass
+    problems = []
+    for override in overrides:
+        key, equals, value = override.lstrip("+~").partition("=")
+        for old, new in MOVED_KEYS.items():
+            if key == old or key.startswith(f"{old}."):
+                problems.append(f"{override}: {_moved(old, new, key, f'{equals}{value}')}")
     return problems
 
 
-def _validate_forest(arguments: dict[str, Any], key: str) -> list[Problem]:
-    import sklearn
-    from sklearn.ensemble import RandomForestClassifier
-    from sklearn.utils._param_validation import (
-        InvalidParameterError,
-        validate_parameter_constraints,
+def _moved(old: str, new: str, key: str, assignment: str = "") -> str:
+    example = f"{new}{key.removeprefix(old)}{assignment}" if key != old else f"{new}.<argument>"
+    return (
+        f"moved: the model is the config group {new!r} (conf/{new}/, chosen with "
+        f"{new}=NAME); set {example} instead"
     )
 
-    names = RandomForestClassifier._get_param_names()
-    constraints = RandomForestClassifier._parameter_constraints
-    problems = []
-    for name, value in arguments.items():
-        if name not in names:
-            problems.append(
-                Problem(
-                    f"{key}.{name}",
-                    value,
-                    f"not an argument of RandomForestClassifier (scikit-learn "
-                    f"{sklearn.__version__}); its arguments: {', '.join(names)}",
-                )
-            )
-            continue
-        try:
-            validate_parameter_constraints(
-                {name: constraints.get(name, "no_validation")},
-                {name: value},
-                caller_name="RandomForestClassifier",
-            )
-        except InvalidParameterError as error:
-            # "The 'x' parameter of RandomForestClassifier must be ... Got ... instead."
-            match = re.search(r"(must be .*)\. Got .* instead\.$", str(error), re.DOTALL)
-            allowed = f"{match[1]} (scikit-learn)" if match else str(error)
-            problems.append(Problem(f"{key}.{name}", value, allowed))
-    return problems
+
+def _model_problems(check: Checker) -> None:
+    model = check.get(MODEL)
+    if not isinstance(model, dict) or TARGET not in model:
+        if model is not ABSENT:
+            check.add(MODEL, model, f"must be a mapping with {TARGET} (a file of conf/{MODEL}/)")
+        return
+    arguments = {k: v for k, v in model.items() if k != TARGET}
+    check.problems.extend(estimator_problems(model[TARGET], arguments))
+    for old, new in MOVED_KEYS.items():
+        if check.get(old) not in ({}, None, ABSENT):
+            check.add(old, check.get(old), _moved(old, new, old))
 
 
 def _check_param_grid(check: Checker, key: str, param_grid: Any) -> None:
@@ -109,17 +81,18 @@ def _check_param_grid(check: Checker, key: str, param_grid: Any) -> None:
         if not isinstance(values, list) or not values:
             check.add(f"{key}.{name}", values, "must be a non-empty list")
         elif name.startswith("classifier__"):
-            # Each value of the list as the forest argument it sets (the step checks the
+            # Each value of the list as the model argument it sets (the step checks the
             # processor__ ones against the built pipeline).
             argument = name.removeprefix("classifier__")
+            target = check.get(f"{MODEL}.{TARGET}")
             for i, value in enumerate(values):
-                for problem in forest_problems({argument: value}):
+                for problem in estimator_problems(target, {argument: value}):
                     check.add(f"{key}.{name}[{i}]", value, problem.allowed)
         elif not name.startswith("processor__"):
             check.add(
                 f"{key}.{name}",
                 values,
-                "must be a pipeline parameter: classifier__<forest argument> or processor__...",
+                "must be a pipeline parameter: classifier__<model argument> or processor__...",
             )
 
 
@@ -144,11 +117,8 @@ def _check_grid_search(check: Checker, key: str) -> None:
 
 
 def check_model(check: Checker) -> None:
-    forest = check.get(FOREST)
-    if isinstance(forest, dict):
-        check.problems.extend(forest_problems(forest))
-    elif forest is not ABSENT:
-        check.add(FOREST, forest, "must be a mapping of RandomForestClassifier arguments")
+    """Check the model (config group ``model``) and the ``random_forest_pipeline`` section."""
+    _model_problems(check)
     check.require(
         "random_forest_pipeline.tfidf.max_features",
         lambda v: v is None or (is_int(v) and v >= 1),
