@@ -40,8 +40,8 @@ def export_model(
 ) -> Path:
     """Save a fitted pipeline as an MLflow model folder.
 
-    The model is serialized with skops, trusting only
-    :data:`util_lib.model.pyfunc.SKOPS_TRUSTED_TYPES`; its
+    The model is serialized with skops, trusting only the types that
+    :func:`util_lib.model.pyfunc.is_trusted` accepts (the export fails naming any other); its
     signature names the columns the pipeline was fitted on (with their types) and the
     predicted class, and the first rows of ``X_example`` are stored as input example.
 
@@ -66,6 +66,7 @@ def export_model(
         and more.
     """
     import mlflow.sklearn
+    import skops.io
     from mlflow.models import infer_signature
 
     from train_random_forest.pipeline import trained_categories
@@ -92,8 +93,10 @@ def export_model(
             pipe,
             str(path),
             serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
-            # Recorded in MLmodel by MLflow; the model's own loader trusts its code's list only.
-            skops_trusted_types=list(pyfunc.SKOPS_TRUSTED_TYPES),
+            # Recorded in MLmodel by MLflow; the model's own loader trusts its code's rule only.
+            skops_trusted_types=pyfunc.trusted_types(
+                skops.io.get_untrusted_types(data=skops.io.dumps(pipe))
+            ),
             signature=signature,
             input_example=X.iloc[:_N_EXAMPLE_ROWS],
             code_paths=[str(package)],

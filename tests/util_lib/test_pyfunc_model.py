@@ -329,11 +329,11 @@ def test_the_skops_allow_list_comes_from_the_code_not_the_model_folder(hostile: 
     import mlflow.sklearn
     from skops.io.exceptions import UntrustedTypesFoundException
 
-    from util_lib.model.pyfunc import SKOPS_TRUSTED_TYPES, load_pipeline
+    from util_lib.model.pyfunc import is_trusted, load_pipeline
 
     # MLflow's own loader trusts the folder's list: the hostile file loads.
     assert mlflow.sklearn.load_model(str(hostile)) is os.system
-    assert "posix.system" not in SKOPS_TRUSTED_TYPES
+    assert not is_trusted("posix.system")
     with pytest.raises(UntrustedTypesFoundException, match="posix.system"):
         load_pipeline(hostile)
     with pytest.raises(UntrustedTypesFoundException, match="posix.system"):

@@ -25,14 +25,16 @@ What it adds to the plain sklearn pyfunc:
   model was not trained on gets a 400 naming column, value and bound. Missing values stay
   allowed (the pipeline imputes them). The check is numpy on plain data, so serving needs no
   pandera; a model exported without the file loads and predicts unchecked, with a warning;
-- a safe load: the fitted pipeline is read with skops trusting only
-  :data:`SKOPS_TRUSTED_TYPES`, a list in this code, never the list a model folder's ``MLmodel``
-  carries (``mlflow.sklearn.load_model`` trusts that one, so whoever edits the folder could make
-  a hostile file load); a file asking for any other type, or a pickle, is refused.
+- a safe load: the fitted pipeline is read with skops trusting only the types that
+  :func:`is_trusted`'s rule in this code accepts (scikit-learn's own classes, the project's
+  transformers, ``numpy.dtype``), never the list a model folder's ``MLmodel`` carries
+  (``mlflow.sklearn.load_model`` trusts that one, so whoever edits the folder could make a
+  hostile file load); a file asking for any other type, or a pickle, is refused.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -41,6 +43,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from util_lib.model import transformers
 
 logger = logging.getLogger(__name__)
 
@@ -52,25 +56,73 @@ DEFAULT_PARAMS = {"predict_method": "predict"}
 DOMAIN_FILENAME = "input_domain.json"
 _ROWS_NAMED = 3
 
-# The types of the fitted pipeline that skops does not trust by default, found with
-# `skops.io.get_untrusted_types(data=skops.io.dumps(pipe))` on the pipeline that
-# train_random_forest's build_pipeline() makes (scikit-learn 1.9.1, skops 0.16.0). Extend it
-# only when the pipeline gains a type, after checking the new type. The export passes the same
-# list to MLflow, which records it in MLmodel; loading ignores that record.
-SKOPS_TRUSTED_TYPES = (
-    "numpy.dtype",
-    "sklearn.tree._tree.Tree",
-    "util_lib.model.transformers.ModeImputer",
-    "util_lib.model.transformers.fill_missing_text",
-)
-# The same types as models exported before util_lib.model existed name them (their module's
-# old path, which util_lib/__init__.py resolves to util_lib.model.transformers): trusted when
-# loading only, never written into a new model.
-LEGACY_TRUSTED_TYPES = tuple(
-    name.replace("util_lib.model.transformers.", "util_lib.transformers.")
-    for name in SKOPS_TRUSTED_TYPES
-    if name.startswith("util_lib.model.transformers.")
-)
+# The types of a fitted pipeline that skops does not trust by default are trusted by rule, decided
+# here from this code, never from the model folder: numpy's dtype, scikit-learn's own classes
+# (module prefix sklearn., so that a new model family needs no edit) and what the project's
+# transformer module defines. Anything else, and any scikit-learn function, is refused by name.
+# (skops warns that some of them, e.g. sklearn.tree._tree.Tree, could crash a process if a
+# file were forged: the artifact store checks a model's files against their digests.)
+TRUSTED_TYPES = ("numpy.dtype",)
+TRUSTED_PREFIX = "sklearn."
+# The transformer module by its name in this code; models exported before util_lib.model
+# existed name it util_lib.transformers (util_lib/__init__.py resolves that name).
+OWN_MODULES = (transformers.__name__, "util_lib.transformers")
+
+
+def is_trusted(name: str) -> bool:
+    """Whether the safe loader trusts the type ``name`` (``module.attribute``, as skops'
+    ``get_untrusted_types`` gives it); see :data:`TRUSTED_TYPES`.
+
+    Parameters
+    ----------
+    name : str
+        E.g. ``"sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"``.
+
+    Returns
+    -------
+    bool
+        True for ``numpy.dtype``, a class that a ``sklearn.`` module defines, and a class or
+        function that the project's transformer module defines; False for anything else.
+    """
+    if name in TRUSTED_TYPES:
+        return True
+    module, _, attribute = name.rpartition(".")
+    if module in OWN_MODULES:
+        return attribute in _own_names()
+    if not module.startswith(TRUSTED_PREFIX):
+        return False
+    try:
+        found = getattr(importlib.import_module(module), attribute)
+    except (ImportError, AttributeError):
+        return False
+    return isinstance(found, type) and found.__module__.startswith(TRUSTED_PREFIX)
+
+
+def _own_names() -> set[str]:
+    """The public classes and functions that the transformer module itself defines (not what
+    it imports)."""
+    return {
+        name
+        for name, value in vars(transformers).items()
+        if not name.startswith("_") and getattr(value, "__module__", None) == transformers.__name__
+    }
+
+
+def trusted_types(found: Sequence[str]) -> list[str]:
+    """The types to hand skops: ``found`` (what a file holds that skops does not trust by
+    default), each trusted by :func:`is_trusted`.
+
+    Raises
+    ------
+    skops.io.exceptions.UntrustedTypesFoundException
+        Naming every type of ``found`` that the rule does not trust.
+    """
+    from skops.io.exceptions import UntrustedTypesFoundException
+
+    refused = [name for name in found if not is_trusted(name)]
+    if refused:
+        raise UntrustedTypesFoundException(refused)
+    return list(found)
 
 
 def load_pipeline(model_dir: str | Path) -> Any:
@@ -92,8 +144,7 @@ def load_pipeline(model_dir: str | Path) -> Any:
         When the folder's model is not a skops file inside the folder (a pickle would run
         whatever code it holds).
     skops.io.exceptions.UntrustedTypesFoundException
-        When the file holds a type outside :data:`SKOPS_TRUSTED_TYPES` (or their old names,
-        :data:`LEGACY_TRUSTED_TYPES`), naming it.
+        When the file holds a type that :func:`is_trusted` refuses, naming it.
     """
     import skops.io
     from mlflow.models import Model
@@ -108,7 +159,8 @@ def load_pipeline(model_dir: str | Path) -> Any:
     path = (folder / str(flavor.get("pickled_model", ""))).resolve()
     if not path.is_file() or not path.is_relative_to(folder):
         raise ValueError(f"{folder}: the model file {flavor.get('pickled_model')!r} is not in it")
-    return skops.io.load(path, trusted=[*SKOPS_TRUSTED_TYPES, *LEGACY_TRUSTED_TYPES])
+    # What the file holds, checked by the rule before anything of it is built.
+    return skops.io.load(path, trusted=trusted_types(skops.io.get_untrusted_types(file=path)))
 
 
 class InputDomain:
