@@ -50,8 +50,10 @@ def main(argv: list[str] | None = None) -> None:
         model = load_pipeline(exported.path)
         # One thread: a forest's threads add up tree probabilities in a varying order, so the
         # predictions behind the accuracy and the confusion matrix could differ between runs
-        # (score_auc already scores on one thread).
-        model.set_params(classifier__n_jobs=1)
+        # (score_auc already scores on one thread). Only the n_jobs the pipeline has: some
+        # models have none (HistGradientBoostingClassifier).
+        n_jobs = [k for k in model.get_params() if k.split("__")[-1] == "n_jobs"]
+        model.set_params(**dict.fromkeys(n_jobs, 1))
         test_data = run.use_artifact(args.test_data, context="testing")
         df = pd.read_parquet(test_data.path)
         logger.info("scoring %s on %d rows of %s", args.model_export, len(df), args.test_data)

@@ -13,8 +13,8 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
-def feature_importances(pipe: Pipeline) -> dict[str, float]:
-    """Return the forest's impurity importance of each input column, largest first.
+def feature_importances(pipe: Pipeline) -> dict[str, float] | None:
+    """Return the model's impurity importance of each input column, largest first.
 
     A text column's importance is the sum over its TF-IDF terms.
 
@@ -25,11 +25,15 @@ def feature_importances(pipe: Pipeline) -> dict[str, float]:
 
     Returns
     -------
-    dict of str to float
-        Column name to importance; the values sum to 1.
+    dict of str to float or None
+        Column name to importance; the values sum to 1. None when the classifier has no
+        ``feature_importances_`` (trees have; HistGradientBoostingClassifier and
+        LogisticRegression have not).
     """
     processor = pipe["processor"]
-    importances = pipe["classifier"].feature_importances_
+    importances = getattr(pipe["classifier"], "feature_importances_", None)
+    if importances is None:
+        return None
     by_column: dict[str, float] = {}
     for name, _, columns in processor.transformers_:
         block = importances[processor.output_indices_[name]]
@@ -41,7 +45,7 @@ def feature_importances(pipe: Pipeline) -> dict[str, float]:
     return dict(sorted(by_column.items(), key=lambda item: item[1], reverse=True))
 
 
-def plot_feature_importance(pipe: Pipeline) -> Figure:
+def plot_feature_importance(pipe: Pipeline) -> Figure | None:
     """Draw :func:`feature_importances` as a horizontal bar chart, largest on top.
 
     Parameters
@@ -51,18 +55,21 @@ def plot_feature_importance(pipe: Pipeline) -> Figure:
 
     Returns
     -------
-    matplotlib.figure.Figure
-        The figure (open in pyplot until closed; ``run.log_figure`` closes it).
+    matplotlib.figure.Figure or None
+        The figure (open in pyplot until closed; ``run.log_figure`` closes it); None when the
+        classifier has no importances (see :func:`feature_importances`).
     """
     import matplotlib.pyplot as plt
 
     importances = feature_importances(pipe)
+    if importances is None:
+        return None
     figure, ax = plt.subplots(figsize=(8, 0.4 * len(importances) + 1.5))
     positions = np.arange(len(importances))
     ax.barh(positions, list(importances.values()), color="tab:red")
     ax.set_yticks(positions, labels=list(importances))
     ax.invert_yaxis()
     ax.set_xlabel("impurity importance (text: summed over its TF-IDF terms)")
-    ax.set_title("Random forest feature importance")
+    ax.set_title(f"{type(pipe['classifier']).__name__} feature importance")
     figure.tight_layout()
     return figure

@@ -132,7 +132,14 @@ def main(argv: list[str] | None = None) -> None:
         run.log_summary({"fit_seconds": time.perf_counter() - start})
 
         logger.info("plotting feature importance and the validation confusion matrix")
-        run.log_figure(plot_feature_importance(pipe), "feature_importance")
+        importance = plot_feature_importance(pipe)
+        if importance is None:
+            logger.info(
+                "%s has no feature_importances_: no feature importance plot",
+                type(pipe["classifier"]).__name__,
+            )
+        else:
+            run.log_figure(importance, "feature_importance")
         run.log_figure(
             plot_confusion_matrix(pipe, X_val, y_val, title="Validation set"),
             "confusion_matrix_val",

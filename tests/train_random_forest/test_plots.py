@@ -49,3 +49,17 @@ def test_plot_has_a_bar_per_column_largest_first(fitted: tuple[Pipeline, list[st
         np.testing.assert_allclose(widths, list(feature_importances(pipe).values()))
     finally:
         plt.close(figure)
+
+
+@pytest.mark.parametrize("family", ["hist_gradient_boosting", "logistic_regression"])
+def test_a_model_without_importances_gets_no_plot(
+    family: str, model_config: dict[str, Any], sample: pd.DataFrame
+) -> None:
+    from train_random_forest.model_config import read_model_config
+
+    model_config["model"] = read_model_config("config.yaml", f"conf/model/{family}.yaml")["model"]
+    model_config["model"].update({"max_iter": 5} if family.startswith("hist") else {})
+    pipe, columns = build_pipeline(model_config)
+    pipe.fit(sample[columns], sample["genre"])
+    assert feature_importances(pipe) is None
+    assert plot_feature_importance(pipe) is None

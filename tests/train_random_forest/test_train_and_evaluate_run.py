@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ from util_lib.artifacts.interface import ArtifactNotFoundError
 from util_lib.artifacts.mlflow_store import MlflowArtifactStore
 from util_lib.step.data_schema import DataContractError
 from util_lib.step.run import start_run
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -91,6 +94,26 @@ def test_train_exports_and_evaluate_scores(tracking: Path, inputs: dict[str, str
         a.path for a in mlflow.MlflowClient().list_artifacts(evaluate.info.run_id, "figures")
     }
     assert figures == {"figures/confusion_matrix_test.png"}
+
+
+def test_a_model_without_n_jobs_or_importances_trains_and_evaluates(
+    tracking: Path, inputs: dict[str, str]
+) -> None:
+    """HistGradientBoostingClassifier (model=hist_gradient_boosting) has neither n_jobs (which
+    evaluate used to set unconditionally) nor feature_importances_ (no plot, a log line)."""
+    hgb = yaml.safe_load((REPO / "conf" / "model" / "hist_gradient_boosting.yaml").read_text())
+    hgb.update(max_iter=5, random_state=42)
+    Path(inputs["model"]).write_text(yaml.safe_dump(hgb))
+    train_run.main(_train_args(inputs, "model_export"))
+
+    train = _run_of("train_random_forest")
+    assert train.data.params["model._target_"] == hgb["_target_"]
+    figures = {a.path for a in mlflow.MlflowClient().list_artifacts(train.info.run_id, "figures")}
+    assert figures == {"figures/confusion_matrix_val.png"}
+    log = Path(os.environ["ML_PIPELINE_LOG"]).read_text()
+    assert "HistGradientBoostingClassifier has no feature_importances_" in log
+    evaluate_run.main(["--model_export", "model_export:v0", "--test_data", inputs["data_test"]])
+    assert _run_of("evaluate").data.metrics["test_auc"] > 0.8
 
 
 def test_null_export_artifact_exports_nothing(tracking: Path, inputs: dict[str, str]) -> None:
