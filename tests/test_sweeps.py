@@ -139,20 +139,21 @@ def check_sweep(workdir: Path, sweep_dir: Path, jobs: int, steps: tuple[str, ...
 
 
 def test_sequential_sweep_groups_reports_and_names_the_best(prepared: Path) -> None:
-    # Two jobs: the fewest that have a best one.
+    # Two jobs, one per model family (config group model): the fewest that have a best one.
+    # (No SMALL: n_estimators is no argument of LogisticRegression.)
     sweep_dir = prepared / "sequential"
     result = mlflow_run(
         prepared,
-        f"main.execute_steps=train_random_forest {SMALL} {DEPTH}=range(5,15,5) "
+        "main.execute_steps=train_random_forest model=random_forest,logistic_regression "
         f"hydra.sweep.dir={sweep_dir} -m",
     ).check()
     found = check_sweep(prepared, sweep_dir, 2, ("train_random_forest",))
 
     rows = _report(sweep_dir)
-    assert [r[DEPTH] for r in rows] == ["5", "10"]
+    assert [r["model"] for r in rows] == ["random_forest", "logistic_regression"]
     assert [r["test_auc"] for r in rows] == [""] * 2  # evaluate did not run
     best = max(rows, key=lambda r: float(r["val_auc"]))
-    assert f"Best job: #{best['job']} (random_forest.max_depth={best[DEPTH]})" in result.stdout
+    assert f"Best job: #{best['job']} (model={best['model']})" in result.stdout
     (command,) = re.findall(r"Promote it:\s+(.+)", result.stdout)
     model = best["model_export"]
     assert command.endswith(f"python -m util_lib.artifacts alias {model} prod --store mlflow")

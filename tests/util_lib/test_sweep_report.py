@@ -16,11 +16,14 @@ from util_lib.pipeline.sweep_report import (
     best_job,
     format_report,
     promote_command,
+    swept_keys,
     swept_parameters,
     write_report,
 )
 
-DEPTH = "random_forest_pipeline.random_forest.max_depth"
+REPO = Path(__file__).resolve().parents[2]
+
+DEPTH = "model.max_depth"
 TERMS = "random_forest_pipeline.tfidf.max_features"
 
 
@@ -73,14 +76,14 @@ def test_table_shows_swept_values_metrics_and_versions_best_marked(rows: list[Jo
     ]
     assert lines[3].split() == [
         "1*",
-        "random_forest.max_depth=10",
+        "model.max_depth=10",
         "FINISHED",
         "0.9500",
         "0.9400",
         "1.5",
         "model_export:v4",
     ]
-    assert lines[4].split() == ["2", "random_forest.max_depth=15", "FAILED", "-", "-", "-", "-"]
+    assert lines[4].split() == ["2", "model.max_depth=15", "FAILED", "-", "-", "-", "-"]
 
 
 def test_write_report_writes_a_row_per_job_a_plot_and_the_promote_command(
@@ -102,7 +105,7 @@ def test_write_report_writes_a_row_per_job_a_plot_and_the_promote_command(
     assert table[2]["val_auc"] == "" and table[2]["status"] == "FAILED"
     assert float(table[1]["val_auc"]) == pytest.approx(0.95)
     assert (tmp_path / "sweep" / "sweep_report.png").read_bytes()[:4] == b"\x89PNG"
-    assert "Best job: #1 (random_forest.max_depth=10), val_auc=0.9500" in report.text
+    assert "Best job: #1 (model.max_depth=10), val_auc=0.9500" in report.text
     assert "python -m util_lib.artifacts alias model_export:v4 prod --store mlflow" in report.text
     assert (tmp_path / "sweep" / "sweep_report.txt").read_text().strip() == report.text
 
@@ -164,3 +167,58 @@ def test_the_sweep_links_its_multirun_run_in_the_model_training_view(tmp_path: P
         "             then open http://127.0.0.1:5000/#/experiments/2/runs/abc"
         "?workflowType=machine_learning"
     )
+
+
+def _multirun_config(name: str, *overrides: str):
+    """The multirun's configuration as Hydra's driver composes it (what the callback gets)."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+
+    import util_lib.pipeline.config  # noqa: F401 - the schema and conf/ on the search path
+
+    with initialize_config_dir(config_dir=str(REPO), version_base="1.3"):
+        hydra = GlobalHydra.instance().hydra
+        return hydra.compose_config(name, list(overrides), run_mode=RunMode.MULTIRUN)
+
+
+@pytest.mark.parametrize(
+    ("name", "overrides", "expected"),
+    [
+        (
+            "config",
+            [
+                "model=random_forest,logistic_regression",
+                "model.n_estimators=10",
+                "main.execute_steps='train_random_forest,evaluate'",
+                "hydra/launcher=basic",
+            ],
+            ["model"],
+        ),
+        ("config", [f"{DEPTH}=range(5,15,5)", f"{TERMS}=10,20"], [DEPTH, TERMS]),
+        # sweep.yaml sweeps both; the command line's single value wins for max_depth.
+        ("sweep", [f"{DEPTH}=8"], [TERMS]),
+        ("optuna", [], [DEPTH, "model.min_samples_leaf", "model.max_features", TERMS]),
+    ],
+)
+def test_swept_keys_are_the_sweeps_hydra_parses(
+    name: str, overrides: list[str], expected: list[str]
+) -> None:
+    assert swept_keys(_multirun_config(name, *overrides)) == expected
+
+
+def test_a_sweep_across_model_families_reports_each_family(tmp_path: Path) -> None:
+    rows = [
+        JobRow(0, ["model=random_forest", "model.n_estimators=10"], "FINISHED", 0.95, 0.94),
+        JobRow(1, ["model=logistic_regression"], "FINISHED", 0.90, 0.89),
+    ]
+    report = write_report(rows, tmp_path, "sqlite:///x.db", tmp_path, swept=["model"])
+    lines = report.text.splitlines()
+    assert lines[3].split()[:2] == ["0*", "model=random_forest"]
+    assert lines[4].split()[:2] == ["1", "model=logistic_regression"]
+    assert "Best job: #0 (model=random_forest), val_auc=0.9500" in report.text
+    with (tmp_path / "sweep_report.csv").open() as stream:
+        assert [r["model"] for r in csv.DictReader(stream)] == [
+            "random_forest",
+            "logistic_regression",
+        ]

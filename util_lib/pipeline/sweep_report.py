@@ -59,7 +59,8 @@ COLUMNS = (
     "model_export",
     "pipeline_run_id",
 )
-# Overrides that select what runs rather than what is tuned: never "swept parameters".
+# Overrides that select what runs rather than what is tuned: never "swept parameters" of a
+# sweep read from its jobs' overrides (a report without Hydra's swept keys).
 _NOT_PARAMETERS = ("hydra/", "hydra.", "main.")
 
 
@@ -145,8 +146,42 @@ def _step_runs(client: MlflowClient, experiment_id: str, pipeline: Any) -> list[
     )
 
 
-def swept_parameters(rows: list[JobRow]) -> list[str]:
-    """The overridden model parameters whose values differ between jobs (all of them if one job)."""
+def swept_keys(config: DictConfig) -> list[str]:
+    """The keys a multirun sweeps, as Hydra parses its sweep: ``hydra.sweeper.params`` then the
+    command line (which wins for a key in both), each override that is a sweep
+    (``model=random_forest,logistic_regression``, ``model.max_depth=range(5,15,5)``,
+    ``choice(...)``, ``interval(...)``), named as Hydra names it (``model``, ``model.max_depth``,
+    ``group@package``); Hydra's own settings (``hydra/launcher=...``) are not parameters.
+
+    Parameters
+    ----------
+    config : omegaconf.DictConfig
+        The multirun's configuration (a Hydra callback's ``on_multirun_start`` gets it).
+
+    Returns
+    -------
+    list of str
+        In the order Hydra reads them.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    params = OmegaConf.select(config, "hydra.sweeper.params") or {}
+    arguments = [f"{k}={v}" for k, v in params.items()]
+    arguments += list(OmegaConf.select(config, "hydra.overrides.task") or [])
+    swept: dict[str, bool] = {}
+    for override in OverridesParser.create().parse_overrides(arguments):
+        key = override.key_or_group + (f"@{override.package}" if override.package else "")
+        if not key.startswith(("hydra/", "hydra.")):
+            swept[key] = override.is_sweep_override()
+    return [key for key, is_swept in swept.items() if is_swept]
+
+
+def swept_parameters(rows: list[JobRow], swept: list[str] | None = None) -> list[str]:
+    """The swept parameters: ``swept`` (Hydra's, :func:`swept_keys`) when given, else the
+    overridden parameters whose values differ between jobs (all of them if one job)."""
+    if swept is not None:
+        return list(swept)
     keys: dict[str, set[str]] = {}
     for row in rows:
         for key, value in row.parameters().items():
@@ -184,28 +219,25 @@ def _number(value: float | None, digits: int) -> str:
     return "-" if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
 
-def short_name(key: str) -> str:
-    """A parameter's name without the ``random_forest_pipeline.`` prefix."""
-    return key.removeprefix("random_forest_pipeline.")
-
-
-def _swept_values(row: JobRow, rows: list[JobRow]) -> str:
+def _swept_values(row: JobRow, swept: list[str]) -> str:
     values = row.parameters()
-    return " ".join(f"{short_name(k)}={values.get(k, '')}" for k in swept_parameters(rows))
+    return " ".join(f"{k}={values.get(k, '')}" for k in swept)
 
 
-def format_report(rows: list[JobRow]) -> str:
+def format_report(rows: list[JobRow], swept: list[str] | None = None) -> str:
     """The report as a plain-text table, best job marked with ``*``.
 
-    The overrides column shows the swept parameters only (the CSV has every override).
+    The overrides column shows the swept parameters only (``swept``, Hydra's; else see
+    :func:`swept_parameters`), named as Hydra names them; the CSV has every override.
     """
+    swept = swept_parameters(rows, swept)
     from util_lib.artifacts.cli import format_table
 
     best = best_job(rows)
     table = [
         [
             f"{r.job}{'*' if r is best else ''}",
-            _swept_values(r, rows) or "-",
+            _swept_values(r, swept) or "-",
             r.status,
             _number(r.val_auc, 4),
             _number(r.test_auc, 4),
@@ -218,10 +250,10 @@ def format_report(rows: list[JobRow]) -> str:
     return format_table(table, header)
 
 
-def write_csv(rows: list[JobRow], path: Path) -> Path:
+def write_csv(rows: list[JobRow], path: Path, swept: list[str] | None = None) -> Path:
     """Write the report as CSV: one row per job, the columns of :data:`COLUMNS`, then one
-    column per swept parameter."""
-    swept = swept_parameters(rows)
+    column per swept parameter (see :func:`format_report`)."""
+    swept = swept_parameters(rows, swept)
     with path.open("w", newline="", encoding="utf-8") as stream:
         writer = csv.DictWriter(stream, fieldnames=[*COLUMNS, *swept], extrasaction="ignore")
         writer.writeheader()
@@ -260,7 +292,7 @@ def plot_auc(rows: list[JobRow], parameters: list[str]) -> Figure:
             points = [p for p in points if p[1] is not None]
             if points:
                 ax.scatter(*zip(*points, strict=True), marker=marker, label=metric, alpha=0.8)
-        ax.set_xlabel(short_name(key))
+        ax.set_xlabel(key)
         ax.set_ylabel("AUC")
         ax.grid(alpha=0.3)
         ax.legend()
@@ -279,16 +311,25 @@ class Report:
 
 
 def write_report(
-    rows: list[JobRow], folder: Path, tracking_uri: str, cwd: Path | None = None
+    rows: list[JobRow],
+    folder: Path,
+    tracking_uri: str,
+    cwd: Path | None = None,
+    swept: list[str] | None = None,
 ) -> Report:
-    """Write ``sweep_report.{txt,csv,png}`` into ``folder``; return the text and the files."""
+    """Write ``sweep_report.{txt,csv,png}`` into ``folder``; return the text and the files.
+
+    ``swept``: the keys the sweep varies, as Hydra parsed them (:func:`swept_keys`); None: read
+    from the jobs' overrides (:func:`swept_parameters`).
+    """
     folder.mkdir(parents=True, exist_ok=True)
     best = best_job(rows)
-    lines = [f"Sweep report ({len(rows)} jobs)", format_report(rows), ""]
+    swept = swept_parameters(rows, swept)
+    lines = [f"Sweep report ({len(rows)} jobs)", format_report(rows, swept), ""]
     if best is not None:
         model = f", model {best.model_export}" if best.model_export else ""
         lines.append(
-            f"Best job: #{best.job} ({_swept_values(best, rows) or 'no overrides'}), "
+            f"Best job: #{best.job} ({_swept_values(best, swept) or 'no overrides'}), "
             f"val_auc={best.val_auc:.4f}{model}"
         )
         if best.model_export:
@@ -297,9 +338,9 @@ def write_report(
         lines.append("No job finished with a validation AUC: no best job.")
     text = "\n".join(lines)
     (folder / f"{REPORT_NAME}.txt").write_text(text + "\n", encoding="utf-8")
-    csv_path = write_csv(rows, folder / f"{REPORT_NAME}.csv")
+    csv_path = write_csv(rows, folder / f"{REPORT_NAME}.csv", swept)
     png_path = folder / f"{REPORT_NAME}.png"
-    plot_auc(rows, swept_parameters(rows)).savefig(png_path, dpi=100)
+    plot_auc(rows, swept).savefig(png_path, dpi=100)
     return Report(rows, text, [folder / f"{REPORT_NAME}.txt", csv_path, png_path], best)
 
 
@@ -309,6 +350,7 @@ class SweepReport(Callback):
 
     def __init__(self) -> None:
         self.context: JobContext | None = None
+        self.swept: list[str] | None = None  # the swept keys, as Hydra parsed the sweep
         self._closed = False
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -323,6 +365,7 @@ class SweepReport(Callback):
             # Hydra turns a callback's exception into a warning: exit, before any run exists.
             print(error, file=sys.stderr, flush=True)
             sys.exit(1)
+        self.swept = swept_keys(config)
         choices = config.hydra.runtime.choices
         sweep_dir = str(config.hydra.sweep.dir)
         self.context = open_multirun(
@@ -366,7 +409,7 @@ class SweepReport(Callback):
         self._closed = True
         context = self.context
         try:
-            report = self._report(context)
+            report = self._report(context, self.swept)
             print(f"\n{report.text}\n\n{multirun_link(context)}\n", flush=True)
         except Exception:
             logger.exception("could not write the sweep report of %s", context.sweep_dir)
@@ -376,13 +419,13 @@ class SweepReport(Callback):
             logger.exception("could not end the multirun run %s", context.run_id)
 
     @staticmethod
-    def _report(context: JobContext) -> Report:
+    def _report(context: JobContext, swept: list[str] | None) -> Report:
         from mlflow import MlflowClient
 
         client = MlflowClient(context.tracking_uri)
         sweep_dir = Path(context.sweep_dir)
         rows = collect_jobs(client, context.experiment_id, context.run_id)
-        report = write_report(rows, sweep_dir, context.tracking_uri, Path(context.cwd))
+        report = write_report(rows, sweep_dir, context.tracking_uri, Path(context.cwd), swept)
         logger.info("sweep report of %d jobs written to %s", len(rows), sweep_dir)
         extra = [p for p in (sweep_dir / "optimization_results.yaml",) if p.exists()]
         for path in [*report.files, *extra]:
