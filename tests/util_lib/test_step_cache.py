@@ -220,3 +220,26 @@ def test_a_run_whose_output_is_damaged_is_not_reused_and_its_rerun_is(
     assert [v.spec for v in MlflowArtifactStore().versions("data_train")] == ["data_train:v0"]
     cache.remember(again, "k1")
     assert _lookup(fresh, step, "k1").run.info.run_id == again
+
+
+def _composed(*overrides: str):
+    """config.yaml composed as main.py's Hydra does (the model group chosen)."""
+    from hydra import compose, initialize_config_dir
+
+    import util_lib.pipeline.config  # noqa: F401 - the schema and conf/ on the search path
+
+    with initialize_config_dir(config_dir=str(REPO), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def test_another_model_family_or_argument_changes_the_train_key(cache, tracking: Path) -> None:
+    """`model=...` switches a config group, not a key of random_forest_pipeline: the train
+    step's key reads the model's own file (a false CACHED hit would export the old model)."""
+    _log(tracking / "t.parquet", "data_train", "rows")
+    keys = {}
+    for overrides in [(), ("model=random_forest",), ("model=hist_gradient_boosting",),
+                      ("model=logistic_regression",), ("model.max_depth=20",)]:  # fmt: skip
+        keys[overrides] = _key(cache, "train_random_forest", _composed(*overrides), tracking)
+    assert None not in keys.values()
+    assert keys[()] == keys[("model=random_forest",)]  # the default family, the same key
+    assert len(set(keys.values())) == 4
