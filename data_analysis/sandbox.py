@@ -44,12 +44,16 @@ def setup_sandbox(root: Path) -> DictConfig:
     -------
     omegaconf.DictConfig
         ``config.yaml``, unresolved (resolve a section with ``OmegaConf.to_container(...,
-        resolve=True)``; the ``hydra`` section only resolves inside a Hydra app).
+        resolve=True)``; the ``hydra`` section only resolves inside a Hydra app), with the
+        model that its ``defaults`` choose (a file of ``conf/model/``) under ``model``, as
+        Hydra composes it; :func:`model_settings` gives what ``build_pipeline`` takes.
     """
+    from train_random_forest.model_config import chosen_model_file
     from util_lib.names import ARTIFACT_STORE_ENV, GROUP_ENV, LOG_FILE_ENV, PROJECT_ENV
 
     root = Path(root).resolve()
     config = OmegaConf.load(root / CONFIG_FILE)
+    config.model = OmegaConf.load(chosen_model_file(config, root / CONFIG_FILE))
     defaults = {
         "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
         LOG_FILE_ENV: str(root / config.main.log_file),
@@ -122,23 +126,34 @@ def show_and_log(run: Run, figure: Figure, name: str) -> None:
     run.log_figure(figure, name)
 
 
+def model_settings(config: DictConfig) -> dict[str, Any]:
+    """What :func:`train_random_forest.pipeline.build_pipeline` takes, from
+    :func:`setup_sandbox`'s configuration: the ``random_forest_pipeline`` section with the model
+    under ``model``, resolved (as the train step reads them)."""
+    settings = OmegaConf.to_container(config.random_forest_pipeline, resolve=True)
+    settings.pop("random_forest", None)  # the schema's moved key, if a config still has it
+    settings["model"] = OmegaConf.to_container(config.model, resolve=True)
+    return settings
+
+
 def config_updates(best_params: dict[str, Any], model_config: dict[str, Any]) -> dict[str, Any]:
-    """Turn a grid search's best pipeline parameters into the ``config.yaml`` keys they change.
+    """Turn a grid search's best pipeline parameters into the configuration keys they change.
 
     Parameters
     ----------
     best_params : dict
         ``GridSearchCV.best_params_`` of a pipeline from
-        :func:`train_random_forest.pipeline.build_pipeline`: ``classifier__<forest argument>``
+        :func:`train_random_forest.pipeline.build_pipeline`: ``classifier__<model argument>``
         or ``processor__<nlp transformer>__tfidfvectorizer__max_features``.
     model_config : dict
-        The resolved ``random_forest_pipeline`` section the pipeline was built from.
+        What the pipeline was built from (:func:`model_settings`).
 
     Returns
     -------
     dict
-        ``{"random_forest_pipeline.random_forest.max_depth": 20, ...}``, only the values that
-        differ from ``model_config`` (empty: ``config.yaml`` already holds the best ones).
+        ``{"model.max_depth": 20, "random_forest_pipeline.tfidf.max_features": 30}`` (Hydra
+        keys: the model's arguments are in its file of ``conf/model/``), only the values that
+        differ from ``model_config`` (empty: the configuration already holds the best ones).
 
     Raises
     ------
@@ -148,13 +163,13 @@ def config_updates(best_params: dict[str, Any], model_config: dict[str, Any]) ->
     updates: dict[str, Any] = {}
     for param, value in best_params.items():
         if param.startswith("classifier__"):
-            section, key = "random_forest", param.removeprefix("classifier__")
+            section, key = "model", param.removeprefix("classifier__")
         elif param.startswith("processor__") and param.endswith("__tfidfvectorizer__max_features"):
-            section, key = "tfidf", "max_features"
+            section, key = "random_forest_pipeline.tfidf", "max_features"
         else:
-            raise KeyError(f"pipeline parameter {param!r} has no key in config.yaml")
-        if model_config.get(section, {}).get(key) != value:
-            updates[f"random_forest_pipeline.{section}.{key}"] = value
+            raise KeyError(f"pipeline parameter {param!r} has no key in the configuration")
+        if model_config.get(section.split(".")[-1], {}).get(key) != value:
+            updates[f"{section}.{key}"] = value
     return updates
 
 

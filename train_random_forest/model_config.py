@@ -55,7 +55,7 @@ def read_model_config(path: str, model: str | None = None) -> dict[str, Any]:
     config = load(file)
     whole = MODEL_SECTION in config
     root = config if whole else load(Path(project_path("config.yaml")))
-    model_file = Path(project_path(model)) if model else _chosen_model_file(root, file)
+    model_file = Path(project_path(model)) if model else chosen_model_file(root, file)
     root[MODEL_GROUP] = load(model_file)
     settings = OmegaConf.to_container(config[MODEL_SECTION] if whole else config, resolve=True)
     # The schema keeps the moved key, empty, so that the driver can name the new one.
@@ -68,8 +68,21 @@ def read_model_config(path: str, model: str | None = None) -> dict[str, Any]:
     return settings
 
 
-def _chosen_model_file(root: Any, file: Path) -> Path:
-    """The file of conf/model/ that a config.yaml's ``defaults`` choose (``- model: NAME``)."""
+def chosen_model_file(root: Any, file: Path | str = "config.yaml") -> Path:
+    """The file of conf/model/ that a config.yaml's ``defaults`` choose (``- model: NAME``).
+
+    Parameters
+    ----------
+    root : omegaconf.DictConfig
+        The config.yaml, as loaded (not composed).
+    file : pathlib.Path or str
+        Where it was read from, for the message.
+
+    Raises
+    ------
+    ValueError
+        When its defaults choose no model.
+    """
     from omegaconf import OmegaConf
 
     for entry in root.get("defaults") or []:

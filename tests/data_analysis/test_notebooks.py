@@ -85,10 +85,10 @@ def test_modeling_ends_with_the_parameters_for_config_yaml(
     best = results.sort_values("rank_test_score").iloc[0]
     assert best["mean_test_score"] == pytest.approx(run.data.metrics["cv_auc"])
     suggested = download(store, run.info.run_id, "suggested_config.yaml", tmp_path)
-    forest = yaml.safe_load(suggested.read_text())["random_forest_pipeline"]["random_forest"]
+    forest = yaml.safe_load(suggested.read_text())["model"]
     assert forest["max_depth"] == best["param_classifier__max_depth"]
     last_outputs = stdout(executed["Modeling.ipynb"].cells[-2:])
-    assert "random_forest_pipeline:" in last_outputs
+    assert "model:" in last_outputs
     assert f"max_depth: {forest['max_depth']}" in last_outputs
 
 

@@ -26,7 +26,7 @@ SANDBOX_ENV = (
     "PYTHONPATH",
 )
 MODEL_CONFIG = {
-    "random_forest": {"max_depth": 13, "max_features": "sqrt"},
+    "model": {"max_depth": 13, "max_features": "sqrt"},
     "tfidf": {"max_features": 10},
 }
 
@@ -113,13 +113,11 @@ def test_config_updates_maps_pipeline_parameters_to_config_keys() -> None:
         "processor__nlp_text_feature__tfidfvectorizer__max_features": 30,
     }
     assert config_updates(best, MODEL_CONFIG) == {
-        "random_forest_pipeline.random_forest.max_depth": 20,
+        "model.max_depth": 20,
         "random_forest_pipeline.tfidf.max_features": 30,
     }
     assert config_updates({"classifier__max_depth": 13}, MODEL_CONFIG) == {}
-    assert config_updates({"classifier__max_depth": 13}, {}) == {
-        "random_forest_pipeline.random_forest.max_depth": 13
-    }
+    assert config_updates({"classifier__max_depth": 13}, {}) == {"model.max_depth": 13}
 
 
 def test_config_updates_refuses_a_parameter_without_a_config_key() -> None:
