@@ -18,6 +18,8 @@ README's conventions, which this test reads:
 - a ``bash`` block: each line is a command, checked for its exit status only;
 - ``<!-- readme-test: skip (why) -->`` just before a block: not run (``pip install``, a file of
   the reader's own);
+- ``<!-- readme-test: write PATH -->`` just before a block: the block is a file the reader
+  writes, written to ``PATH`` under the project (e.g. a model's file in ``conf/model/``);
 - a server (``python -m serving serve``, ``mlflow ui``) starts in the background on a free port
   in place of 5000 (another program may hold 5000 on the test machine), is ready when its shown
   lines are printed (or ``mlflow ui`` answers), and is stopped at the end.
@@ -49,6 +51,7 @@ README = REPO / "README.md"
 SECTIONS = ("Quick start", "Where the results are", "Serving", "Sweeps")
 PLACEHOLDER_PATH = "/path/to/music_genre_classification"
 SKIP = re.compile(r"^<!--\s*readme-test:\s*skip\b")
+WRITE = re.compile(r"^<!--\s*readme-test:\s*write\s+(\S+)\s*-->")
 FENCE = re.compile(r"^```(\w*)\s*$")
 SERVERS = re.compile(r"^(python -m serving serve|mlflow ui)\b")
 GAP = "…"
@@ -66,12 +69,15 @@ class Command:
     text: str
     shown: list[str] = field(default_factory=list)
     checked: bool = False  # a console block's command: its output is compared
+    write_to: str | None = None  # a file to write (``text``), not a command
 
 
-def readme_commands(text: str) -> list[Command]:
-    """The commands of README's :data:`SECTIONS`, in order (skipped blocks left out)."""
+def readme_commands(text: str, sections: tuple[str, ...] | None = SECTIONS) -> list[Command]:
+    """The commands of ``sections`` of a Markdown text (None: every section), in order
+    (skipped blocks left out)."""
     commands: list[Command] = []
     section, language, skip, previous = "", None, False, ""
+    write: re.Match | None = None
     block: list[str] = []
     for line in text.splitlines():
         fence = FENCE.match(line)
@@ -80,13 +86,18 @@ def readme_commands(text: str) -> list[Command]:
                 section = line[3:].strip()
             elif fence:
                 language, block, skip = fence[1], [], bool(SKIP.match(previous))
+                write = WRITE.match(previous)
             if line.strip():
                 previous = line.strip()
             continue
         if not fence or fence[1]:
             block.append(line)
             continue
-        if section in SECTIONS and not skip and language in ("console", "bash"):
+        if sections is not None and section not in sections or skip:
+            pass
+        elif write:
+            commands.append(Command(section, "\n".join(block) + "\n", write_to=write[1]))
+        elif language in ("console", "bash"):
             commands += _parse(section, language, block)
         language = None
     return commands
@@ -139,12 +150,17 @@ def missing_lines(shown: list[str], printed: str, workdir: Path) -> list[str]:
     return missing
 
 
+def copy_project(folder: Path) -> Path:
+    """A copy of the project in ``folder``, as a clone has it, under a name of its own."""
+    copy = folder / "music_genre_classification"
+    shutil.copytree(REPO, copy, ignore=shutil.ignore_patterns(*NOT_COPIED))
+    return copy
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the project, as a clone has it, under a name of its own."""
-    copy = tmp_path_factory.mktemp("readme") / "music_genre_classification"
-    shutil.copytree(REPO, copy, ignore=shutil.ignore_patterns(*NOT_COPIED))
-    return copy
+    return copy_project(tmp_path_factory.mktemp("readme"))
 
 
 def _env(project: Path) -> dict[str, str]:
@@ -237,10 +253,19 @@ def test_the_shape_of_a_line() -> None:
 
 @pytest.mark.e2e
 def test_the_readme_commands_run_and_print_what_readme_shows(project: Path) -> None:
+    run_commands(readme_commands(README.read_text(encoding="utf-8")), project)
+
+
+def run_commands(commands: list[Command], project: Path) -> None:
+    """Run ``commands`` in order in ``project`` (see the module docstring), each one's output
+    checked against what the text shows; servers stopped at the end."""
     env = _env(project)
     port = free_port()
     with contextlib.ExitStack() as servers:
-        for command in readme_commands(README.read_text(encoding="utf-8")):
+        for command in commands:
+            if command.write_to:
+                (project / command.write_to).write_text(command.text, encoding="utf-8")
+                continue
             command = _on_port(command, port)
             if SERVERS.match(command.text):
                 server_port = port
@@ -270,3 +295,14 @@ def test_the_readme_commands_run_and_print_what_readme_shows(project: Path) -> N
                 + "\n".join(missing)
                 + f"\n--- it printed:\n{result.stdout[-6000:]}"
             )
+
+
+def test_a_block_to_write_is_a_file_not_a_command() -> None:
+    text = (
+        "## Own\n<!-- readme-test: write conf/model/x.yaml -->\n```yaml\n_target_: a.B\n```\n"
+        "```console\n$ echo hi\nhi\n```\n"
+    )
+    written, echo = readme_commands(text, sections=None)
+    assert (written.write_to, written.text) == ("conf/model/x.yaml", "_target_: a.B\n")
+    assert (echo.text, echo.shown, echo.write_to) == ("echo hi", ["hi"], None)
+    assert readme_commands(text) == []  # not a section of README's
