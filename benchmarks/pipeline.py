@@ -48,8 +48,9 @@ from preprocess.cleaning import preprocess
 from segregate.split import split_data
 from train_random_forest.pipeline import build_pipeline, split_train_val, train_and_validate
 from evaluate.scoring import score_model
+from train_random_forest.model_config import read_model_config
 config = OmegaConf.load("config.yaml")
-model_config = OmegaConf.to_container(config.random_forest_pipeline, resolve=True)
+model_config = read_model_config("config.yaml")
 data = config.data
 steps = {{"imports": time.perf_counter() - t0}}
 
@@ -128,9 +129,7 @@ def one_round(data: Path, env: dict[str, str]) -> dict[str, tuple[float, dict[st
             store, "main.execute_steps='train_random_forest,evaluate' main.cache=false", env
         )
         figures["d"] = run_pipeline(store, common, env)
-        figures["e"] = run_pipeline(
-            store, f"{common} random_forest_pipeline.random_forest.max_depth=13", env
-        )
+        figures["e"] = run_pipeline(store, f"{common} model.max_depth=13", env)
     return figures
 
 

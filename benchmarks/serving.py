@@ -50,10 +50,11 @@ def build_model(data: Path, out: Path) -> tuple[str, pd.DataFrame, str]:
     from preprocess.cleaning import preprocess
     from segregate.split import split_data
     from train_random_forest.export import export_model
+    from train_random_forest.model_config import read_model_config
     from train_random_forest.pipeline import build_pipeline, split_train_val, train_and_validate
 
     config = OmegaConf.load(REPO / "config.yaml")
-    model_config = OmegaConf.to_container(config.random_forest_pipeline, resolve=True)
+    model_config = read_model_config("config.yaml")
     seed, split = config.main.random_seed, config.data
     train, test = split_data(
         preprocess(pd.read_parquet(data)), split.test_size, seed, split.stratify
@@ -64,7 +65,7 @@ def build_model(data: Path, out: Path) -> tuple[str, pd.DataFrame, str]:
     pipe, used = build_pipeline(model_config)
     pipe, val_auc = train_and_validate(pipe, used, X_train, y_train, X_val, y_val)
     folder = export_model(pipe, X_val, out / "model", model_config.get("predict_n_jobs"))
-    forest = model_config["random_forest"]
+    forest = model_config["model"]
     test_auc = score_model(pipe, test, target="genre")["auc"]
     label = (
         f"trained here with config.yaml: {forest['n_estimators']} trees, max_depth "
@@ -195,17 +196,16 @@ def main() -> None:
     parser.add_argument(
         "--other-n-jobs",
         type=int,
-        help="also measure with this pyfunc n_jobs (default: random_forest.n_jobs of config.yaml)",
+        help="also measure with this pyfunc n_jobs (default: the model's n_jobs, model.n_jobs)",
     )
     args = parser.parse_args()
     if args.requests < 200:
         parser.error("--requests must be at least 200 for a p95")
-    from omegaconf import OmegaConf
-
-    config = OmegaConf.load(REPO / "config.yaml")
     other = args.other_n_jobs
     if other is None:
-        other = config.random_forest_pipeline.random_forest.n_jobs
+        from train_random_forest.model_config import read_model_config
+
+        other = read_model_config("config.yaml")["model"]["n_jobs"]
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:

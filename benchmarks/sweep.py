@@ -31,7 +31,7 @@ from common import DATA, mlflow_run
 
 SWEEP = (
     "main.execute_steps='train_random_forest,evaluate' "
-    "random_forest_pipeline.random_forest.max_depth=10,15,20,25 "
+    "model.max_depth=10,15,20,25 "
     "random_forest_pipeline.tfidf.max_features=10,20"
 )
 ARMS = {
@@ -45,8 +45,7 @@ def sweep(store: Path, name: str, launcher: str, n_jobs: int) -> tuple[float, fl
     """Run the sweep; return wall seconds, summed fit seconds and the number of models."""
     sweep_dir = store / f"sweep_{name}"
     options = (
-        f"hydra/launcher={launcher} {SWEEP} "
-        f"random_forest_pipeline.random_forest.n_jobs={n_jobs} hydra.sweep.dir={sweep_dir} -m"
+        f"hydra/launcher={launcher} {SWEEP} model.n_jobs={n_jobs} hydra.sweep.dir={sweep_dir} -m"
     )
     seconds, _ = mlflow_run(store, options)
     with (sweep_dir / "sweep_report.csv").open() as stream:
