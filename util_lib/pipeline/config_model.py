@@ -61,6 +61,9 @@ def _moved(old: str, new: str, key: str, assignment: str = "") -> str:
 
 
 def _model_problems(check: Checker) -> None:
+    for old, new in MOVED_KEYS.items():
+        if check.get(old) not in ({}, None, ABSENT):
+            check.add(old, check.get(old), _moved(old, new, old))
     model = check.get(MODEL)
     if not isinstance(model, dict) or TARGET not in model:
         if model is not ABSENT:
@@ -68,9 +71,6 @@ def _model_problems(check: Checker) -> None:
         return
     arguments = {k: v for k, v in model.items() if k != TARGET}
     check.problems.extend(estimator_problems(model[TARGET], arguments))
-    for old, new in MOVED_KEYS.items():
-        if check.get(old) not in ({}, None, ABSENT):
-            check.add(old, check.get(old), _moved(old, new, old))
 
 
 def _check_param_grid(check: Checker, key: str, param_grid: Any) -> None:
