@@ -61,18 +61,6 @@ def test_a_bad_value_stops_the_pipeline_before_any_step(
     assert_nothing_ran(run)
 
 
-def test_a_moved_key_stops_the_pipeline_naming_the_new_key(tmp_path: Path) -> None:
-    run = mlflow_run(tmp_path, "random_forest_pipeline.random_forest.max_depth=20")
-    assert run.result.returncode != 0
-    last = run.result.stderr.strip().splitlines()[-1]
-    assert last.startswith("  random_forest_pipeline.random_forest.max_depth=20: moved:"), output(
-        run
-    )
-    assert last.endswith("set model.max_depth=20 instead")
-    assert run.seconds < SECONDS, run.seconds
-    assert_nothing_ran(run)
-
-
 def test_what_would_fail_after_steps_is_listed_at_once_before_any_step(tmp_path: Path) -> None:
     """Values that used to pass the check and fail later (at train after four steps, at
     check_data naming the pipeline's dead server, with a traceback) are each named at once."""

@@ -188,3 +188,33 @@ def test_the_summary_reaches_the_terminal_once_and_the_log_file_too(capsys, trac
     captured = capsys.readouterr()
     assert (captured.out + captured.err).count("test_auc=0.9500") == 1, captured
     assert log_file.read_text().count("test_auc=0.9500") == 1
+
+
+@pytest.mark.integration
+def test_a_moved_key_stops_main_naming_the_new_key_in_its_last_line(tmp_path: Path) -> None:
+    """Hydra would refuse random_forest_pipeline.random_forest.* without saying where it went
+    (util_lib/pipeline/config_model.py MOVED_KEYS); main.py names the new key first."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "WANDB_"))}
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "main.py"),
+            "random_forest_pipeline.random_forest.max_depth=20",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last == (
+        "  random_forest_pipeline.random_forest.max_depth=20: moved: the model is the config "
+        "group 'model' (conf/model/, chosen with model=NAME); set model.max_depth=20 instead"
+    )
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "outputs").exists()
