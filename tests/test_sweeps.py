@@ -173,11 +173,16 @@ def test_sequential_sweep_groups_reports_and_names_the_best(prepared: Path) -> N
 
 
 def test_sweep_yaml_grid_names_keys_of_the_config() -> None:
-    """sweep.yaml extends config.yaml, and each key it sweeps is one config.yaml has."""
+    """sweep.yaml extends config.yaml, and each key it sweeps is one the composed
+    configuration has (config.yaml and the model group's default file)."""
+    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
+    import util_lib.pipeline.config  # noqa: F401 - the schema and conf/ on the search path
+
     sweep = OmegaConf.load(REPO / "sweep.yaml")
-    config = OmegaConf.load(REPO / "config.yaml")
+    with initialize_config_dir(config_dir=str(REPO), version_base="1.3"):
+        config = compose(config_name="config")
     assert list(sweep.defaults) == ["config", "_self_"]
     assert list(sweep.main.execute_steps) == ["train_random_forest", "evaluate"]
     grid = sweep.hydra.sweeper.params
