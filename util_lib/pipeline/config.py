@@ -3,7 +3,7 @@
 config.yaml holds the values; :class:`PipelineConfig`, registered in Hydra's ConfigStore as
 ``config_schema`` (first in config.yaml's ``defaults``), gives their types, which Hydra enforces
 when it composes the configuration (``data.test_size=abc`` fails there). :func:`check_config`
-checks what types cannot say (ranges, step names, files, scikit-learn's rules for the forest)
+checks what types cannot say (ranges, step names, files, scikit-learn's rules for the model)
 and what would fail once steps ran: names that MLflow or W&B refuse, columns the data lacks,
 splits that leave a class no row, an artifact spec that does not resolve, a log file that
 cannot be written. It lists every problem at once; main.py calls it before the pipeline opens
@@ -21,7 +21,7 @@ Each check that reads something is a function of plain values
 that it can be called from elsewhere.
 
 Importing this module costs Hydra and OmegaConf only (no MLflow, W&B or scikit-learn). A
-check imports what it needs when it runs: scikit-learn for the forest's arguments (once per
+check imports what it needs when it runs: scikit-learn for the model's arguments (once per
 set of arguments), pyarrow and preprocess's module (pandas) for a local data file, MLflow only
 for an artifact spec that the store must resolve (the driver imports both right after).
 """
@@ -112,9 +112,10 @@ class FeaturesConfig:
 
 @dataclass
 class RandomForestPipelineConfig:
-    # Moved to the config group `model` (conf/model/): kept in the schema, empty, so that an old
-    # override (random_forest_pipeline.random_forest.max_depth=20) reaches check_config, which
-    # names the new key, instead of Hydra's "Key 'random_forest' not in ...".
+    # Moved to the config group `model` (conf/model/): kept in the schema, empty, so that a config
+    # file that still holds it, or `+random_forest_pipeline.random_forest.max_depth=20`, reaches
+    # check_config, which names the new key. (Hydra refuses the plain override first: main.py
+    # names the new key for it, config_model.moved_key_problems.)
     random_forest: dict[str, Any] = field(default_factory=dict)
     tfidf: TfidfConfig = MISSING
     grid_search: Any | None = MISSING  # null or {param_grid, cv, scoring}
