@@ -19,7 +19,7 @@ from tests.pipeline_runs import DATASET, pipeline_env, sqlite_uri  # noqa: E402
 from tests.pipeline_runs import mlflow_run as run_pipeline  # noqa: E402
 
 DATA = DATASET  # the dataset the project ships
-# The figures in README "Performance" are taken with W&B offline (no account on the machine).
+# The figures in docs/performance.md are taken with W&B offline (no account on the machine).
 WANDB_MODE = "offline"
 
 

@@ -13,7 +13,7 @@ for one row per request (p50, p95 over --requests) and a 1,000-row batch (over -
 two paths taking turns request by request, and prints b/a. Targets: HTTP one-row p50 <= 1.5x
 the in-process one; in process, one row p50 <= 10 ms and 1,000 rows p50 <= 40 ms, with the
 model's test AUC (printed when the model is trained here) >= 0.953. The same is measured with
-the forest's training ``n_jobs`` (--other-n-jobs, default ``random_forest.n_jobs``) to show what
+the forest's training ``n_jobs`` (--other-n-jobs, default ``model.n_jobs``) to show what
 ``predict_n_jobs`` buys.
 """
 

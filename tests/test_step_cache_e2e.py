@@ -97,8 +97,8 @@ def test_all_cached_reruns_in_one_folder_always_succeed(workdir: Path, first: Pi
     """Issue 19: all-cached reruns used to die now and then with CPython 3.11's "AST
     constructor recursion depth mismatch" (the driver parsed sources while W&B's and the
     lineage libraries' threads did too). W&B offline, as a user without an account runs it:
-    the first run's command again, five times in its folder."""
-    for attempt in range(1, 6):
+    the first run's command again, three times in its folder."""
+    for attempt in range(1, 4):
         again = mlflow_run(workdir, SMALL_FOREST, wandb_mode="offline")
         assert again.returncode == 0, f"rerun {attempt}:\n{again.stderr[-6000:]}"
         assert _statuses(again) == dict.fromkeys(STEPS, "CACHED"), f"rerun {attempt}"

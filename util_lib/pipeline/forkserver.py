@@ -28,6 +28,7 @@ import atexit
 import contextlib
 import importlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -177,10 +178,7 @@ class ForkServer:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-        with contextlib.suppress(OSError):
-            os.unlink(self.address)
-        with contextlib.suppress(OSError):
-            os.rmdir(self.folder)
+        shutil.rmtree(self.folder, ignore_errors=True)  # the socket, under either name
         if os.environ.get(FORKSERVER_ENV) == self.address:
             del os.environ[FORKSERVER_ENV]
 

@@ -228,8 +228,11 @@ class _Server:
         signal.signal(signal.SIGTERM, self._on_sigterm)
         end_with_parent(signal.SIGTERM)
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.listener.bind(address)
+        # Bound under another name, listening, then renamed: the driver waits for the address to
+        # exist, and a connect between bind() and listen() would be refused.
+        self.listener.bind(address + ".bound")
         self.listener.listen(16)
+        os.replace(address + ".bound", address)
         self.listener.setblocking(False)
         self.wake_read, self.wake_write = socket.socketpair()
         self.wake_read.setblocking(False)

@@ -10,7 +10,7 @@ in about 0.4 s, and it ends with the driver's process whatever ends it (the end 
 pipeline, a failed step, Ctrl-C, a kill): there is no server process to leave behind.
 
 ``mlflow server`` as a process of its own was measured too and does not pay here: it boots in
-about 5 s on two cores, competing with the driver and the first step (README "Performance").
+about 5 s on two cores, competing with the driver and the first step (docs/performance.md).
 A tracking URI that is not a local SQLite file (a team's server, PostgreSQL) is used as it is;
 ``UTIL_LIB_TRACKING_SERVER=false`` turns the server off.
 
