@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -64,13 +65,25 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
     pyproject.toml's addopts: check_data's suite runs pytest under that section too, in a
     process that loads no plugin, where ``-n`` would be an unknown option.
     """
-    # Not without pytest-xdist (-p no:xdist), nor in its workers (they get no -n: the tests).
-    if not config.pluginmanager.hasplugin("xdist") or hasattr(config, "workerinput"):
+    if hasattr(config, "workerinput"):
+        # A worker parses only the command line: it learns the mode chosen here from
+        # pytest_configure_node, else it would not name the groups and loadgroup would
+        # schedule each test alone (every module fixture made on both workers).
+        config.option.loadgroup = config.workerinput.get("loadgroup", config.option.loadgroup)
+        return
+    # Not without pytest-xdist (-p no:xdist).
+    if not config.pluginmanager.hasplugin("xdist"):
         return
     if config.option.numprocesses is None:
         config.option.numprocesses = "auto"
     if config.option.numprocesses and config.option.dist == "no":
         config.option.dist = "loadgroup"
+
+
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook; absent with -p no:xdist
+def pytest_configure_node(node: Any) -> None:
+    """Hand each worker the distribution mode :func:`pytest_cmdline_main` chose."""
+    node.workerinput["loadgroup"] = node.config.option.dist == "loadgroup"
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups (its own hook)
