@@ -153,7 +153,8 @@ def _socket_folder() -> str:
     """A new folder for the server's socket: in the temporary folder, or in ``/tmp`` when the
     socket's path would be too long there."""
     folder = tempfile.mkdtemp(prefix="util_lib-fork-")
-    if len(os.fsencode(os.path.join(folder, "socket"))) <= _SOCKET_PATH_MAX:
+    # The server binds it as socket.bound, then renames it (forkserver_server): the longer name.
+    if len(os.fsencode(os.path.join(folder, "socket.bound"))) <= _SOCKET_PATH_MAX:
         return folder
     os.rmdir(folder)
     return tempfile.mkdtemp(prefix="util_lib-fork-", dir="/tmp")
