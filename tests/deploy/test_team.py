@@ -90,6 +90,9 @@ def team_server(postgres: str, server_artifacts: Path) -> Iterator[str]:
     root = server_artifacts.parent
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    # MLflow's job runner (a process and a dozen queue consumers, for GenAI jobs, ~70 s of
+    # CPU over a suite) serves nothing a pipeline does.
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
     log = (root / "server.log").open("w")
     server = subprocess.Popen(
         [
