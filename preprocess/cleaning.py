@@ -1,47 +1,65 @@
-"""Clean the raw songs table: drop exact duplicates and build the text feature."""
+"""Clean the raw table: drop exact duplicates and build the text feature that the data contract
+declares (its text columns joined with spaces)."""
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # annotations only: the driver's config check imports this module
+from util_lib.step.contract import Contract, default_contract
+
+if TYPE_CHECKING:  # annotations only: importing this module costs no pandas
     import pandas as pd
 
 logger = logging.getLogger(__name__)
 
-TEXT_COLUMNS = ("title", "song_name")
-TEXT_FEATURE = "text_feature"
+
+def __getattr__(name: str) -> Any:
+    # TEXT_COLUMNS and TEXT_FEATURE, as the notebooks import them: the default contract's.
+    if name == "TEXT_COLUMNS":
+        return tuple(default_contract().text_columns)
+    if name == "TEXT_FEATURE":
+        return default_contract().text_feature
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def preprocess(df: pd.DataFrame) -> pd.DataFrame:
-    """Drop exact duplicate rows and add ``text_feature`` = title + " " + song_name.
+def preprocess(df: pd.DataFrame, contract: Contract | None = None) -> pd.DataFrame:
+    """Drop exact duplicate rows and add the contract's text feature (its text columns joined
+    with a space, e.g. ``text_feature`` = title + " " + song_name for the songs).
 
     Missing values stay as they are (the model pipeline imputes them), except in the text
-    feature, where a missing title or song name counts as an empty string.
+    feature, where a missing part counts as an empty string. A contract without text columns
+    adds nothing.
 
     Parameters
     ----------
     df : pandas.DataFrame
-        Raw songs; must hold the columns ``title`` and ``song_name``. Not modified.
+        The raw table; must hold the contract's text columns. Not modified.
+    contract : Contract, optional
+        The data contract; None: the one config.yaml chooses (:func:`default_contract`).
 
     Returns
     -------
     pandas.DataFrame
         The first of each group of identical rows, with a fresh ``RangeIndex``, all input
-        columns unchanged and ``text_feature`` (str, stripped; ``""`` if both parts miss).
+        columns unchanged and the text feature (str, stripped; ``""`` if every part misses).
 
     Raises
     ------
     ValueError
-        If ``title`` or ``song_name`` is missing; the message names them.
+        If a text column is missing; the message names it.
     """
-    missing = [column for column in TEXT_COLUMNS if column not in df.columns]
+    contract = contract or default_contract()
+    text_columns = tuple(contract.text_columns)
+    missing = [column for column in text_columns if column not in df.columns]
     if missing:
         raise ValueError(f"preprocess: input lacks required column(s): {', '.join(missing)}")
     deduplicated = df.drop_duplicates(keep="first", ignore_index=True)
     logger.info("Dropped %d exact duplicate rows of %d", len(df) - len(deduplicated), len(df))
-    return deduplicated.assign(**{TEXT_FEATURE: _join_text(deduplicated, TEXT_COLUMNS)})
+    if not text_columns:
+        return deduplicated
+    text = _join_text(deduplicated, text_columns)
+    return deduplicated.assign(**{str(contract.text_feature): text})
 
 
 def _join_text(df: pd.DataFrame, columns: tuple[str, ...]) -> pd.Series:

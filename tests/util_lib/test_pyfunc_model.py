@@ -152,14 +152,18 @@ def _refused(model, rows: pd.DataFrame, params: dict | None = None) -> str:
 def test_the_export_writes_the_domain_from_the_data_contract(
     exported: Path, fitted: tuple[Pipeline, pd.DataFrame]
 ) -> None:
-    from util_lib.step.data_schema import VALUE_RANGES
+    from util_lib.step.contract import default_contract
+    from util_lib.step.data_schema import data_schema, value_ranges
 
     pipe, _ = fitted
     domain = json.loads((exported / "input_domain.json").read_text())
     model_columns = set(pipe.feature_names_in_)
     assert domain["ranges"] == {
-        c: list(bounds) for c, bounds in VALUE_RANGES.items() if c in model_columns
+        c: list(bounds)
+        for c, bounds in value_ranges(data_schema(default_contract())).items()
+        if c in model_columns
     }
+    assert domain["source"].endswith("conf/dataset/genres.yaml")
     assert domain["ranges"]["danceability"] == [0.0, 1.0]
     assert "mode" not in domain["ranges"]  # not a feature of the model
     encoder = pipe["processor"].named_transformers_["categorical"][-1]

@@ -21,6 +21,9 @@ from urllib.parse import unquote, urlparse
 from util_lib.names import PROJECT_ROOT
 from util_lib.pipeline.config_checks import ABSENT, Checker, Problem, is_number, is_text, show
 from util_lib.step.arguments import is_url, optional, project_path
+from util_lib.step.contract import Contract, ContractError, contract_from_mapping
+
+DATASET = "dataset"
 
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 
@@ -130,12 +133,43 @@ def class_counts(path: Path, column: str) -> dict[Any, int]:
     return dict(_read_counts(_file_key(path), column))
 
 
-def derived_columns() -> dict[str, tuple[str, ...]]:
-    """The columns preprocess adds to the data, each with the columns it is made of, as
-    preprocess/cleaning.py declares them."""
-    from preprocess.cleaning import TEXT_COLUMNS, TEXT_FEATURE
+def derived_columns(contract: Contract | None) -> dict[str, tuple[str, ...]]:
+    """The columns preprocess adds to the data, each with the columns it is made of, as the
+    data contract declares them (its text feature)."""
+    if contract is None or not contract.text_columns:
+        return {}
+    return {str(contract.text_feature): tuple(contract.text_columns)}
 
-    return {TEXT_FEATURE: tuple(TEXT_COLUMNS)}
+
+def check_dataset(check: Checker) -> None:
+    """The config group ``dataset``: a data contract that the steps can read."""
+    value = check.get(DATASET)
+    if value is ABSENT:
+        return
+    try:
+        contract_from_mapping(value, f"conf/{DATASET}/{_choice(check)}.yaml")
+    except ContractError as error:
+        check.add(DATASET, _choice(check), str(error))
+
+
+def _choice(check: Checker) -> str:
+    """The dataset's name as chosen (dataset=NAME), for messages."""
+    from hydra.core.hydra_config import HydraConfig
+
+    # Hydra's record of the choice: only while Hydra runs (not under compose()).
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    return str(choices.get(DATASET, "NAME"))
+
+
+def _contract(check: Checker) -> Contract | None:
+    """The composed configuration's contract; None when absent or unreadable."""
+    value = check.get(DATASET)
+    if value is ABSENT:
+        return None
+    try:
+        return contract_from_mapping(value, f"conf/{DATASET}/")
+    except ContractError:
+        return None
 
 
 def _closest(name: str, columns: Sequence[str]) -> str:
@@ -144,7 +178,10 @@ def _closest(name: str, columns: Sequence[str]) -> str:
 
 
 def columns_problems(
-    path: Path, columns: Mapping[str, str | Sequence[str]], source: str | None = None
+    path: Path,
+    columns: Mapping[str, str | Sequence[str]],
+    source: str | None = None,
+    contract: Contract | None = None,
 ) -> list[Problem]:
     """The columns named by config keys that the data file lacks.
 
@@ -157,6 +194,8 @@ def columns_problems(
         its problems are named ``key[i]``).
     source : str, optional
         How the file is named in the messages (default: ``path``).
+    contract : Contract, optional
+        The data contract, for the columns preprocess derives (its text feature).
 
     Raises
     ------
@@ -165,7 +204,7 @@ def columns_problems(
     """
     present, _ = data_layout(path)
     source = source or str(path)
-    derived = {c: parts for c, parts in derived_columns().items() if c not in present}
+    derived = {c: parts for c, parts in derived_columns(contract).items() if c not in present}
     available = [*present, *(c for c, parts in derived.items() if set(parts) <= set(present))]
     problems = []
     for key, names in columns.items():
@@ -276,11 +315,17 @@ def check_against_data(check: Checker) -> None:
         return
     stratify = check.valid("data.stratify")
     columns: dict[str, Any] = {} if stratify in (None, ABSENT) else {"data.stratify": stratify}
-    for group in ("numerical", "categorical", "nlp"):
-        key = f"random_forest_pipeline.features.{group}"
-        if (names := check.valid(key)) is not ABSENT:
-            columns[key] = names
-    check.problems.extend(found := columns_problems(path, columns, url))
+    contract = _contract(check)
+    if contract is not None:
+        # What the model reads from the file: its target and features (the text feature
+        # preprocess makes, from the text columns). The other columns of the contract, and
+        # every dtype, are get_data's to check, for a URL too.
+        columns[f"{DATASET}.target"] = contract.target
+        for names in contract.features().values():
+            for name in names:
+                key = "text_feature" if name == contract.text_feature else f"columns.{name}"
+                columns[f"{DATASET}.{key}"] = name
+    check.problems.extend(found := columns_problems(path, columns, url, contract))
     sizes = [check.valid(f"data.{k}") for k in ("test_size", "val_size")]
     if ABSENT in sizes or stratify is ABSENT or any(p.key == "data.stratify" for p in found):
         return
