@@ -106,18 +106,31 @@ def nullable_columns(schema: pa.DataFrameSchema) -> frozenset[str]:
     return frozenset(name for name, column in schema.columns.items() if column.nullable)
 
 
-def missing_column_problems(present: Iterable[str], schema: pa.DataFrameSchema) -> list[str]:
+def dtype_schema(contract: Contract) -> pa.DataFrameSchema:
+    """The contract's columns with their dtypes only (no range, nullability or label check):
+    what get_data checks of a file before storing it; the rest is check_data's."""
+    return pa.DataFrameSchema(
+        {c.name: pa.Column(_DTYPES[c.dtype], nullable=True) for c in contract.columns},
+        strict=False,
+        name=contract.source,
+    )
+
+
+def missing_column_problems(
+    present: Iterable[str], schema: pa.DataFrameSchema, source: str | None = None
+) -> list[str]:
     """One sentence per column of ``schema`` absent from ``present``, naming the closest
-    present name (a renamed column), e.g. ``"column 'price' is missing; did you mean
-    'prise'?"``."""
+    present name (a renamed column), e.g. ``"column 'price' is missing from prices.parquet;
+    did you mean 'prise'?"`` (``source``: where the columns come from, for the message)."""
     present = [str(c) for c in present]
+    where = f" from {source}" if source else ""
     problems = []
     for name in schema.columns:
         if name in present:
             continue
         close = difflib.get_close_matches(name, present, n=1)
         hint = f"did you mean {close[0]!r}?" if close else f"the columns are {present}"
-        problems.append(f"column {name!r} is missing; {hint}")
+        problems.append(f"column {name!r} is missing{where}; {hint}")
     return problems
 
 
