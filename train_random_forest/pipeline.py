@@ -33,7 +33,8 @@ def build_pipeline(model_config: dict[str, Any]) -> tuple[Pipeline, list[str]]:
 
     Numerical columns get a median imputation and standard scaling, categorical columns a
     mode imputation and an ordinal encoding (categories unseen in training become -1), and
-    each text ("nlp") column a binary TF-IDF of its own. Other columns are dropped.
+    each text ("nlp") column a binary TF-IDF of its own; a group without columns is left out
+    (e.g. no text). Other columns are dropped.
 
     Parameters
     ----------
@@ -69,21 +70,28 @@ def build_pipeline(model_config: dict[str, Any]) -> tuple[Pipeline, list[str]]:
     if repeated:
         raise ValueError(f"columns configured more than once in features: {repeated}")
 
-    transformers: list[tuple[str, Any, Any]] = [
-        (
-            "numerical",
-            make_pipeline(SimpleImputer(strategy="median"), StandardScaler()),
-            list(features["numerical"]),
-        ),
-        (
-            "categorical",
-            make_pipeline(
-                ModeImputer(),
-                OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1),
-            ),
-            list(features["categorical"]),
-        ),
-    ]
+    transformers: list[tuple[str, Any, Any]] = []
+    # A group without columns gets no transformer (a table may have no categorical column):
+    # an unfitted one would stay in the fitted pipeline.
+    if features["numerical"]:
+        transformers.append(
+            (
+                "numerical",
+                make_pipeline(SimpleImputer(strategy="median"), StandardScaler()),
+                list(features["numerical"]),
+            )
+        )
+    if features["categorical"]:
+        transformers.append(
+            (
+                "categorical",
+                make_pipeline(
+                    ModeImputer(),
+                    OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1),
+                ),
+                list(features["categorical"]),
+            )
+        )
     max_terms = model_config["tfidf"]["max_features"]
     for column in features["nlp"]:
         # The column is selected by its name (a string, not a list) so the vectorizer gets the

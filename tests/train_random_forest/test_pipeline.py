@@ -214,3 +214,19 @@ def test_split_train_val_names_a_missing_column(
 ) -> None:
     with pytest.raises(ValueError, match=stratify or target):
         split_train_val(sample, target, 0.3, 3, stratify)
+
+
+def test_a_table_with_numerical_columns_only_needs_no_other_transformer(
+    model_config: dict[str, Any], sample: pd.DataFrame
+) -> None:
+    """A contract without text or categorical columns (e.g. the wine table): no TF-IDF branch,
+    no encoder left unfitted, no categories in the served domain."""
+    from train_random_forest.pipeline import trained_categories
+
+    numerical = model_config["features"]["numerical"]
+    model_config["features"] = {"numerical": numerical, "categorical": [], "nlp": []}
+    pipe, auc, X_val = _fit(model_config, sample)
+    assert [name for name, *_ in pipe["processor"].transformers] == ["numerical"]
+    assert list(pipe.feature_names_in_) == numerical
+    assert trained_categories(pipe) == {}
+    assert feature_importances(pipe) is not None and 0.5 < auc <= 1
