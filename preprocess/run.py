@@ -10,7 +10,6 @@ from pathlib import Path
 import pandas as pd
 
 from preprocess.cleaning import preprocess
-from util_lib.step.contract import read_contract
 from util_lib.step.process_exit import exit_quickly
 from util_lib.step.run import start_run
 
@@ -28,13 +27,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--artifact_name", type=str, required=True, help="e.g. preprocessed_data")
     parser.add_argument("--artifact_type", type=str, required=True, help="e.g. preprocessed_data")
     parser.add_argument("--artifact_description", type=str, required=True)
-    parser.add_argument(
-        "--dataset",
-        type=str,
-        required=True,
-        help="The data contract: a file of conf/dataset/ (a relative path is under the project "
-        "root), or the section main.py writes",
-    )
     return parser.parse_args(argv)
 
 
@@ -47,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     ):
         raw_path = run.use_artifact(args.input_artifact).path
         raw = pd.read_parquet(raw_path)
-        clean = preprocess(raw, read_contract(args.dataset))
+        clean = preprocess(raw)
 
         out_path = Path(tmp_dir) / OUTPUT_FILE
         clean.to_parquet(out_path, index=False)

@@ -18,6 +18,8 @@ GROUP_FOLDER = Path("conf") / MODEL_GROUP
 MOVED_KEY = "random_forest"
 # random_forest_pipeline.features, the feature lists before the data contract (its roles).
 MOVED_FEATURES = "features"
+# The name of the text feature that the model joins the text columns into.
+TEXT_FEATURE = "text_feature"
 
 
 def read_model_config(
@@ -44,8 +46,9 @@ def read_model_config(
     Returns
     -------
     dict
-        The section, with the model under ``"model"`` and the contract's feature lists under
-        ``"features"`` (``numerical``, ``categorical``, ``nlp``).
+        The section, with the model under ``"model"``, the contract's feature lists under
+        ``"features"`` (``numerical``, ``categorical``, ``nlp``: its text columns) and the name of
+        its text feature under ``"text_feature"``.
 
     Raises
     ------
@@ -83,6 +86,7 @@ def read_model_config(
     settings[MODEL_GROUP] = OmegaConf.to_container(root[MODEL_GROUP], resolve=True)
     contract = read_contract(dataset) if dataset else default_contract()
     settings[MOVED_FEATURES] = contract.features()
+    settings[TEXT_FEATURE] = contract.text_feature
     return settings
 
 

@@ -17,7 +17,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, OrdinalEncoder, StandardScaler
 
-from util_lib.model.transformers import ModeImputer, fill_missing_text
+from util_lib.model.transformers import ModeImputer, join_text
 from util_lib.step.contract import Contract
 from util_lib.step.metrics import score_auc
 
@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 
 FEATURE_GROUPS = ("numerical", "categorical", "nlp")
 NLP_PREFIX = "nlp_"
+# The text feature's name when the settings give none (the data contract's text_feature).
+DEFAULT_TEXT_FEATURE = "text_feature"
 _EXAMPLE_TARGET = "sklearn.ensemble.RandomForestClassifier"
 
 
@@ -33,8 +35,9 @@ def build_pipeline(model_config: dict[str, Any]) -> tuple[Pipeline, list[str]]:
 
     Numerical columns get a median imputation and standard scaling, categorical columns a
     mode imputation and an ordinal encoding (categories unseen in training become -1), and
-    each text ("nlp") column a binary TF-IDF of its own; a group without columns is left out
-    (e.g. no text). Other columns are dropped.
+    the text ("nlp") columns are joined into one text (:func:`util_lib.model.transformers.
+    join_text`) that gets a binary TF-IDF; a group without columns is left out (e.g. no text).
+    Other columns are dropped.
 
     Parameters
     ----------
@@ -93,17 +96,18 @@ def build_pipeline(model_config: dict[str, Any]) -> tuple[Pipeline, list[str]]:
             )
         )
     max_terms = model_config["tfidf"]["max_features"]
-    for column in features["nlp"]:
-        # The column is selected by its name (a string, not a list) so the vectorizer gets the
-        # 1-D sequence of texts it wants; missing texts become "" first.
+    if features["nlp"]:
+        # The text columns joined into one text per row (missing parts as ""), inside the
+        # model: it takes rows as the dataset holds them, and builds its text feature itself.
+        name = model_config.get("text_feature") or DEFAULT_TEXT_FEATURE
         transformers.append(
             (
-                f"{NLP_PREFIX}{column}",
+                f"{NLP_PREFIX}{name}",
                 make_pipeline(
-                    FunctionTransformer(fill_missing_text),
+                    FunctionTransformer(join_text),
                     TfidfVectorizer(binary=True, max_features=max_terms),
                 ),
-                column,
+                list(features["nlp"]),
             )
         )
     processor = ColumnTransformer(transformers=transformers, remainder="drop")

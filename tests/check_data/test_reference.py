@@ -37,7 +37,6 @@ def _preprocess(raw: pd.DataFrame, folder: Path) -> str:
             "--artifact_name", "preprocessed_data",
             "--artifact_type", "preprocessed_data",
             "--artifact_description", "for a test",
-            "--dataset", "conf/dataset/genres.yaml",
         ]
     )  # fmt: skip
     return MlflowArtifactStore().versions("preprocessed_data")[-1].spec

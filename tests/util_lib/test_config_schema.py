@@ -505,22 +505,18 @@ def test_a_column_the_data_lacks_is_named_with_the_closest(
     assert problems(good) == []
 
 
-def test_a_column_preprocess_makes_needs_what_it_is_made_of(tmp_path: Path) -> None:
+def test_a_text_column_the_data_lacks_is_named(tmp_path: Path) -> None:
     import pyarrow.parquet as pq
 
-    from util_lib.pipeline.config_data import derived_columns
-    from util_lib.step.contract import default_contract
-
-    # The data contract's declaration (conf/dataset/genres.yaml), which preprocess follows.
-    assert derived_columns(default_contract()) == {"text_feature": ("title", "song_name")}
     path = tmp_path / "no_song_name.parquet"
     pq.write_table(pq.read_table(DATASET).drop_columns(["song_name"]), path)
     found = problems(f"data.file_url={path}", "data.sha256=null")
+    # The model joins the text columns itself: each must be in the file.
     assert found == [
-        "dataset.text_feature='text_feature': preprocess makes it from "
-        f"title, song_name, and {path} has no song_name"
+        f"dataset.columns.song_name='song_name': no such column in {path} (its columns: "
+        "danceability, energy, key, loudness, mode, speechiness, acousticness, instrumentalness, "
+        "liveness, valence, tempo, type, duration_ms, time_signature, genre, title)"
     ]
-    # The shipped data has both: text_feature is a column of the preprocessed data.
     assert problems(f"data.file_url={DATASET}") == []
 
 

@@ -58,7 +58,7 @@ def test_each_column_gets_its_dtype_range_and_role(shop: pd.DataFrame, monkeypat
     assert contract["labels"] == ["a", "b", "c"]
     assert contract["text_feature"] == "text_feature"
     # The contract reads back, and the data it came from pass it.
-    validate(shop, data_schema(contract_from_mapping(contract), derived=False))
+    validate(shop, data_schema(contract_from_mapping(contract)))
 
 
 def test_a_table_without_long_strings_has_no_text_feature(shop: pd.DataFrame) -> None:

@@ -111,7 +111,9 @@ def test_an_optional_column_left_out_is_imputed(
     pipe, rows = fitted
     signature = mlflow.pyfunc.load_model(str(exported)).metadata.get_input_schema()
     optional = [c.name for c in signature.inputs if not c.required]
-    assert optional == ["loudness"]  # the one numerical column with missing values
+    # The numerical column with missing values, and the text columns (a song may lack either
+    # its title or its name; the model joins what it gets).
+    assert optional == ["loudness", "title", "song_name"]
     model = mlflow.pyfunc.load_model(str(exported))
     answer = model.predict(rows.drop(columns="loudness"))
     np.testing.assert_array_equal(answer, pipe.predict(rows.assign(loudness=np.nan)))
@@ -218,8 +220,8 @@ def test_the_bounds_themselves_and_missing_values_are_allowed(
     edge.loc[0, ["danceability", "energy"]] = [0.0, 1.0]
     edge.loc[1, ["loudness", "tempo", "valence"]] = np.nan  # imputed by the pipeline
     edge.loc[2, "loudness"] = -60.0
-    edge["text_feature"] = edge["text_feature"].astype(object)
-    edge.loc[3, "text_feature"] = None
+    edge["title"] = edge["title"].astype(object)
+    edge.loc[3, ["title", "song_name"]] = None
     np.testing.assert_array_equal(served.predict(edge), pipe.predict(edge))
 
 

@@ -133,14 +133,6 @@ def class_counts(path: Path, column: str) -> dict[Any, int]:
     return dict(_read_counts(_file_key(path), column))
 
 
-def derived_columns(contract: Contract | None) -> dict[str, tuple[str, ...]]:
-    """The columns preprocess adds to the data, each with the columns it is made of, as the
-    data contract declares them (its text feature)."""
-    if contract is None or not contract.text_columns:
-        return {}
-    return {str(contract.text_feature): tuple(contract.text_columns)}
-
-
 def check_dataset(check: Checker) -> None:
     """The config group ``dataset``: a data contract that the steps can read."""
     value = check.get(DATASET)
@@ -181,7 +173,6 @@ def columns_problems(
     path: Path,
     columns: Mapping[str, str | Sequence[str]],
     source: str | None = None,
-    contract: Contract | None = None,
 ) -> list[Problem]:
     """The columns named by config keys that the data file lacks.
 
@@ -194,8 +185,6 @@ def columns_problems(
         its problems are named ``key[i]``).
     source : str, optional
         How the file is named in the messages (default: ``path``).
-    contract : Contract, optional
-        The data contract, for the columns preprocess derives (its text feature).
 
     Raises
     ------
@@ -204,8 +193,7 @@ def columns_problems(
     """
     present, _ = data_layout(path)
     source = source or str(path)
-    derived = {c: parts for c, parts in derived_columns(contract).items() if c not in present}
-    available = [*present, *(c for c, parts in derived.items() if set(parts) <= set(present))]
+    available = list(present)
     problems = []
     for key, names in columns.items():
         named = (
@@ -214,17 +202,9 @@ def columns_problems(
             else [(f"{key}[{i}]", name) for i, name in enumerate(names)]
         )
         for where, name in named:
-            if name in available:
-                continue
-            if name in derived:
-                lacking = ", ".join(c for c in derived[name] if c not in present)
-                allowed = (
-                    f"preprocess makes it from {', '.join(derived[name])}, and {source} has no "
-                    f"{lacking}"
-                )
-            else:
+            if name not in available:
                 allowed = f"no such column in {source} ({_closest(name, available)})"
-            problems.append(Problem(where, name, allowed))
+                problems.append(Problem(where, name, allowed))
     return problems
 
 
@@ -317,15 +297,13 @@ def check_against_data(check: Checker) -> None:
     columns: dict[str, Any] = {} if stratify in (None, ABSENT) else {"data.stratify": stratify}
     contract = _contract(check)
     if contract is not None:
-        # What the model reads from the file: its target and features (the text feature
-        # preprocess makes, from the text columns). The other columns of the contract, and
-        # every dtype, are get_data's to check, for a URL too.
+        # What the model reads from the file: its target and features. The other columns of
+        # the contract, and every dtype, are get_data's to check, for a URL too.
         columns[f"{DATASET}.target"] = contract.target
         for names in contract.features().values():
             for name in names:
-                key = "text_feature" if name == contract.text_feature else f"columns.{name}"
-                columns[f"{DATASET}.{key}"] = name
-    check.problems.extend(found := columns_problems(path, columns, url, contract))
+                columns[f"{DATASET}.columns.{name}"] = name
+    check.problems.extend(found := columns_problems(path, columns, url))
     sizes = [check.valid(f"data.{k}") for k in ("test_size", "val_size")]
     if ABSENT in sizes or stratify is ABSENT or any(p.key == "data.stratify" for p in found):
         return

@@ -3,9 +3,10 @@
 The contract is the one place that says what a dataset is: its file (``file_url``,
 ``sha256``), the ``target`` column and its ``labels``, and each column's dtype, whether it may
 miss values, its range or categories and its role (numerical, categorical, text, or none);
-the text columns are joined, in order, into the column ``text_feature``. Everything else is
-derived from it: the pandera schemas (:mod:`util_lib.step.data_schema`), the model's feature
-lists (:meth:`Contract.features`), the drift tests' columns. Reading it costs PyYAML only.
+the model joins the text columns, in order, into its text feature (``text_feature``).
+Everything else is derived from it: the pandera schemas (:mod:`util_lib.step.data_schema`),
+the model's feature lists (:meth:`Contract.features`), the drift tests' columns. Reading it
+costs PyYAML only.
 """
 
 from __future__ import annotations
@@ -80,11 +81,11 @@ class Contract:
 
     def features(self) -> dict[str, list[str]]:
         """The model's input columns by kind: ``numerical``, ``categorical`` and ``nlp`` (the
-        text feature, when there are text columns to make it of)."""
+        text columns, which the model joins into its text feature, :attr:`text_feature`)."""
         return {
             "numerical": self.role("numerical"),
             "categorical": self.role("categorical"),
-            "nlp": [self.text_feature] if self.text_columns else [],
+            "nlp": self.text_columns,
         }
 
     def drift_columns(self) -> tuple[list[str], list[str]]:

@@ -2,11 +2,11 @@
 
 :func:`data_schema` turns a :class:`~util_lib.step.contract.Contract` (a file of
 ``conf/dataset/``) into a pandera schema stating every column it declares: its dtype, whether it
-may hold missing values, its range or categories, the target's labels; with ``derived=True``
-also the text feature that preprocess adds. Four guards use it:
+may hold missing values, its range or categories, the target's labels. Four guards use it:
 
-- get_data checks the downloaded file's columns and dtypes (``derived=False``) before it stores a
-  version (:func:`missing_column_problems` names the closest present name of a missing one);
+- get_data checks the downloaded file's columns and dtypes (:func:`dtype_schema`) before it
+  stores a version (:func:`missing_column_problems` names the closest present name of a
+  missing one);
 - check_data's tests validate the whole preprocessed table, lazily (every failure at once);
 - the train step validates the columns the model reads before fitting
   (:func:`model_input_schema`), so that e.g. an all-missing feature stops it, named;
@@ -51,16 +51,14 @@ _NOT_ALL_MISSING = pa.Check(
 _DTYPES: dict[str, Any] = {"float64": float, "int64": int, "str": str, "bool": bool}
 
 
-def data_schema(contract: Contract, derived: bool = True) -> pa.DataFrameSchema:
-    """The pandera schema of a contract's table.
+def data_schema(contract: Contract) -> pa.DataFrameSchema:
+    """The pandera schema of a contract's table (as downloaded, and as preprocess leaves it:
+    preprocess drops duplicate rows only).
 
     Parameters
     ----------
     contract : Contract
         The dataset's contract.
-    derived : bool, default=True
-        Include the columns preprocess derives (the text feature, never missing); False: the
-        columns of the file as get_data downloads it.
 
     Returns
     -------
@@ -79,8 +77,6 @@ def data_schema(contract: Contract, derived: bool = True) -> pa.DataFrameSchema:
         columns[column.name] = pa.Column(
             _DTYPES[column.dtype], checks=checks, nullable=column.nullable
         )
-    if derived and contract.text_columns:
-        columns[contract.text_feature] = pa.Column(str, checks=[_NOT_ALL_MISSING])
     return pa.DataFrameSchema(columns, strict=False, name=contract.source)
 
 
