@@ -41,9 +41,9 @@ t0 = time.perf_counter()
 import hashlib
 import pandas as pd
 from omegaconf import OmegaConf
-from check_data.checks import (CATEGORICAL_COLUMNS, KL_THRESHOLD, NUMERICAL_COLUMNS,
-    check_columns_and_dtypes, check_genre_classes, check_missing_values, check_value_ranges,
-    kl_divergence_check, ks_drift)
+from check_data.checks import (KL_THRESHOLD, check_columns_and_dtypes, check_labels,
+    check_missing_values, check_value_ranges, kl_divergence_check, ks_drift)
+from util_lib.step.contract import default_contract
 from preprocess.cleaning import preprocess
 from segregate.split import split_data
 from train_random_forest.pipeline import build_pipeline, split_train_val, train_and_validate
@@ -51,7 +51,10 @@ from evaluate.scoring import score_model
 from train_random_forest.model_config import read_model_config
 config = OmegaConf.load("config.yaml")
 model_config = read_model_config("config.yaml")
+contract = default_contract()
+NUMERICAL_COLUMNS, CATEGORICAL_COLUMNS = contract.drift_columns()
 data = config.data
+stratify = contract.target  # data.stratify: ${{dataset.target}}
 steps = {{"imports": time.perf_counter() - t0}}
 
 t = time.perf_counter()
@@ -65,7 +68,7 @@ df = preprocess(raw)
 steps["preprocess"] = time.perf_counter() - t
 
 t = time.perf_counter()
-for check in (check_columns_and_dtypes, check_genre_classes, check_missing_values,
+for check in (check_columns_and_dtypes, check_labels, check_missing_values,
               check_value_ranges):
     check(df)
 ks_drift(df, df, NUMERICAL_COLUMNS, data.ks_alpha)
@@ -73,19 +76,19 @@ kl_divergence_check(df, df, CATEGORICAL_COLUMNS, KL_THRESHOLD)
 steps["check_data"] = time.perf_counter() - t
 
 t = time.perf_counter()
-train, test = split_data(df, data.test_size, config.main.random_seed, data.stratify)
+train, test = split_data(df, data.test_size, config.main.random_seed, stratify)
 steps["segregate"] = time.perf_counter() - t
 
 t = time.perf_counter()
 X_train, X_val, y_train, y_val = split_train_val(
-    train, "genre", data.val_size, config.main.random_seed, data.stratify
+    train, contract.target, data.val_size, config.main.random_seed, stratify
 )
 pipe, used = build_pipeline(model_config)
 pipe, val_auc = train_and_validate(pipe, used, X_train, y_train, X_val, y_val)
 steps["train_random_forest"] = time.perf_counter() - t
 
 t = time.perf_counter()
-scores = score_model(pipe, test, target="genre")
+scores = score_model(pipe, test, target=contract.target)
 steps["evaluate"] = time.perf_counter() - t
 print("BASELINE " + json.dumps({{"steps": steps, "val_auc": val_auc, "test_auc": scores["auc"]}}))
 """

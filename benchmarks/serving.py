@@ -52,21 +52,19 @@ def build_model(data: Path, out: Path) -> tuple[str, pd.DataFrame, str]:
     from train_random_forest.export import export_model
     from train_random_forest.model_config import read_model_config
     from train_random_forest.pipeline import build_pipeline, split_train_val, train_and_validate
+    from util_lib.step.contract import default_contract
 
     config = OmegaConf.load(REPO / "config.yaml")
     model_config = read_model_config("config.yaml")
     seed, split = config.main.random_seed, config.data
-    train, test = split_data(
-        preprocess(pd.read_parquet(data)), split.test_size, seed, split.stratify
-    )
-    X_train, X_val, y_train, y_val = split_train_val(
-        train, "genre", split.val_size, seed, split.stratify
-    )
+    target = default_contract().target  # data.stratify: ${dataset.target}
+    train, test = split_data(preprocess(pd.read_parquet(data)), split.test_size, seed, target)
+    X_train, X_val, y_train, y_val = split_train_val(train, target, split.val_size, seed, target)
     pipe, used = build_pipeline(model_config)
     pipe, val_auc = train_and_validate(pipe, used, X_train, y_train, X_val, y_val)
     folder = export_model(pipe, X_val, out / "model", model_config.get("predict_n_jobs"))
     forest = model_config["model"]
-    test_auc = score_model(pipe, test, target="genre")["auc"]
+    test_auc = score_model(pipe, test, target=target)["auc"]
     label = (
         f"trained here with config.yaml: {forest['n_estimators']} trees, max_depth "
         f"{forest['max_depth']}, val_auc {val_auc:.4f}, test_auc {test_auc:.4f}"
@@ -80,11 +78,12 @@ def test_rows(data: Path) -> pd.DataFrame:
 
     from preprocess.cleaning import preprocess
     from segregate.split import split_data
+    from util_lib.step.contract import default_contract
 
     config = OmegaConf.load(REPO / "config.yaml")
-    split = config.data
+    split, target = config.data, default_contract().target  # data.stratify: the target
     _, test = split_data(
-        preprocess(pd.read_parquet(data)), split.test_size, config.main.random_seed, split.stratify
+        preprocess(pd.read_parquet(data)), split.test_size, config.main.random_seed, target
     )
     return test
 

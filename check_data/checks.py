@@ -13,40 +13,26 @@ from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
+import pandera.pandas as pa
 from pandas.api import types as ptypes
 from scipy import stats
 
 from util_lib.step import data_schema
-from util_lib.step.data_schema import (  # the contract's views, also used by the suite
-    KNOWN_GENRES,
-    NULLABLE_COLUMNS,
-    REQUIRED_COLUMNS,
-    VALUE_RANGES,
-)
+from util_lib.step.contract import Contract, default_contract
 
 logger = logging.getLogger(__name__)
 
-# The table's contract (columns, dtypes, ranges, classes, nullability) is declared once, with
-# pandera, in util_lib/step/data_schema.py; the train step and the served model use it too. Here it
-# is validated lazily (every failure at once) and each check reports its own kind of failure.
+# The table's contract (columns, dtypes, ranges, classes, nullability, roles) is the dataset's
+# file of conf/dataset/ (util_lib/step/contract.py), made a pandera schema by
+# util_lib/step/data_schema.py; the train step and the served model use it too. Here it is
+# validated lazily (every failure at once) and each check reports its own kind of failure. The
+# step passes the contract it was given (--dataset); a check called without one uses the
+# contract config.yaml chooses.
 
-# Continuous columns compared with the Kolmogorov-Smirnov test (the model's numerical features).
-NUMERICAL_COLUMNS: tuple[str, ...] = (
-    "danceability",
-    "energy",
-    "loudness",
-    "speechiness",
-    "acousticness",
-    "instrumentalness",
-    "liveness",
-    "valence",
-    "tempo",
-    "duration_ms",
-)
 
-# Discrete columns compared by KL divergence of their category frequencies (genre included:
-# a change of class balance is a label shift the model was not trained for).
-CATEGORICAL_COLUMNS: tuple[str, ...] = ("key", "mode", "time_signature", "genre")
+def _schema(schema: pa.DataFrameSchema | None) -> pa.DataFrameSchema:
+    return schema if schema is not None else data_schema.data_schema(default_contract())
+
 
 # KL(sample || reference) in nats above which a categorical column counts as drifted.
 # Measured on genres_mod.parquet (deduplicated): random samples of the data against the
@@ -93,22 +79,29 @@ def _raise_if(violations: list[str], what: str) -> None:
         raise DataCheckError(f"{what}: " + "; ".join(violations))
 
 
-def _check_contract(df: pd.DataFrame, kind: Callable[[str], bool], what: str) -> None:
+def _check_contract(
+    df: pd.DataFrame,
+    kind: Callable[[str], bool],
+    what: str,
+    schema: pa.DataFrameSchema | None = None,
+) -> None:
     """Validate ``df`` against the contract and raise for the failures whose check is of
     ``kind`` (a predicate on pandera's check name), each naming column, check and values."""
-    cases = data_schema.failure_cases(df)
+    cases = data_schema.failure_cases(df, _schema(schema))
     keep = [kind(str(check)) for check in cases["check"]]
     cases = cases.loc[np.array(keep, dtype=bool)]
     _raise_if(data_schema.describe_failures(cases, df), what)
 
 
-def check_columns_and_dtypes(df: pd.DataFrame) -> None:
+def check_columns_and_dtypes(df: pd.DataFrame, schema: pa.DataFrameSchema | None = None) -> None:
     """Check that every column of the contract exists with its dtype.
 
     Parameters
     ----------
     df : pandas.DataFrame
         The table to check.
+    schema : pandera.pandas.DataFrameSchema, optional
+        The contract's schema; None: the contract config.yaml chooses.
 
     Raises
     ------
@@ -116,23 +109,25 @@ def check_columns_and_dtypes(df: pd.DataFrame) -> None:
         Naming the missing columns and each column of the wrong dtype (pandera's
         ``column_in_dataframe`` and ``dtype(...)`` checks).
     """
-    logger.info("checking %d required columns and their dtypes", len(REQUIRED_COLUMNS))
+    schema = _schema(schema)
+    logger.info("checking %d required columns and their dtypes", len(schema.columns))
     _check_contract(
         df,
         lambda check: check == "column_in_dataframe" or check.startswith("dtype("),
         "schema check failed",
+        schema,
     )
 
 
-def check_genre_classes(df: pd.DataFrame, column: str = "genre") -> None:
-    """Check that every label is one of the known classes.
+def check_labels(df: pd.DataFrame, contract: Contract | None = None) -> None:
+    """Check that every label of the target is one of the contract's classes.
 
     Parameters
     ----------
     df : pandas.DataFrame
         The table to check.
-    column : str, default="genre"
-        The label column (its contract holds the classes).
+    contract : Contract, optional
+        The data contract (its ``target`` and ``labels``); None: the one config.yaml chooses.
 
     Raises
     ------
@@ -140,40 +135,53 @@ def check_genre_classes(df: pd.DataFrame, column: str = "genre") -> None:
         Naming the column, the number of rows with unknown labels and those labels. A missing
         label is :func:`check_missing_values`' business.
     """
-    logger.info("checking that %r holds only the %d known classes", column, len(KNOWN_GENRES))
-    _check_contract(df, lambda check: check == data_schema.GENRE_CHECK, "class check failed")
+    contract = contract or default_contract()
+    column = contract.target
+    if contract.labels is None:
+        logger.info("the contract lists no labels of %r: any class is accepted", column)
+        return
+    logger.info("checking that %r holds only the %d known classes", column, len(contract.labels))
+    schema = data_schema.data_schema(contract)
+    _check_contract(
+        df, lambda check: check == data_schema.LABEL_CHECK, "class check failed", schema
+    )
     if column in df.columns:
-        absent = sorted(set(KNOWN_GENRES) - set(df[column].dropna().unique()))
+        absent = sorted(set(contract.labels) - set(df[column].dropna().unique()), key=str)
         if absent:
             # Not an error: a new batch may lack a class. The KL check flags a real label shift.
             logger.warning("column %r has no rows of the classes %s", column, absent)
 
 
-def check_missing_values(df: pd.DataFrame) -> None:
-    """Check that no column outside :data:`NULLABLE_COLUMNS` has missing values, and that no
+def check_missing_values(df: pd.DataFrame, schema: pa.DataFrameSchema | None = None) -> None:
+    """Check that no column but the contract's nullable ones has missing values, and that no
     column is entirely missing (not even a nullable one: the imputers would drop it).
 
     Parameters
     ----------
     df : pandas.DataFrame
         The table to check (absent columns are the schema check's business).
+    schema : pandera.pandas.DataFrameSchema, optional
+        The contract's schema; None: the contract config.yaml chooses.
 
     Raises
     ------
     DataCheckError
         Naming each column with missing values, how many and which rows.
     """
-    logger.info("checking for missing values (allowed in %s)", sorted(NULLABLE_COLUMNS))
+    schema = _schema(schema)
+    nullable = sorted(data_schema.nullable_columns(schema))
+    logger.info("checking for missing values (allowed in %s)", nullable)
     _check_contract(
         df,
         lambda check: check in {"not_nullable", data_schema.NOT_ALL_MISSING},
         "missing-value check failed",
+        schema,
     )
 
 
-def check_value_ranges(df: pd.DataFrame) -> None:
-    """Check that the values of each column lie inside its inclusive bounds
-    (:data:`VALUE_RANGES`).
+def check_value_ranges(df: pd.DataFrame, schema: pa.DataFrameSchema | None = None) -> None:
+    """Check that the values of each column lie inside its inclusive bounds, or among its
+    categories, as the contract gives them.
 
     Missing values are ignored here (see :func:`check_missing_values`), and so are absent
     columns (see :func:`check_columns_and_dtypes`).
@@ -182,6 +190,8 @@ def check_value_ranges(df: pd.DataFrame) -> None:
     ----------
     df : pandas.DataFrame
         The table to check.
+    schema : pandera.pandas.DataFrameSchema, optional
+        The contract's schema; None: the contract config.yaml chooses.
 
     Raises
     ------
@@ -189,8 +199,14 @@ def check_value_ranges(df: pd.DataFrame) -> None:
         Naming each column out of range, its bounds, the number of rows and example values
         (or the error comparing a non-numeric column with its bounds).
     """
-    logger.info("checking the value ranges of %d columns", len(VALUE_RANGES))
-    _check_contract(df, lambda check: check.startswith("in_range("), "range check failed")
+    schema = _schema(schema)
+    logger.info("checking the value ranges of %d columns", len(data_schema.value_ranges(schema)))
+    _check_contract(
+        df,
+        lambda check: check.startswith("in_range(") or check == data_schema.CATEGORY_CHECK,
+        "range check failed",
+        schema,
+    )
 
 
 def _is_numeric(series: pd.Series) -> bool:

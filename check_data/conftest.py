@@ -20,15 +20,16 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import pytest
 
-from check_data.checks import KL_THRESHOLD, NUMERICAL_COLUMNS, KSResult, ks_drift
+from check_data.checks import KL_THRESHOLD, KSResult, ks_drift
 from util_lib.artifacts.interface import parse_spec
+from util_lib.step.contract import Contract, read_contract
 
 if TYPE_CHECKING:
     from util_lib.step.run import Run
 
 logger = logging.getLogger(__name__)
 
-_OPTIONS = ("reference_artifact", "sample_artifact", "ks_alpha")
+_OPTIONS = ("reference_artifact", "sample_artifact", "ks_alpha", "dataset")
 # What the check does with each artifact: MLflow's dataset context of the run's inputs.
 _CONTEXTS = {"reference_artifact": "reference", "sample_artifact": "validation"}
 _RUN = pytest.StashKey["Run"]()
@@ -62,6 +63,23 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="family-wise significance level of the KS drift tests, in (0, 1)",
     )
+    group.addoption(
+        "--dataset",
+        action="store",
+        default=None,
+        help="the data contract, a file of conf/dataset/ (relative: under the project root)",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """One drift test per column that the contract gives the test's kind (the numerical
+    columns' KS test, the categorical columns' and the target's KL divergence)."""
+    if "column" not in metafunc.fixturenames:
+        return
+    dataset = metafunc.config.getoption("dataset")
+    numerical, categorical = read_contract(dataset).drift_columns() if dataset else ([], [])
+    kind = getattr(metafunc.function, "drift_kind", None)
+    metafunc.parametrize("column", numerical if kind == "ks" else categorical)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -74,6 +92,12 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     if not 0 < alpha < 1:
         raise pytest.UsageError(f"--ks_alpha must be in (0, 1), got {alpha}")
     config.stash[_METRICS] = {}
+
+
+@pytest.fixture(scope="session")
+def contract(pytestconfig: pytest.Config) -> Contract:
+    """The data contract (``--dataset``)."""
+    return read_contract(pytestconfig.getoption("dataset"))
 
 
 @pytest.fixture(scope="session")
@@ -187,11 +211,13 @@ def metrics(pytestconfig: pytest.Config) -> dict[str, float]:
 def ks_results(
     data: pd.DataFrame,
     ref_data: pd.DataFrame,
+    contract: Contract,
     pytestconfig: pytest.Config,
     metrics: dict[str, float],
 ) -> dict[str, KSResult]:
     """KS test of every numerical column, Bonferroni-corrected over all of them at once."""
-    results = ks_drift(ref_data, data, NUMERICAL_COLUMNS, pytestconfig.getoption("ks_alpha"))
+    numerical = contract.drift_columns()[0]
+    results = ks_drift(ref_data, data, numerical, pytestconfig.getoption("ks_alpha"))
     metrics.update({f"ks_p_value.{r.column}": r.p_value for r in results})
     metrics["ks_min_p_value"] = min(r.p_value for r in results)
     return {r.column: r for r in results}

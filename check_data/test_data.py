@@ -8,53 +8,62 @@ from __future__ import annotations
 import logging
 
 import pandas as pd
-import pytest
 
 from check_data.checks import (
-    CATEGORICAL_COLUMNS,
     KL_THRESHOLD,
-    KNOWN_GENRES,
-    NUMERICAL_COLUMNS,
-    VALUE_RANGES,
     KSResult,
     check_columns_and_dtypes,
-    check_genre_classes,
+    check_labels,
     check_missing_values,
     check_no_drift,
     check_value_ranges,
     kl_divergence,
     kl_divergence_check,
 )
+from util_lib.step.contract import Contract
+from util_lib.step.data_schema import data_schema, value_ranges
 
 logger = logging.getLogger(__name__)
 
 
-def test_columns_and_dtypes(data: pd.DataFrame) -> None:
+def _drift(kind: str):
+    """Mark a drift test with its kind: conftest.pytest_generate_tests gives it the contract's
+    columns of that kind as ``column``."""
+
+    def mark(test):
+        test.drift_kind = kind
+        return test
+
+    return mark
+
+
+def test_columns_and_dtypes(data: pd.DataFrame, contract: Contract) -> None:
     logger.info("sample: required columns and dtypes")
-    check_columns_and_dtypes(data)
+    check_columns_and_dtypes(data, data_schema(contract))
 
 
-def test_reference_columns_and_dtypes(ref_data: pd.DataFrame) -> None:
+def test_reference_columns_and_dtypes(ref_data: pd.DataFrame, contract: Contract) -> None:
     logger.info("reference: required columns and dtypes")
-    check_columns_and_dtypes(ref_data)
+    check_columns_and_dtypes(ref_data, data_schema(contract))
 
 
-def test_genre_classes(data: pd.DataFrame) -> None:
-    logger.info("sample: genre labels among the %d known classes", len(KNOWN_GENRES))
-    check_genre_classes(data)
+def test_labels(data: pd.DataFrame, contract: Contract) -> None:
+    logger.info("sample: %r among the contract's labels", contract.target)
+    check_labels(data, contract)
 
 
-def test_missing_values(data: pd.DataFrame) -> None:
+def test_missing_values(data: pd.DataFrame, contract: Contract) -> None:
     logger.info("sample: missing values only where allowed")
-    check_missing_values(data)
+    check_missing_values(data, data_schema(contract))
 
 
-def test_value_ranges(data: pd.DataFrame) -> None:
-    logger.info("sample: values inside their ranges %s", VALUE_RANGES)
-    check_value_ranges(data)
+def test_value_ranges(data: pd.DataFrame, contract: Contract) -> None:
+    schema = data_schema(contract)
+    logger.info("sample: values inside their ranges %s", value_ranges(schema))
+    check_value_ranges(data, schema)
 
 
-@pytest.mark.parametrize("column", NUMERICAL_COLUMNS)
+@_drift("ks")
 def test_ks_drift(column: str, ks_results: dict[str, KSResult]) -> None:
     result = ks_results[column]
     logger.info(
@@ -66,7 +75,7 @@ def test_ks_drift(column: str, ks_results: dict[str, KSResult]) -> None:
     check_no_drift([result])
 
 
-@pytest.mark.parametrize("column", CATEGORICAL_COLUMNS)
+@_drift("kl")
 def test_kl_divergence(
     column: str, data: pd.DataFrame, ref_data: pd.DataFrame, metrics: dict[str, float]
 ) -> None:

@@ -45,15 +45,18 @@ def setup_sandbox(root: Path) -> DictConfig:
     omegaconf.DictConfig
         ``config.yaml``, unresolved (resolve a section with ``OmegaConf.to_container(...,
         resolve=True)``; the ``hydra`` section only resolves inside a Hydra app), with the
-        model that its ``defaults`` choose (a file of ``conf/model/``) under ``model``, as
-        Hydra composes it; :func:`model_settings` gives what ``build_pipeline`` takes.
+        model that its ``defaults`` choose (a file of ``conf/model/``) under ``model`` and the
+        data contract (a file of ``conf/dataset/``) under ``dataset``, as Hydra composes them;
+        :func:`model_settings` gives what ``build_pipeline`` takes.
     """
     from train_random_forest.model_config import chosen_model_file
     from util_lib.names import ARTIFACT_STORE_ENV, GROUP_ENV, LOG_FILE_ENV, PROJECT_ENV
+    from util_lib.step.contract import chosen_contract_file
 
     root = Path(root).resolve()
     config = OmegaConf.load(root / CONFIG_FILE)
     config.model = OmegaConf.load(chosen_model_file(config, root / CONFIG_FILE))
+    config.dataset = OmegaConf.load(chosen_contract_file(root / CONFIG_FILE))
     defaults = {
         "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
         LOG_FILE_ENV: str(root / config.main.log_file),
@@ -129,10 +132,15 @@ def show_and_log(run: Run, figure: Figure, name: str) -> None:
 def model_settings(config: DictConfig) -> dict[str, Any]:
     """What :func:`train_random_forest.pipeline.build_pipeline` takes, from
     :func:`setup_sandbox`'s configuration: the ``random_forest_pipeline`` section with the model
-    under ``model``, resolved (as the train step reads them)."""
+    under ``model`` and the data contract's features under ``features``, resolved (as the train
+    step reads them)."""
+    from util_lib.step.contract import contract_from_mapping
+
     settings = OmegaConf.to_container(config.random_forest_pipeline, resolve=True)
     settings.pop("random_forest", None)  # the schema's moved key, if a config still has it
     settings["model"] = OmegaConf.to_container(config.model, resolve=True)
+    dataset = OmegaConf.to_container(config.dataset, resolve=True)
+    settings["features"] = contract_from_mapping(dataset, "conf/dataset/").features()
     return settings
 
 

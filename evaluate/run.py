@@ -10,14 +10,13 @@ import pandas as pd
 
 from evaluate.scoring import score_model
 from util_lib.artifacts.registry import record_evaluation
+from util_lib.step.contract import read_contract
 from util_lib.step.plots import plot_confusion_matrix
 from util_lib.step.process_exit import exit_quickly
 from util_lib.step.run import start_run
 
 # Named, not __name__: run as a script, __name__ is "__main__".
 logger = logging.getLogger("evaluate.run")
-
-TARGET = "genre"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -32,6 +31,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--test_data", type=str, required=True, help="Test data artifact, e.g. data_test:v2"
     )
+    parser.add_argument(
+        "--dataset",
+        type=str,
+        required=True,
+        help="The data contract (its target): a file of conf/dataset/ (a relative path is under "
+        "the project root), or the section main.py writes",
+    )
     return parser.parse_args(argv)
 
 
@@ -39,6 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     """Load the model and the test data, log the test scores and confusion matrix."""
     args = parse_args(argv)
     with start_run(step="evaluate", job_type="test_model", config=vars(args)) as run:
+        target = read_contract(args.dataset).target
         from util_lib.model.pyfunc import load_pipeline
 
         # Its files checked against their digests; .spec is the exact version (model_export:v3)
@@ -58,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
         df = pd.read_parquet(test_data.path)
         logger.info("scoring %s on %d rows of %s", args.model_export, len(df), args.test_data)
 
-        scores = score_model(model, df, target=TARGET)
+        scores = score_model(model, df, target=target)
         logger.info("test AUC %.4f, test accuracy %.4f", scores["auc"], scores["accuracy"])
         test_scores = {f"test_{name}": value for name, value in scores.items()}
         # The test scores are also the logged model's, beside its validation AUC.
@@ -68,8 +75,8 @@ def main(argv: list[str] | None = None) -> None:
         run.log_figure(
             plot_confusion_matrix(
                 model,
-                df.drop(columns=[TARGET]),
-                df[TARGET],
+                df.drop(columns=[target]),
+                df[target],
                 title="Test set",
             ),
             "confusion_matrix_test",

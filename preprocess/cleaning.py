@@ -1,54 +1,49 @@
-"""Clean the raw songs table: drop exact duplicates and build the text feature."""
+"""Clean the raw table: drop exact duplicate rows.
+
+The text feature is not made here: the exported model joins the data contract's text columns
+itself (:func:`util_lib.model.transformers.join_text`), so that it takes rows as the dataset
+holds them.
+"""
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # annotations only: the driver's config check imports this module
+from util_lib.step.contract import default_contract
+
+if TYPE_CHECKING:  # annotations only: importing this module costs no pandas
     import pandas as pd
 
 logger = logging.getLogger(__name__)
 
-TEXT_COLUMNS = ("title", "song_name")
-TEXT_FEATURE = "text_feature"
+
+def __getattr__(name: str) -> Any:
+    # TEXT_COLUMNS and TEXT_FEATURE, as the notebooks import them: the default contract's.
+    if name == "TEXT_COLUMNS":
+        return tuple(default_contract().text_columns)
+    if name == "TEXT_FEATURE":
+        return default_contract().text_feature
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def preprocess(df: pd.DataFrame) -> pd.DataFrame:
-    """Drop exact duplicate rows and add ``text_feature`` = title + " " + song_name.
+    """Drop exact duplicate rows, keeping the first.
 
-    Missing values stay as they are (the model pipeline imputes them), except in the text
-    feature, where a missing title or song name counts as an empty string.
+    Missing values stay as they are (the model pipeline imputes them, and joins the text
+    columns into its text feature).
 
     Parameters
     ----------
     df : pandas.DataFrame
-        Raw songs; must hold the columns ``title`` and ``song_name``. Not modified.
+        The raw table. Not modified.
 
     Returns
     -------
     pandas.DataFrame
-        The first of each group of identical rows, with a fresh ``RangeIndex``, all input
-        columns unchanged and ``text_feature`` (str, stripped; ``""`` if both parts miss).
-
-    Raises
-    ------
-    ValueError
-        If ``title`` or ``song_name`` is missing; the message names them.
+        The first of each group of identical rows, with a fresh ``RangeIndex``, all columns
+        unchanged.
     """
-    missing = [column for column in TEXT_COLUMNS if column not in df.columns]
-    if missing:
-        raise ValueError(f"preprocess: input lacks required column(s): {', '.join(missing)}")
     deduplicated = df.drop_duplicates(keep="first", ignore_index=True)
     logger.info("Dropped %d exact duplicate rows of %d", len(df) - len(deduplicated), len(df))
-    return deduplicated.assign(**{TEXT_FEATURE: _join_text(deduplicated, TEXT_COLUMNS)})
-
-
-def _join_text(df: pd.DataFrame, columns: tuple[str, ...]) -> pd.Series:
-    """Join text columns with spaces, a missing value counting as an empty string."""
-    parts = [df[column].fillna("").astype(str) for column in columns]
-    joined = parts[0]
-    for part in parts[1:]:
-        joined = joined + " " + part
-    # Strip so that missing parts leave no stray spaces (both missing -> "").
-    return joined.str.strip()
+    return deduplicated

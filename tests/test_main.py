@@ -52,7 +52,11 @@ def test_each_step_gets_the_exact_version_written_upstream(config, tmp_path: Pat
     assert params["evaluate"] == {
         "model_export": "model_export:current",
         "test_data": "data_test:current",
+        "dataset": str(tmp_path / "dataset.yaml"),
     }
+    # The data contract the config group dataset chose, resolved, for each step that reads it.
+    assert OmegaConf.load(tmp_path / "dataset.yaml").target == "genre"
+    assert params["segregate"]["stratify"] == "genre"  # data.stratify: the contract's target
     assert params["segregate"]["random_seed"] == str(config.main.random_seed)
     assert params["get_data"]["sha256"] == config.data.sha256
     # The shipped dataset, under the project root wherever the pipeline runs from.

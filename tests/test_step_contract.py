@@ -14,6 +14,7 @@ from hydra import compose, initialize_config_dir
 from train_random_forest.model_config import read_model_config
 from util_lib.pipeline.setup import STEPS, step_parameters
 from util_lib.step.arguments import project_path
+from util_lib.step.contract import chosen_contract_file, read_contract
 
 REPO = Path(__file__).resolve().parents[1]
 # Parameters whose value is a local path: compared once resolved as the step resolves them.
@@ -22,6 +23,9 @@ PATHS = {("get_data", "file_url")}
 # defaults name config.yaml and the default file of conf/model/.
 MODEL_CONFIG = ("train_random_forest", "model_config")
 MODEL = ("train_random_forest", "model")
+# The data contract: main.py writes the config group dataset's choice to a file; the defaults
+# name the file of conf/dataset/ that config.yaml chooses.
+DATASET = "dataset"
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +58,9 @@ def test_every_mlproject_default_is_what_main_passes(step: str, passed) -> None:
             assert read_model_config("config.yaml", str(default)) == read_model_config(
                 "config.yaml", str(given[name])
             )
+        elif name == DATASET:
+            assert project_path(str(default)) == str(chosen_contract_file()), step
+            assert read_contract(str(default)) == read_contract(str(given[name])), step
         elif (step, name) in PATHS:
             assert project_path(str(default)) == str(given[name]), name
         else:
@@ -67,6 +74,7 @@ def test_inputs_default_to_the_current_version(passed) -> None:
     assert _defaults("evaluate") == {
         "model_export": "model_export:current",
         "test_data": "data_test:current",
+        "dataset": "conf/dataset/genres.yaml",
     }
 
 
@@ -75,7 +83,10 @@ def test_the_model_config_default_reads_config_yaml_resolved() -> None:
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     assert section["model"]["random_state"] == config["main"]["random_seed"]
     assert section["model"]["_target_"] == "sklearn.ensemble.RandomForestClassifier"
-    assert section["features"] == config["random_forest_pipeline"]["features"]
+    # The features: the data contract's roles (conf/dataset/), not a list in config.yaml.
+    assert "features" not in config["random_forest_pipeline"]
+    assert section["features"] == read_contract(chosen_contract_file()).features()
+    assert section["features"]["categorical"] == ["time_signature", "key"]
 
 
 def test_each_step_readme_gives_its_standalone_call() -> None:

@@ -12,6 +12,8 @@ from pathlib import Path
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
+from util_lib.step.contract import Contract
+
 logger = logging.getLogger(__name__)
 
 # What of util_lib travels inside the model (code/util_lib/): the package's __init__.py and its
@@ -36,7 +38,11 @@ SPLIT_EXAMPLE_FILENAME = "input_example_split.json"
 
 
 def export_model(
-    pipe: Pipeline, X_example: pd.DataFrame, path: Path, predict_n_jobs: int | None = None
+    pipe: Pipeline,
+    X_example: pd.DataFrame,
+    path: Path,
+    predict_n_jobs: int | None = None,
+    contract: Contract | None = None,
 ) -> Path:
     """Save a fitted pipeline as an MLflow model folder.
 
@@ -56,7 +62,10 @@ def export_model(
     predict_n_jobs : int, optional
         ``n_jobs`` of the pipeline when loaded as a pyfunc (served, ``mlflow models predict``);
         ``None`` keeps the trained value. The pyfunc flavor is :mod:`util_lib.model.pyfunc`,
-        which also offers genre probabilities (``params={"predict_method": "predict_proba"}``).
+        which also offers class probabilities (``params={"predict_method": "predict_proba"}``).
+    contract : Contract, optional
+        The data contract, whose ranges the served model checks requests against; None: the
+        one config.yaml chooses.
 
     Returns
     -------
@@ -71,7 +80,8 @@ def export_model(
 
     from train_random_forest.pipeline import trained_categories
     from util_lib.model import pyfunc
-    from util_lib.step.data_schema import serving_domain
+    from util_lib.step.contract import default_contract
+    from util_lib.step.data_schema import data_schema, serving_domain
 
     X = X_example[list(pipe.feature_names_in_)]
     with warnings.catch_warnings():
@@ -104,7 +114,8 @@ def export_model(
         )
     # The served model checks requests against the data contract's ranges (and the categories
     # it was trained on), written as plain JSON: serving needs no pandera.
-    domain = serving_domain(pipe.feature_names_in_, trained_categories(pipe))
+    schema = data_schema(contract or default_contract())
+    domain = serving_domain(schema, pipe.feature_names_in_, trained_categories(pipe))
     pyfunc.add_pyfunc_flavor(str(path), predict_n_jobs, domain)
     _make_example_a_request(Path(path))
     logger.info("model exported to %s", path)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from util_lib.step.arguments import project_path
+from util_lib.step.contract import default_contract, read_contract
 
 # The section of config.yaml that configures the pipeline around the model.
 MODEL_SECTION = "random_forest_pipeline"
@@ -15,9 +16,15 @@ MODEL_GROUP = "model"
 GROUP_FOLDER = Path("conf") / MODEL_GROUP
 # random_forest_pipeline.random_forest, the model's arguments before the config group.
 MOVED_KEY = "random_forest"
+# random_forest_pipeline.features, the feature lists before the data contract (its roles).
+MOVED_FEATURES = "features"
+# The name of the text feature that the model joins the text columns into.
+TEXT_FEATURE = "text_feature"
 
 
-def read_model_config(path: str, model: str | None = None) -> dict[str, Any]:
+def read_model_config(
+    path: str, model: str | None = None, dataset: str | None = None
+) -> dict[str, Any]:
     """Read the model's settings, as plain Python values.
 
     Parameters
@@ -31,11 +38,17 @@ def read_model_config(path: str, model: str | None = None) -> dict[str, Any]:
         ``model`` section, or a file of ``conf/model/``, whose interpolations
         (``${main.random_seed}``) are resolved against config.yaml. None: the file that the
         ``defaults`` of the config.yaml at ``path`` (else the project's) choose.
+    dataset : str, optional
+        The data contract (a file of ``conf/dataset/`` or the section main.py writes), whose
+        columns' roles are the features. None: the file that the project's config.yaml
+        chooses.
 
     Returns
     -------
     dict
-        The section, with the model under ``"model"``.
+        The section, with the model under ``"model"``, the contract's feature lists under
+        ``"features"`` (``numerical``, ``categorical``, ``nlp``: its text columns) and the name of
+        its text feature under ``"text_feature"``.
 
     Raises
     ------
@@ -64,7 +77,16 @@ def read_model_config(path: str, model: str | None = None) -> dict[str, Any]:
             f"{file}: {MODEL_SECTION}.{MOVED_KEY}={moved} moved: the model is the config group "
             f"{MODEL_GROUP!r} ({GROUP_FOLDER}/); set {MODEL_GROUP}.<argument> instead"
         )
+    if features := settings.pop(MOVED_FEATURES, None):
+        raise ValueError(
+            f"{file}: {MODEL_SECTION}.{MOVED_FEATURES}={features} moved: the features are the "
+            "data contract's (conf/dataset/<name>.yaml, chosen with dataset=NAME); set "
+            "dataset.columns.<column>.role=numerical|categorical|text instead"
+        )
     settings[MODEL_GROUP] = OmegaConf.to_container(root[MODEL_GROUP], resolve=True)
+    contract = read_contract(dataset) if dataset else default_contract()
+    settings[MOVED_FEATURES] = contract.features()
+    settings[TEXT_FEATURE] = contract.text_feature
     return settings
 
 

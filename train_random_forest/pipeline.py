@@ -17,13 +17,16 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, OrdinalEncoder, StandardScaler
 
-from util_lib.model.transformers import ModeImputer, fill_missing_text
+from util_lib.model.transformers import ModeImputer, join_text
+from util_lib.step.contract import Contract
 from util_lib.step.metrics import score_auc
 
 logger = logging.getLogger(__name__)
 
 FEATURE_GROUPS = ("numerical", "categorical", "nlp")
 NLP_PREFIX = "nlp_"
+# The text feature's name when the settings give none (the data contract's text_feature).
+DEFAULT_TEXT_FEATURE = "text_feature"
 _EXAMPLE_TARGET = "sklearn.ensemble.RandomForestClassifier"
 
 
@@ -32,7 +35,9 @@ def build_pipeline(model_config: dict[str, Any]) -> tuple[Pipeline, list[str]]:
 
     Numerical columns get a median imputation and standard scaling, categorical columns a
     mode imputation and an ordinal encoding (categories unseen in training become -1), and
-    each text ("nlp") column a binary TF-IDF of its own. Other columns are dropped.
+    the text ("nlp") columns are joined into one text (:func:`util_lib.model.transformers.
+    join_text`) that gets a binary TF-IDF; a group without columns is left out (e.g. no text).
+    Other columns are dropped.
 
     Parameters
     ----------
@@ -68,33 +73,41 @@ def build_pipeline(model_config: dict[str, Any]) -> tuple[Pipeline, list[str]]:
     if repeated:
         raise ValueError(f"columns configured more than once in features: {repeated}")
 
-    transformers: list[tuple[str, Any, Any]] = [
-        (
-            "numerical",
-            make_pipeline(SimpleImputer(strategy="median"), StandardScaler()),
-            list(features["numerical"]),
-        ),
-        (
-            "categorical",
-            make_pipeline(
-                ModeImputer(),
-                OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1),
-            ),
-            list(features["categorical"]),
-        ),
-    ]
-    max_terms = model_config["tfidf"]["max_features"]
-    for column in features["nlp"]:
-        # The column is selected by its name (a string, not a list) so the vectorizer gets the
-        # 1-D sequence of texts it wants; missing texts become "" first.
+    transformers: list[tuple[str, Any, Any]] = []
+    # A group without columns gets no transformer (a table may have no categorical column):
+    # an unfitted one would stay in the fitted pipeline.
+    if features["numerical"]:
         transformers.append(
             (
-                f"{NLP_PREFIX}{column}",
+                "numerical",
+                make_pipeline(SimpleImputer(strategy="median"), StandardScaler()),
+                list(features["numerical"]),
+            )
+        )
+    if features["categorical"]:
+        transformers.append(
+            (
+                "categorical",
                 make_pipeline(
-                    FunctionTransformer(fill_missing_text),
+                    ModeImputer(),
+                    OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1),
+                ),
+                list(features["categorical"]),
+            )
+        )
+    max_terms = model_config["tfidf"]["max_features"]
+    if features["nlp"]:
+        # The text columns joined into one text per row (missing parts as ""), inside the
+        # model: it takes rows as the dataset holds them, and builds its text feature itself.
+        name = model_config.get("text_feature") or DEFAULT_TEXT_FEATURE
+        transformers.append(
+            (
+                f"{NLP_PREFIX}{name}",
+                make_pipeline(
+                    FunctionTransformer(join_text),
                     TfidfVectorizer(binary=True, max_features=max_terms),
                 ),
-                column,
+                list(features["nlp"]),
             )
         )
     processor = ColumnTransformer(transformers=transformers, remainder="drop")
@@ -194,6 +207,7 @@ def train_and_validate(
     y_train: pd.Series,
     X_val: pd.DataFrame,
     y_val: pd.Series,
+    contract: Contract | None = None,
 ) -> tuple[Pipeline, float]:
     """Fit the pipeline on the training part and score it on the validation part.
 
@@ -207,6 +221,8 @@ def train_and_validate(
         Features.
     y_train, y_val : pandas.Series
         Target.
+    contract : Contract, optional
+        The data contract the inputs are checked against; None: the one config.yaml chooses.
 
     Returns
     -------
@@ -222,8 +238,8 @@ def train_and_validate(
         :class:`util_lib.step.data_schema.DataContractError` (a ValueError) when they break the data
         contract (e.g. a feature without a single value), naming the column, before fitting.
     """
-    check_model_inputs(X_train, used_columns, "the training data")
-    check_model_inputs(X_val, used_columns, "the validation data")
+    check_model_inputs(X_train, used_columns, "the training data", contract)
+    check_model_inputs(X_val, used_columns, "the validation data", contract)
     logger.info("fitting on %d rows and %d columns", len(X_train), len(used_columns))
     start = time.perf_counter()
     pipe.fit(X_train[used_columns], y_train)
@@ -242,6 +258,7 @@ def search_parameters(
     X_train: pd.DataFrame,
     y_train: pd.Series,
     settings: dict[str, Any],
+    contract: Contract | None = None,
 ) -> tuple[dict[str, Any], float, pd.DataFrame]:
     """Pick the pipeline's parameters by a cross-validated grid search on the training part.
 
@@ -263,6 +280,8 @@ def search_parameters(
         ``random_forest_pipeline.grid_search``: ``param_grid`` (``{pipeline parameter: list of
         values}``, e.g. ``{"classifier__max_depth": [10, 20]}``), ``cv`` (number of stratified
         folds) and ``scoring`` (a scikit-learn scorer name, e.g. ``roc_auc_ovo``).
+    contract : Contract, optional
+        The data contract ``X_train`` is checked against; None: the one config.yaml chooses.
 
     Returns
     -------
@@ -298,7 +317,7 @@ def search_parameters(
             f"random_forest_pipeline.grid_search.param_grid: unknown parameter(s) {wrong} or an "
             f"empty list; valid ones include {hint} and processor__... (pipe.get_params())"
         )
-    check_model_inputs(X_train, used_columns, "the training data")
+    check_model_inputs(X_train, used_columns, "the training data", contract)
     search = GridSearchCV(
         pipe, param_grid, cv=int(settings["cv"]), scoring=settings["scoring"], refit=False
     )
@@ -349,10 +368,12 @@ def trained_categories(pipe: Pipeline) -> dict[str, list]:
     return {}
 
 
-def check_model_inputs(X: pd.DataFrame, used_columns: list[str], what: str) -> None:
+def check_model_inputs(
+    X: pd.DataFrame, used_columns: list[str], what: str, contract: Contract | None = None
+) -> None:
     """Check the columns the model reads against the data contract, before anything is fitted.
 
-    The contract is :data:`util_lib.step.data_schema.PREPROCESSED_SCHEMA` restricted to
+    The contract's schema (:func:`util_lib.step.data_schema.data_schema`) is restricted to
     ``used_columns`` (dtypes, ranges, nullability, no column entirely missing). Without it an
     all-missing numerical feature is dropped by the imputer with a warning only, and the step
     fails later, far from the cause (``zip() argument 2 is shorter than argument 1`` while
@@ -366,6 +387,8 @@ def check_model_inputs(X: pd.DataFrame, used_columns: list[str], what: str) -> N
         The columns the model reads.
     what : str
         What ``X`` is, for the message, e.g. ``"the training data"``.
+    contract : Contract, optional
+        The data contract; None: the one config.yaml chooses.
 
     Raises
     ------
@@ -375,10 +398,12 @@ def check_model_inputs(X: pd.DataFrame, used_columns: list[str], what: str) -> N
         A ValueError naming each column, the check it fails and example values.
     """
     # Imported here: building and fitting the pipeline need no pandera.
-    from util_lib.step.data_schema import model_input_schema, validate
+    from util_lib.step.contract import default_contract
+    from util_lib.step.data_schema import data_schema, model_input_schema, validate
 
     _require_columns(X, used_columns)
-    validate(X[used_columns], model_input_schema(used_columns), what)
+    schema = data_schema(contract or default_contract())
+    validate(X[used_columns], model_input_schema(schema, used_columns), what)
 
 
 def _require_columns(df: pd.DataFrame, columns: list[str]) -> None:

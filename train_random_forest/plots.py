@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 def feature_importances(pipe: Pipeline) -> dict[str, float] | None:
     """Return the model's impurity importance of each input column, largest first.
 
-    A text column's importance is the sum over its TF-IDF terms.
+    The text feature's importance (named after it, e.g. ``text_feature``) is the sum over its
+    TF-IDF terms.
 
     Parameters
     ----------
@@ -38,7 +39,9 @@ def feature_importances(pipe: Pipeline) -> dict[str, float] | None:
     for name, _, columns in processor.transformers_:
         block = importances[processor.output_indices_[name]]
         if name.startswith(NLP_PREFIX):
-            by_column[columns] = float(block.sum())
+            # The text feature, by its name (joined from the text columns; a model exported
+            # before joined nothing and read the column of that name).
+            by_column[name.removeprefix(NLP_PREFIX)] = float(block.sum())
         elif name != "remainder":
             # Numerical and categorical transformers output one feature per input column.
             by_column.update(zip(columns, block.tolist(), strict=True))

@@ -25,6 +25,7 @@ from train_random_forest.pipeline import (
 from train_random_forest.plots import plot_feature_importance
 from util_lib.artifacts.registry import register_export
 from util_lib.step.arguments import optional
+from util_lib.step.contract import Contract, read_contract
 from util_lib.step.plots import plot_confusion_matrix
 from util_lib.step.process_exit import exit_quickly
 from util_lib.step.run import Run, start_run
@@ -34,8 +35,6 @@ if TYPE_CHECKING:
 
 # Named, not __name__: run as a script, __name__ is "__main__".
 logger = logging.getLogger("train_random_forest.run")
-
-TARGET = "genre"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -82,6 +81,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         required=True,
         help="Column the split keeps the proportions of; 'null' or '' for none",
     )
+    parser.add_argument(
+        "--dataset",
+        type=str,
+        required=True,
+        help="The data contract: a file of conf/dataset/ (a relative path is under the project "
+        "root), or the section main.py writes; the target, the features and their domain",
+    )
     return parser.parse_args(argv)
 
 
@@ -92,10 +98,11 @@ def _apply_grid_search(
     X_train: pd.DataFrame,
     y_train: pd.Series,
     model_config: dict,
+    contract: Contract,
 ) -> None:
     """Search the grid, log the best parameters, CV score and table, set the best on ``pipe``."""
     best_params, best_score, results = search_parameters(
-        pipe, used_columns, X_train, y_train, model_config["grid_search"]
+        pipe, used_columns, X_train, y_train, model_config["grid_search"], contract
     )
     pipe.set_params(**best_params)
     # The chosen values replace the configured ones in what is logged and exported.
@@ -115,20 +122,24 @@ def main(argv: list[str] | None = None) -> None:
     registered_model_name = optional(args.registered_model_name)
 
     with start_run(step="train_random_forest", job_type="train", config=vars(args)) as run:
-        model_config = read_model_config(args.model_config, args.model)
+        contract = read_contract(args.dataset)
+        # The features are the contract's (its columns' roles).
+        model_config = read_model_config(args.model_config, args.model, args.dataset)
         run.log_params(model_config)
         df = pd.read_parquet(run.use_artifact(args.train_data, context="training").path)
         logger.info("read %d rows from %s", len(df), args.train_data)
 
         X_train, X_val, y_train, y_val = split_train_val(
-            df, TARGET, args.val_size, args.random_seed, optional(args.stratify)
+            df, contract.target, args.val_size, args.random_seed, optional(args.stratify)
         )
         logger.info("split: %d training rows, %d validation rows", len(X_train), len(X_val))
         pipe, used_columns = build_pipeline(model_config)
         if model_config.get("grid_search"):
-            _apply_grid_search(run, pipe, used_columns, X_train, y_train, model_config)
+            _apply_grid_search(run, pipe, used_columns, X_train, y_train, model_config, contract)
         start = time.perf_counter()
-        pipe, val_auc = train_and_validate(pipe, used_columns, X_train, y_train, X_val, y_val)
+        pipe, val_auc = train_and_validate(
+            pipe, used_columns, X_train, y_train, X_val, y_val, contract
+        )
         run.log_summary({"fit_seconds": time.perf_counter() - start})
 
         logger.info("plotting feature importance and the validation confusion matrix")
@@ -151,7 +162,11 @@ def main(argv: list[str] | None = None) -> None:
             return
         with tempfile.TemporaryDirectory() as tmp_dir:
             model_dir = export_model(
-                pipe, X_val, Path(tmp_dir) / "model_export", model_config.get("predict_n_jobs")
+                pipe,
+                X_val,
+                Path(tmp_dir) / "model_export",
+                model_config.get("predict_n_jobs"),
+                contract,
             )
             written, model_id = run.log_model(
                 model_dir,

@@ -32,7 +32,10 @@ def run_suite(reference: str, sample: str, ks_alpha: float = 0.05) -> subprocess
     """Run the MLproject's command, as `mlflow run check_data` would, in the step folder."""
     project = yaml.safe_load((STEP_DIR / "MLproject").read_text())
     command = project["entry_points"]["main"]["command"].format(
-        reference_artifact=reference, sample_artifact=sample, ks_alpha=ks_alpha
+        reference_artifact=reference,
+        sample_artifact=sample,
+        ks_alpha=ks_alpha,
+        dataset="conf/dataset/genres.yaml",
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     return subprocess.run(

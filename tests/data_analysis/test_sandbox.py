@@ -90,9 +90,10 @@ def test_clustering_notebook_takes_its_settings_from_config_yaml() -> None:
     code = _code("UnsupervisedLearning.ipynb")
     assert 'model_config["features"]["numerical"]' in code
     assert "config.main.random_seed" in code
-    # No feature retyped: the list is config.yaml's.
-    config = OmegaConf.load(REPO / "config.yaml")
-    for feature in config.random_forest_pipeline.features.numerical:
+    # No feature retyped: the list is the data contract's.
+    from util_lib.step.contract import default_contract
+
+    for feature in default_contract().features()["numerical"]:
         assert f'"{feature}"' not in code, feature
     # Every random step gets the seed.
     for call in ("KMeans(", "GaussianMixture(", "TSNE(", "default_rng("):

@@ -83,12 +83,12 @@ def test_clustering_run_reads_the_training_split(store: Path, clustering, data_t
     metrics, params = clustering.data.metrics, clustering.data.params
     assert metrics["rows"] == len(data_train)
     assert metrics["genres"] == data_train["genre"].nunique()
-    # Its settings come from config.yaml, not from the notebook.
+    # Its settings come from config.yaml and the data contract, not from the notebook.
+    from util_lib.step.contract import default_contract
+
     config = OmegaConf.load(REPO / "config.yaml")
     assert int(params["random_seed"]) == config.main.random_seed
-    assert yaml.safe_load(params["features"]) == list(
-        config.random_forest_pipeline.features.numerical
-    )
+    assert yaml.safe_load(params["features"]) == default_contract().features()["numerical"]
 
 
 def test_kmeans_and_mixture_scores_per_k_are_consistent(clustering) -> None:

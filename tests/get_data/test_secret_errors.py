@@ -135,6 +135,7 @@ def _argv(file_url: str) -> list[str]:
     return [
         "--file_url", file_url, "--sha256", "null", "--artifact_name", "raw_data.parquet",
         "--artifact_type", "raw_data", "--artifact_description", "raw data",
+        "--dataset", "conf/dataset/genres.yaml",
     ]  # fmt: skip
 
 

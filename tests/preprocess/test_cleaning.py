@@ -30,15 +30,10 @@ def test_drops_exact_duplicates_keeping_first(raw: pd.DataFrame) -> None:
     assert out["genre"].tolist() == ["Rap", "Emo", "RnB", "Emo"]
 
 
-def test_text_feature_joins_title_and_song_name(raw: pd.DataFrame) -> None:
-    out = preprocess(raw)
-    assert out["text_feature"].tolist() == ["Intro Hello", "World", "Mix", ""]
-
-
 def test_other_columns_unchanged_and_not_imputed(raw: pd.DataFrame) -> None:
     out = preprocess(raw)
     expected = raw.drop(index=3).reset_index(drop=True)
-    pd.testing.assert_frame_equal(out.drop(columns="text_feature"), expected)
+    pd.testing.assert_frame_equal(out, expected)
     # Missing loudness stays missing: the model pipeline imputes it.
     assert out["loudness"].isna().sum() == 2
     assert out["title"].isna().sum() == 2
@@ -54,12 +49,12 @@ def test_input_is_not_modified(raw: pd.DataFrame) -> None:
     before = raw.copy(deep=True)
     preprocess(raw)
     pd.testing.assert_frame_equal(raw, before)
-    assert "text_feature" not in raw.columns
 
 
-@pytest.mark.parametrize("dropped", [["title"], ["song_name"], ["title", "song_name"]])
-def test_missing_required_column_raises_naming_it(raw: pd.DataFrame, dropped: list[str]) -> None:
-    with pytest.raises(ValueError, match="required column") as info:
-        preprocess(raw.drop(columns=dropped))
-    for column in dropped:
-        assert column in str(info.value)
+def test_no_column_is_added(raw: pd.DataFrame) -> None:
+    # The text feature is the model's own (util_lib.model.transformers.join_text): the served
+    # model takes rows as the dataset holds them.
+    assert list(preprocess(raw).columns) == list(raw.columns)
+    assert list(preprocess(raw.drop(columns="title")).columns) == list(raw.columns)[:-2] + [
+        "song_name"
+    ]

@@ -225,9 +225,9 @@ def test_missing_values_in_numerical_and_text_columns_get_predictions(
     rows.loc[0, "loudness"] = np.nan
     rows.loc[1, "tempo"] = np.nan
     rows.loc[2, ["danceability", "energy", "valence"]] = np.nan
-    rows["text_feature"] = rows["text_feature"].astype(object)
-    rows.loc[3, "text_feature"] = None
-    rows.loc[4, ["loudness", "text_feature"]] = [np.nan, None]
+    rows[["title", "song_name"]] = rows[["title", "song_name"]].astype(object)
+    rows.loc[3, ["title", "song_name"]] = None
+    rows.loc[4, ["loudness", "title"]] = [np.nan, None]
     body = json.loads(to_payload(rows))["dataframe_split"]["data"]
     assert body[0][columns.index("loudness")] is None  # sent as null
     assert _predictions(_post(server, rows)) == list(models["1"].predict(rows))
@@ -324,10 +324,10 @@ def test_serving_example_against_the_live_server(
     assert example.returncode == 0, example.stderr
     assert len(example.stdout.splitlines()) == 5
 
-    songs.iloc[:3].drop(columns="text_feature").to_csv(outside / "bad.csv", index=False)
+    songs.iloc[:3].drop(columns="energy").to_csv(outside / "bad.csv", index=False)
     refused = _run([sys.executable, script, "--url", server, "--input", "bad.csv"], env, outside)
     assert refused.returncode == 1 and refused.stdout == ""
-    assert "answered 400: Model is missing inputs ['text_feature']" in refused.stderr
+    assert "answered 400: Model is missing inputs ['energy']" in refused.stderr
 
 
 # ----------------------------------------------------------------------------- batch, Docker

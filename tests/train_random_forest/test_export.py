@@ -54,9 +54,9 @@ def _inference_rows(X: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     """Ten rows as a client sends them: loudness and text partly missing."""
     rows = X[columns].iloc[:10].reset_index(drop=True)
     rows["loudness"] = rows["loudness"].where(rows.index % 2 == 0)  # NaN on odd rows
-    text = rows["text_feature"].astype(object)
+    text = rows["title"].astype(object)
     text[[1, 4]] = None
-    rows["text_feature"] = text
+    rows["title"] = text
     return rows
 
 
@@ -68,7 +68,7 @@ def test_mlmodel_says_skops_and_lists_the_trusted_types(exported: Path) -> None:
         "numpy.dtype",
         "sklearn.tree._tree.Tree",
         "util_lib.model.transformers.ModeImputer",
-        "util_lib.model.transformers.fill_missing_text",
+        "util_lib.model.transformers.join_text",
     ]
     assert flavor["code"] == "code"
     assert (exported / "code" / "util_lib" / "model" / "transformers.py").is_file()
@@ -92,7 +92,10 @@ def test_signature_names_the_used_columns(
     assert list(inputs) == list(pipe.feature_names_in_)
     assert inputs["loudness"]["type"] == "double" and not inputs["loudness"]["required"]
     assert inputs["key"]["type"] == "long"
-    assert inputs["text_feature"]["type"] == "string"
+    # Raw rows: the text columns as the dataset holds them, no text_feature (the model joins
+    # them itself).
+    assert inputs["title"]["type"] == inputs["song_name"]["type"] == "string"
+    assert "text_feature" not in inputs
     # input_example.json is a request body (mlflow models predict -i input_example.json);
     # MLflow's loader reads the split-orient copy that MLmodel names.
     request = json.loads((exported / "input_example.json").read_text())["dataframe_split"]

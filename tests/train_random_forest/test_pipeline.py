@@ -34,8 +34,8 @@ def test_build_pipeline_uses_every_configured_column(model_config: dict[str, Any
     selected = {name: columns for name, _, columns in pipe["processor"].transformers}
     assert selected["numerical"] == features["numerical"]
     assert selected["categorical"] == features["categorical"]
-    # The text column is selected by name, so the vectorizer gets a 1-D column.
-    assert selected["nlp_text_feature"] == "text_feature"
+    # The text columns, joined into the text feature inside the model (raw rows served).
+    assert selected["nlp_text_feature"] == ["title", "song_name"]
     tfidf = pipe["processor"].transformers[2][1][-1]
     assert tfidf.get_params()["max_features"] == model_config["tfidf"]["max_features"]
     assert type(pipe["classifier"]).__name__ == model_config["model"]["_target_"].split(".")[-1]
@@ -121,10 +121,8 @@ def test_missing_configured_column_is_named(
     X_train, X_val, y_train, y_val = split_train_val(sample, "genre", 0.3, 42, "genre")
     with pytest.raises(ValueError, match="loudness"):
         train_and_validate(pipe, columns, X_train.drop(columns="loudness"), y_train, X_val, y_val)
-    with pytest.raises(ValueError, match="text_feature"):
-        train_and_validate(
-            pipe, columns, X_train, y_train, X_val.drop(columns="text_feature"), y_val
-        )
+    with pytest.raises(ValueError, match="song_name"):
+        train_and_validate(pipe, columns, X_train, y_train, X_val.drop(columns="song_name"), y_val)
 
 
 @pytest.mark.parametrize("column", ["loudness", "tempo"])
@@ -164,14 +162,14 @@ def test_validation_data_outside_the_contract_stops_training_naming_it(
 def test_the_guard_reads_only_the_models_columns(
     model_config: dict[str, Any], sample: pd.DataFrame
 ) -> None:
-    # Columns the model does not read (mode, genre, title...) are check_data's business.
-    df = sample.assign(mode=7, title=None, popularity=np.nan)
+    # Columns the model does not read (mode, type...) are check_data's business.
+    df = sample.assign(mode=7, type=None, popularity=np.nan)
     model_config["features"]["numerical"].append("popularity")  # not in the table's contract
     pipe, columns = build_pipeline(model_config)
     X_train, X_val, y_train, y_val = split_train_val(df, "genre", 0.3, 42, "genre")
     with pytest.raises(DataContractError, match="'popularity' fails not_all_missing") as error:
         train_and_validate(pipe, columns, X_train, y_train, X_val, y_val)
-    assert "'mode'" not in str(error.value) and "'title'" not in str(error.value)
+    assert "'mode'" not in str(error.value) and "'type'" not in str(error.value)
 
 
 def test_same_seed_same_predictions(model_config: dict[str, Any], sample: pd.DataFrame) -> None:
@@ -214,3 +212,19 @@ def test_split_train_val_names_a_missing_column(
 ) -> None:
     with pytest.raises(ValueError, match=stratify or target):
         split_train_val(sample, target, 0.3, 3, stratify)
+
+
+def test_a_table_with_numerical_columns_only_needs_no_other_transformer(
+    model_config: dict[str, Any], sample: pd.DataFrame
+) -> None:
+    """A contract without text or categorical columns (e.g. the wine table): no TF-IDF branch,
+    no encoder left unfitted, no categories in the served domain."""
+    from train_random_forest.pipeline import trained_categories
+
+    numerical = model_config["features"]["numerical"]
+    model_config["features"] = {"numerical": numerical, "categorical": [], "nlp": []}
+    pipe, auc, X_val = _fit(model_config, sample)
+    assert [name for name, *_ in pipe["processor"].transformers] == ["numerical"]
+    assert list(pipe.feature_names_in_) == numerical
+    assert trained_categories(pipe) == {}
+    assert feature_importances(pipe) is not None and 0.5 < auc <= 1

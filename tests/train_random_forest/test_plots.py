@@ -16,9 +16,12 @@ from train_random_forest.plots import feature_importances, plot_feature_importan
 
 @pytest.fixture
 def fitted(model_config: dict[str, Any], sample: pd.DataFrame) -> tuple[Pipeline, list[str]]:
+    """The fitted pipeline and its inputs as importances name them: each numerical and
+    categorical column, and the text feature (one, made of the text columns)."""
     pipe, columns = build_pipeline(model_config)
     pipe.fit(sample[columns], sample["genre"])
-    return pipe, columns
+    text = model_config["features"]["nlp"]
+    return pipe, [c for c in columns if c not in text] + [model_config["text_feature"]]
 
 
 def test_one_importance_per_input_column(fitted: tuple[Pipeline, list[str]]) -> None:

@@ -36,13 +36,17 @@ def inputs(
             path = tracking / f"{name}.parquet"
             part.to_parquet(path, index=False)
             specs[name] = run.log_artifact(path, name, "segregated_data", f"{name} for a test")
-    # As main.py writes them: the section, and the model group's choice.
-    section = {k: v for k, v in model_config.items() if k != "model"}
+    # As main.py writes them: the section, and the model group's choice (the features are the
+    # data contract's, --dataset).
+    section = {k: v for k, v in model_config.items() if k not in ("model", "features")}
     config_file = tracking / "random_forest_pipeline.yaml"
     config_file.write_text(yaml.safe_dump(section))
     model_file = tracking / "model.yaml"
     model_file.write_text(yaml.safe_dump(model_config["model"]))
     return {**specs, "model_config": str(config_file), "model": str(model_file)}
+
+
+DATASET = ["--dataset", "conf/dataset/genres.yaml"]
 
 
 def _train_args(inputs: dict[str, str], export_artifact: str) -> list[str]:
@@ -54,6 +58,7 @@ def _train_args(inputs: dict[str, str], export_artifact: str) -> list[str]:
         "--random_seed", "42",
         "--val_size", "0.3",
         "--stratify", "genre",
+        "--dataset", "conf/dataset/genres.yaml",
     ]  # fmt: skip
 
 
@@ -84,7 +89,7 @@ def test_train_exports_and_evaluate_scores(tracking: Path, inputs: dict[str, str
     figures = {a.path for a in mlflow.MlflowClient().list_artifacts(train.info.run_id, "figures")}
     assert figures == {"figures/feature_importance.png", "figures/confusion_matrix_val.png"}
 
-    evaluate_run.main(["--model_export", model.spec, "--test_data", inputs["data_test"]])
+    evaluate_run.main(["--model_export", model.spec, "--test_data", inputs["data_test"], *DATASET])
 
     evaluate = _run_of("evaluate")
     assert evaluate.info.status == "FINISHED"
@@ -112,7 +117,9 @@ def test_a_model_without_n_jobs_or_importances_trains_and_evaluates(
     assert figures == {"figures/confusion_matrix_val.png"}
     log = Path(os.environ["ML_PIPELINE_LOG"]).read_text()
     assert "HistGradientBoostingClassifier has no feature_importances_" in log
-    evaluate_run.main(["--model_export", "model_export:v0", "--test_data", inputs["data_test"]])
+    evaluate_run.main(
+        ["--model_export", "model_export:v0", "--test_data", inputs["data_test"], *DATASET]
+    )
     assert _run_of("evaluate").data.metrics["test_auc"] > 0.8
 
 

@@ -56,7 +56,8 @@ def test_shipped_configurations_pass(name: str) -> None:
         [f"{FOREST}.max_features=0.5", f"{FOREST}.max_depth=null", f"{FOREST}.criterion=entropy"],
         [f"+{FOREST}.monotonic_cst=null"],
         ["random_forest_pipeline.tfidf.max_features=null", "main.artifact_store=mlflow"],
-        ["random_forest_pipeline.features.nlp=[]"],
+        ["dataset.text_feature=null"],  # no text feature: the model reads no text
+        ["dataset.columns.mode.feature=true"],
         ["random_forest_pipeline.predict_n_jobs=null"],
         [GRID],
         ["model=hist_gradient_boosting"],
@@ -100,10 +101,15 @@ def test_good_values_pass(overrides: list[str]) -> None:
         (f"+{FOREST}.min_impurity_split=0.1", "not an argument of RandomForestClassifier"),
         ("random_forest_pipeline.tfidf.max_features=0", "tfidf.max_features=0: must be null"),
         ("random_forest_pipeline.predict_n_jobs=0", "predict_n_jobs=0: must be null (as trained)"),
-        ("random_forest_pipeline.features.numerical=[a,'']", "must be a list of column names"),
         (
-            "random_forest_pipeline.features.nlp=[energy]",
-            "random_forest_pipeline.features=['energy']: columns listed more than once",
+            "dataset.columns.energy.role=nlp",
+            "dataset='NAME': data contract conf/dataset/NAME.yaml: columns.energy.role='nlp': "
+            "must be null or one of numerical, categorical, text",
+        ),
+        (
+            "+random_forest_pipeline.features.nlp=[energy]",
+            "random_forest_pipeline.features={'nlp': ['energy']}: moved: the features are the "
+            "data contract's",
         ),
         ("random_forest_pipeline.export_artifact=''", "must be null or an artifact name"),
         ("random_forest_pipeline.grid_search=3", "grid_search=3: must be null or a mapping"),
@@ -125,6 +131,16 @@ def test_each_bad_value_is_named_with_what_is_allowed(override: str, expected: s
     found = problems(override)
     assert len(found) == 1, found
     assert expected in found[0]
+
+
+def test_a_target_the_contract_lacks_is_named() -> None:
+    found = problems("dataset.target=genr")
+    assert "target='genr': must be one of the columns: danceability," in found[0], found
+    # data.stratify is the target: the data file has no such column either.
+    assert found[1:] == [
+        "data.stratify='genr': no such column in dataset/genres_mod.parquet "
+        "(the closest is 'genre')"
+    ]
 
 
 @pytest.mark.parametrize(
@@ -468,16 +484,16 @@ def test_a_name_mlflow_or_wandb_refuses_is_named(bad: str, expected: str, good: 
             "data.stratify=mode",
         ),
         (
-            "random_forest_pipeline.features.numerical=[energy,loudnes]",
-            "random_forest_pipeline.features.numerical[1]='loudnes': no such column in "
+            "+dataset.columns.loudnes={dtype:float64,role:numerical}",
+            "dataset.columns.loudnes='loudnes': no such column in "
             "dataset/genres_mod.parquet (the closest is 'loudness')",
-            "random_forest_pipeline.features.numerical=[energy,loudness]",
+            "+dataset.columns.loudnes={dtype:float64}",  # not a feature: get_data's to check
         ),
         (
-            "random_forest_pipeline.features.categorical=[zzz]",
-            "random_forest_pipeline.features.categorical[0]='zzz': no such column in "
+            "+dataset.columns.zzz={dtype:int64,role:categorical}",
+            "dataset.columns.zzz='zzz': no such column in "
             "dataset/genres_mod.parquet (its columns: danceability, energy, key,",
-            "random_forest_pipeline.features.categorical=[key,mode]",
+            "dataset.columns.mode.feature=true",
         ),
     ],
 )
@@ -489,21 +505,18 @@ def test_a_column_the_data_lacks_is_named_with_the_closest(
     assert problems(good) == []
 
 
-def test_a_column_preprocess_makes_needs_what_it_is_made_of(tmp_path: Path) -> None:
+def test_a_text_column_the_data_lacks_is_named(tmp_path: Path) -> None:
     import pyarrow.parquet as pq
 
-    from preprocess.cleaning import TEXT_COLUMNS, TEXT_FEATURE
-    from util_lib.pipeline.config_data import derived_columns
-
-    assert derived_columns() == {TEXT_FEATURE: TEXT_COLUMNS}  # preprocess's own declaration
     path = tmp_path / "no_song_name.parquet"
     pq.write_table(pq.read_table(DATASET).drop_columns(["song_name"]), path)
     found = problems(f"data.file_url={path}", "data.sha256=null")
+    # The model joins the text columns itself: each must be in the file.
     assert found == [
-        "random_forest_pipeline.features.nlp[0]='text_feature': preprocess makes it from "
-        f"title, song_name, and {path} has no song_name"
+        f"dataset.columns.song_name='song_name': no such column in {path} (its columns: "
+        "danceability, energy, key, loudness, mode, speechiness, acousticness, instrumentalness, "
+        "liveness, valence, tempo, type, duration_ms, time_signature, genre, title)"
     ]
-    # The shipped data has both: text_feature is a column of the preprocessed data.
     assert problems(f"data.file_url={DATASET}") == []
 
 
@@ -714,7 +727,7 @@ def test_every_problem_that_would_fail_later_is_listed_at_once(
     config = composed(
         "main.registered_model_name=bad/name",
         "random_forest_pipeline.export_artifact=a/b",
-        "random_forest_pipeline.features.numerical=[loudnes]",
+        "+dataset.columns.loudnes={dtype:float64,role:numerical}",
         "data.test_size=0.00001",
         "data.reference_dataset=no_such:v99",
         "main.log_file=/proc/nope/x.log",
@@ -726,7 +739,7 @@ def test_every_problem_that_would_fail_later_is_listed_at_once(
     for key in (
         "main.registered_model_name='bad/name'",
         "random_forest_pipeline.export_artifact='a/b'",
-        "random_forest_pipeline.features.numerical[0]='loudnes'",
+        "dataset.columns.loudnes='loudnes'",
         "data.test_size=1e-05",
         "data.reference_dataset='no_such:v99'",
         "main.log_file='/proc/nope/x.log'",

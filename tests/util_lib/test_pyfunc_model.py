@@ -111,7 +111,9 @@ def test_an_optional_column_left_out_is_imputed(
     pipe, rows = fitted
     signature = mlflow.pyfunc.load_model(str(exported)).metadata.get_input_schema()
     optional = [c.name for c in signature.inputs if not c.required]
-    assert optional == ["loudness"]  # the one numerical column with missing values
+    # The numerical column with missing values, and the text columns (a song may lack either
+    # its title or its name; the model joins what it gets).
+    assert optional == ["loudness", "title", "song_name"]
     model = mlflow.pyfunc.load_model(str(exported))
     answer = model.predict(rows.drop(columns="loudness"))
     np.testing.assert_array_equal(answer, pipe.predict(rows.assign(loudness=np.nan)))
@@ -152,14 +154,18 @@ def _refused(model, rows: pd.DataFrame, params: dict | None = None) -> str:
 def test_the_export_writes_the_domain_from_the_data_contract(
     exported: Path, fitted: tuple[Pipeline, pd.DataFrame]
 ) -> None:
-    from util_lib.step.data_schema import VALUE_RANGES
+    from util_lib.step.contract import default_contract
+    from util_lib.step.data_schema import data_schema, value_ranges
 
     pipe, _ = fitted
     domain = json.loads((exported / "input_domain.json").read_text())
     model_columns = set(pipe.feature_names_in_)
     assert domain["ranges"] == {
-        c: list(bounds) for c, bounds in VALUE_RANGES.items() if c in model_columns
+        c: list(bounds)
+        for c, bounds in value_ranges(data_schema(default_contract())).items()
+        if c in model_columns
     }
+    assert domain["source"].endswith("conf/dataset/genres.yaml")
     assert domain["ranges"]["danceability"] == [0.0, 1.0]
     assert "mode" not in domain["ranges"]  # not a feature of the model
     encoder = pipe["processor"].named_transformers_["categorical"][-1]
@@ -214,8 +220,8 @@ def test_the_bounds_themselves_and_missing_values_are_allowed(
     edge.loc[0, ["danceability", "energy"]] = [0.0, 1.0]
     edge.loc[1, ["loudness", "tempo", "valence"]] = np.nan  # imputed by the pipeline
     edge.loc[2, "loudness"] = -60.0
-    edge["text_feature"] = edge["text_feature"].astype(object)
-    edge.loc[3, "text_feature"] = None
+    edge["title"] = edge["title"].astype(object)
+    edge.loc[3, ["title", "song_name"]] = None
     np.testing.assert_array_equal(served.predict(edge), pipe.predict(edge))
 
 

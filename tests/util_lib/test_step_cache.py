@@ -11,7 +11,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
 
 from util_lib.artifacts.mlflow_store import MlflowArtifactStore
 from util_lib.names import CACHE_TAG
@@ -25,7 +24,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def config():
-    return OmegaConf.load(REPO / "config.yaml")
+    # Composed: config.yaml's data.* default to the dataset group's values (${dataset.*}).
+    return _composed()
 
 
 @pytest.fixture

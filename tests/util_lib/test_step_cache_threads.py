@@ -14,7 +14,6 @@ import threading
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
 
 from util_lib.artifacts.mlflow_store import MlflowArtifactStore
 from util_lib.pipeline.cache import StepCache
@@ -71,11 +70,15 @@ def _import(folder: Path, stop: threading.Event, seen: dict[str, list]) -> None:
 def test_keys_are_computed_while_other_threads_build_asts_and_import(
     tracking: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from hydra import compose, initialize_config_dir
     from mlflow import MlflowClient
 
+    import util_lib.pipeline.config  # noqa: F401 - the schema and conf/ on the search path
     from util_lib.step.trackers import get_or_create_experiment
 
-    config = OmegaConf.load(REPO / "config.yaml")
+    # Composed as main.py's Hydra does: data.* default to the dataset group's values.
+    with initialize_config_dir(config_dir=str(REPO), version_base="1.3"):
+        config = compose(config_name="config")
     data = tracking / "d.parquet"
     data.write_text("rows")
     with start_run("producer", "test") as run:

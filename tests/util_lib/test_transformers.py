@@ -18,7 +18,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from util_lib.model.transformers import MeanImputer, ModeImputer, fill_missing_text
+from util_lib.model.transformers import MeanImputer, ModeImputer, fill_missing_text, join_text
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -127,6 +127,40 @@ def test_fill_missing_text_feeds_tfidf_in_a_column_transformer() -> None:
     out = tfidf.fit_transform(df)
     assert out.shape == (4, 3)  # dark, metal, trap
     assert out[1].sum() == 0 and out[3].sum() == 0
+
+
+# ------------------------------------------------------------------ join_text
+def test_join_text_joins_the_columns_in_order_with_missing_parts_empty() -> None:
+    df = pd.DataFrame(
+        {
+            "title": ["Intro", None, "Mix", np.nan, pd.NA],
+            "song_name": ["Hello", "World", None, np.nan, "Solo"],
+        },
+        dtype=object,
+    )
+    # What preprocess wrote as text_feature before the model built it (stripped).
+    assert join_text(df).tolist() == ["Intro Hello", "World", "Mix", "", "Solo"]
+    assert join_text(df[["song_name", "title"]]).tolist()[0] == "Hello Intro"
+    assert join_text(np.array([["a", None, "c"]], dtype=object)).tolist() == ["a  c"]
+
+
+def test_join_text_refuses_no_column() -> None:
+    with pytest.raises(ValueError, match="at least one text column"):
+        join_text(pd.DataFrame(index=[0, 1]))
+
+
+def test_join_text_feeds_tfidf_from_the_text_columns_of_raw_rows() -> None:
+    rows = pd.DataFrame({"title": ["dark trap", None], "song_name": [None, "trap metal"]})
+    tfidf = ColumnTransformer(
+        [
+            (
+                "nlp_text_feature",
+                make_pipeline(FunctionTransformer(join_text), TfidfVectorizer()),
+                ["title", "song_name"],
+            )
+        ]
+    )
+    assert tfidf.fit_transform(rows).shape == (2, 3)  # dark, metal, trap
 
 
 # ------------------------------------------------------------------ MeanImputer

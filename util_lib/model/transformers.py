@@ -209,3 +209,35 @@ def fill_missing_text(X: ArrayLike) -> np.ndarray:
         )
     values = np.where(pd.isna(values), "", values)
     return values.astype(str)
+
+
+def join_text(X: ArrayLike) -> np.ndarray:
+    """Join text columns into one text per row, with a space, a missing part counting as ``""``.
+
+    Meant for ``FunctionTransformer(join_text)`` in front of a ``TfidfVectorizer``, on the data
+    contract's text columns (for the songs ``title`` and ``song_name``): the exported model
+    builds the text feature itself, so it takes rows as the dataset holds them. The result is
+    what preprocess used to write as ``text_feature`` (stripped: ``""`` when every part misses).
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_columns)
+        The text columns, in the contract's order (a DataFrame when a ColumnTransformer selects
+        them by a list of names).
+
+    Returns
+    -------
+    numpy.ndarray of shape (n_samples,)
+        The joined texts, ``str``.
+    """
+    frame = X if isinstance(X, pd.DataFrame) else pd.DataFrame(np.asarray(X, dtype=object))
+    if frame.shape[1] == 0:
+        raise ValueError("join_text needs at least one text column")
+    parts = [
+        frame.iloc[:, j].astype(object).where(frame.iloc[:, j].notna(), "")
+        for j in range(frame.shape[1])
+    ]
+    joined = parts[0].astype(str)
+    for part in parts[1:]:
+        joined = joined + " " + part.astype(str)
+    return joined.str.strip().to_numpy(dtype=object)

@@ -56,7 +56,7 @@ from util_lib.pipeline.config_checks import (
     is_text,
     parse_steps,
 )
-from util_lib.pipeline.config_data import check_against_data, check_data
+from util_lib.pipeline.config_data import check_against_data, check_data, check_dataset
 from util_lib.pipeline.config_model import check_model
 from util_lib.redact import redact_text
 
@@ -104,13 +104,6 @@ class TfidfConfig:
 
 
 @dataclass
-class FeaturesConfig:
-    numerical: list[str] = MISSING
-    categorical: list[str] = MISSING
-    nlp: list[str] = MISSING
-
-
-@dataclass
 class RandomForestPipelineConfig:
     # Moved to the config group `model` (conf/model/): kept in the schema, empty, so that a config
     # file that still holds it, or `+random_forest_pipeline.random_forest.max_depth=20`, reaches
@@ -119,7 +112,9 @@ class RandomForestPipelineConfig:
     random_forest: dict[str, Any] = field(default_factory=dict)
     tfidf: TfidfConfig = MISSING
     grid_search: Any | None = MISSING  # null or {param_grid, cv, scoring}
-    features: FeaturesConfig = MISSING
+    # Moved to the data contract (conf/dataset/, its columns' roles): kept empty, as
+    # random_forest above, so that check_config names the new key.
+    features: dict[str, Any] = field(default_factory=dict)
     export_artifact: str | None = MISSING
     predict_n_jobs: int | None = MISSING
 
@@ -130,6 +125,9 @@ class PipelineConfig:
 
     main: MainConfig = MISSING
     data: DataConfig = MISSING
+    # The config group `dataset` (conf/dataset/NAME.yaml): the data contract; its checks are
+    # config_data.check_dataset's (the same reading as the steps', util_lib.step.contract).
+    dataset: dict[str, Any] = MISSING
     # The config group `model` (conf/model/NAME.yaml): `_target_`, a scikit-learn classifier
     # class, and its keyword arguments; scikit-learn checks names and values (config_model.py).
     model: dict[str, Any] = MISSING
@@ -140,11 +138,12 @@ ConfigStore.instance().store(name=SCHEMA_NAME, node=PipelineConfig)
 
 
 class ConfigGroups(SearchPathPlugin):
-    """Puts the config groups' folder (:data:`CONFIG_GROUPS`, e.g. ``conf/model/``) on Hydra's
-    search path, for every primary config (config.yaml, sweep.yaml, a file of one's own) and
-    wherever the pipeline is launched from. (``hydra.searchpath`` would have to be repeated in
-    each primary config, a relative ``file://`` path is under the current folder, and a
-    ``hydra_plugins`` package would be a top-level folder of its own.)"""
+    """Puts the config groups' folder (:data:`CONFIG_GROUPS`: ``conf/dataset/``,
+    ``conf/model/``) on Hydra's search path, for every primary config (config.yaml, sweep.yaml,
+    a file of one's own) and wherever the pipeline is launched from. (``hydra.searchpath``
+    would have to be repeated in each primary config, a relative ``file://`` path is under the
+    current folder, and a ``hydra_plugins`` package would be a top-level folder of its
+    own.)"""
 
     def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
         search_path.append("util_lib", f"file://{CONFIG_GROUPS.as_posix()}")
@@ -251,6 +250,7 @@ def config_problems(config: DictConfig, lookups: Lookups | None = None) -> list[
     check = Checker(config)
     _check_main(check)
     check_data(check)
+    check_dataset(check)
     check_model(check)
     _check_log_file(check)
     check_against_data(check)

@@ -21,6 +21,9 @@ from urllib.parse import unquote, urlparse
 from util_lib.names import PROJECT_ROOT
 from util_lib.pipeline.config_checks import ABSENT, Checker, Problem, is_number, is_text, show
 from util_lib.step.arguments import is_url, optional, project_path
+from util_lib.step.contract import Contract, ContractError, contract_from_mapping
+
+DATASET = "dataset"
 
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 
@@ -130,12 +133,35 @@ def class_counts(path: Path, column: str) -> dict[Any, int]:
     return dict(_read_counts(_file_key(path), column))
 
 
-def derived_columns() -> dict[str, tuple[str, ...]]:
-    """The columns preprocess adds to the data, each with the columns it is made of, as
-    preprocess/cleaning.py declares them."""
-    from preprocess.cleaning import TEXT_COLUMNS, TEXT_FEATURE
+def check_dataset(check: Checker) -> None:
+    """The config group ``dataset``: a data contract that the steps can read."""
+    value = check.get(DATASET)
+    if value is ABSENT:
+        return
+    try:
+        contract_from_mapping(value, f"conf/{DATASET}/{_choice(check)}.yaml")
+    except ContractError as error:
+        check.add(DATASET, _choice(check), str(error))
 
-    return {TEXT_FEATURE: tuple(TEXT_COLUMNS)}
+
+def _choice(check: Checker) -> str:
+    """The dataset's name as chosen (dataset=NAME), for messages."""
+    from hydra.core.hydra_config import HydraConfig
+
+    # Hydra's record of the choice: only while Hydra runs (not under compose()).
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    return str(choices.get(DATASET, "NAME"))
+
+
+def _contract(check: Checker) -> Contract | None:
+    """The composed configuration's contract; None when absent or unreadable."""
+    value = check.get(DATASET)
+    if value is ABSENT:
+        return None
+    try:
+        return contract_from_mapping(value, f"conf/{DATASET}/")
+    except ContractError:
+        return None
 
 
 def _closest(name: str, columns: Sequence[str]) -> str:
@@ -144,7 +170,9 @@ def _closest(name: str, columns: Sequence[str]) -> str:
 
 
 def columns_problems(
-    path: Path, columns: Mapping[str, str | Sequence[str]], source: str | None = None
+    path: Path,
+    columns: Mapping[str, str | Sequence[str]],
+    source: str | None = None,
 ) -> list[Problem]:
     """The columns named by config keys that the data file lacks.
 
@@ -165,8 +193,7 @@ def columns_problems(
     """
     present, _ = data_layout(path)
     source = source or str(path)
-    derived = {c: parts for c, parts in derived_columns().items() if c not in present}
-    available = [*present, *(c for c, parts in derived.items() if set(parts) <= set(present))]
+    available = list(present)
     problems = []
     for key, names in columns.items():
         named = (
@@ -175,17 +202,9 @@ def columns_problems(
             else [(f"{key}[{i}]", name) for i, name in enumerate(names)]
         )
         for where, name in named:
-            if name in available:
-                continue
-            if name in derived:
-                lacking = ", ".join(c for c in derived[name] if c not in present)
-                allowed = (
-                    f"preprocess makes it from {', '.join(derived[name])}, and {source} has no "
-                    f"{lacking}"
-                )
-            else:
+            if name not in available:
                 allowed = f"no such column in {source} ({_closest(name, available)})"
-            problems.append(Problem(where, name, allowed))
+                problems.append(Problem(where, name, allowed))
     return problems
 
 
@@ -276,10 +295,14 @@ def check_against_data(check: Checker) -> None:
         return
     stratify = check.valid("data.stratify")
     columns: dict[str, Any] = {} if stratify in (None, ABSENT) else {"data.stratify": stratify}
-    for group in ("numerical", "categorical", "nlp"):
-        key = f"random_forest_pipeline.features.{group}"
-        if (names := check.valid(key)) is not ABSENT:
-            columns[key] = names
+    contract = _contract(check)
+    if contract is not None:
+        # What the model reads from the file: its target and features. The other columns of
+        # the contract, and every dtype, are get_data's to check, for a URL too.
+        columns[f"{DATASET}.target"] = contract.target
+        for names in contract.features().values():
+            for name in names:
+                columns[f"{DATASET}.columns.{name}"] = name
     check.problems.extend(found := columns_problems(path, columns, url))
     sizes = [check.valid(f"data.{k}") for k in ("test_size", "val_size")]
     if ABSENT in sizes or stratify is ABSENT or any(p.key == "data.stratify" for p in found):

@@ -1,8 +1,8 @@
 """The checks of the model: the config group ``model`` (its class and arguments by
 scikit-learn's own rules, :mod:`~util_lib.pipeline.config_estimator`), keys that moved, and
-config.yaml's ``random_forest_pipeline`` section (the grid search, the feature lists, the
-export's name). Imported with :mod:`util_lib.pipeline.config`; scikit-learn is imported only
-when a check needs it.
+config.yaml's ``random_forest_pipeline`` section (the grid search, the export's name).
+Imported with :mod:`util_lib.pipeline.config`; scikit-learn is imported only when a check
+needs it.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from util_lib.pipeline.config_checks import (
     Checker,
     check_name_key,
     is_int,
-    is_text,
 )
 from util_lib.pipeline.config_estimator import MODEL, TARGET, estimator_problems
 
@@ -23,7 +22,10 @@ GRID_SEARCH_KEYS = ("param_grid", "cv", "scoring")
 
 # Keys that moved, and where to: an old key fails, naming the new one, rather than being
 # ignored (its value would silently stop counting).
-MOVED_KEYS = {"random_forest_pipeline.random_forest": MODEL}
+MOVED_KEYS = {
+    "random_forest_pipeline.random_forest": MODEL,
+    "random_forest_pipeline.features": "dataset",
+}
 
 
 def moved_key_problems(overrides: list[str]) -> list[str]:
@@ -53,6 +55,13 @@ def moved_key_problems(overrides: list[str]) -> list[str]:
 
 
 def _moved(old: str, new: str, key: str, assignment: str = "") -> str:
+    if new == "dataset":
+        return (
+            "moved: the features are the data contract's, the config group 'dataset' "
+            "(conf/dataset/, chosen with dataset=NAME); set the role of a column instead, "
+            "dataset.columns.<column>.role=numerical|categorical|text (feature: false keeps it "
+            "out of the model)"
+        )
     example = f"{new}{key.removeprefix(old)}{assignment}" if key != old else f"{new}.<argument>"
     return (
         f"moved: the model is the config group {new!r} (conf/{new}/, chosen with "
@@ -125,18 +134,6 @@ def check_model(check: Checker) -> None:
         "must be null (every term) or an int >= 1",
     )
     _check_grid_search(check, "random_forest_pipeline.grid_search")
-    columns = []
-    for group in ("numerical", "categorical", "nlp"):
-        names = check.require(
-            f"random_forest_pipeline.features.{group}",
-            lambda v: isinstance(v, list) and all(is_text(c) for c in v),
-            "must be a list of column names",
-        )
-        columns += names if isinstance(names, list) else []
-    if not columns:
-        check.add("random_forest_pipeline.features", [], "must name at least one column")
-    if repeated := sorted({c for c in columns if columns.count(c) > 1}):
-        check.add("random_forest_pipeline.features", repeated, "columns listed more than once")
     check_name_key(
         check, "random_forest_pipeline.export_artifact", "an artifact name", nullable=True
     )

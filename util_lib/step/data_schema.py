@@ -1,52 +1,38 @@
-"""The contract of the preprocessed table, declared once with pandera.
+"""The data contract as pandera schemas, built from a dataset's contract file.
 
-:data:`PREPROCESSED_SCHEMA` states every column of the table that preprocess writes: its dtype,
-whether it may hold missing values, its physical range or its classes. Three guards use it:
+:func:`data_schema` turns a :class:`~util_lib.step.contract.Contract` (a file of
+``conf/dataset/``) into a pandera schema stating every column it declares: its dtype, whether it
+may hold missing values, its range or categories, the target's labels. Four guards use it:
 
-- check_data's tests validate the whole table, lazily (every failure at once);
+- get_data checks the downloaded file's columns and dtypes (:func:`dtype_schema`) before it
+  stores a version (:func:`missing_column_problems` names the closest present name of a
+  missing one);
+- check_data's tests validate the whole preprocessed table, lazily (every failure at once);
 - the train step validates the columns the model reads before fitting
   (:func:`model_input_schema`), so that e.g. an all-missing feature stops it, named;
 - the export writes :func:`serving_domain` (the ranges of the model's input columns, and the
   categories it was trained on) into the model folder as plain JSON, and the served model
   checks each request against it with numpy, so loading and predicting need no pandera.
 
-The plain views below (:data:`REQUIRED_COLUMNS`, :data:`VALUE_RANGES`,
-:data:`NULLABLE_COLUMNS`) are derived from the schema, never declared a second time.
+The plain views (:func:`required_columns`, :func:`value_ranges`, :func:`nullable_columns`) are
+derived from the schema, never declared a second time. Nothing here names a dataset's column.
 """
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import pandas as pd
 import pandera.pandas as pa
 
-# The 15 classes of genres_mod.parquet (its `genre.unique()`); a new label is an error, not
-# a silent sixteenth class.
-KNOWN_GENRES: frozenset[str] = frozenset(
-    {
-        "Dark Trap",
-        "Emo",
-        "Hiphop",
-        "Pop",
-        "Rap",
-        "RnB",
-        "Trap Metal",
-        "Underground Rap",
-        "dnb",
-        "hardstyle",
-        "psytrance",
-        "techhouse",
-        "techno",
-        "trance",
-        "trap",
-    }
-)
+from util_lib.step.contract import Contract
 
 # Names of the checks as they appear in failure messages (pandera's own: "column_in_dataframe",
 # "dtype('float64')", "not_nullable", "in_range(0.0, 1.0)").
-GENRE_CHECK = "isin(KNOWN_GENRES)"
+LABEL_CHECK = "isin(labels)"
+CATEGORY_CHECK = "isin(categories)"
 NOT_ALL_MISSING = "not_all_missing"
 
 # A column without a single value carries nothing, even where missing values are allowed:
@@ -60,80 +46,89 @@ _NOT_ALL_MISSING = pa.Check(
     error=NOT_ALL_MISSING,
 )
 
-
-def _column(
-    dtype: Any,
-    low: float | None = None,
-    high: float | None = None,
-    checks: list[pa.Check] | None = None,
-    nullable: bool = False,
-) -> pa.Column:
-    """A column of ``dtype``, never entirely missing, inside ``[low, high]`` when given."""
-    ranges = [pa.Check.in_range(low, high)] if low is not None else []
-    return pa.Column(dtype, checks=[_NOT_ALL_MISSING, *ranges, *(checks or [])], nullable=nullable)
+# The contract's dtype names as pandera types: pandas 3's text is `str` (an object column
+# holding only strings passes too).
+_DTYPES: dict[str, Any] = {"float64": float, "int64": int, "str": str, "bool": bool}
 
 
-# Dtypes are those of the Parquet file preprocess writes (pandas 3: text is `str`; an object
-# column holding only strings passes too). Measurements are float64 except duration_ms;
-# key, mode and time_signature are category codes (the model encodes key and time_signature as
-# categories). Ranges are physically meaningful bounds (inclusive), following Spotify's
-# audio-features definitions; the whole real dataset lies inside them (loudness -32.9..3.1 dB,
-# tempo 58..220 BPM, duration 25.6 s..15.2 min, time_signature 1..5). Missing values are
-# legitimate only where nullable=True: loudness is missing for ~9k real rows, most songs have
-# either a song_name or a title. Everything else must be complete.
-PREPROCESSED_SCHEMA = pa.DataFrameSchema(
-    {
-        # Confidences and perceptual scores are defined on [0, 1].
-        "danceability": _column(float, 0.0, 1.0),
-        "energy": _column(float, 0.0, 1.0),
-        # Pitch class 0 (C) .. 11 (B); -1 is Spotify's "no key detected".
-        "key": _column(int, -1, 11),
-        # dBFS averaged over the track: Spotify documents -60..0; heavily mastered tracks go a
-        # few dB above 0 (3.1 here), +10 leaves margin without admitting nonsense.
-        "loudness": _column(float, -60.0, 10.0, nullable=True),
-        # 0 minor, 1 major.
-        "mode": _column(int, 0, 1),
-        "speechiness": _column(float, 0.0, 1.0),
-        "acousticness": _column(float, 0.0, 1.0),
-        "instrumentalness": _column(float, 0.0, 1.0),
-        "liveness": _column(float, 0.0, 1.0),
-        "valence": _column(float, 0.0, 1.0),
-        # BPM; 0 is Spotify's "no beat detected", its estimator does not go near 300.
-        "tempo": _column(float, 0.0, 300.0),
-        "type": _column(str),
-        # 1 s .. 2 h in milliseconds: catches seconds or microseconds passed off as milliseconds.
-        "duration_ms": _column(int, 1_000, 7_200_000),
-        # Beats per bar; Spotify uses 0/1 when undetected and goes up to 7.
-        "time_signature": _column(int, 0, 7),
-        "genre": _column(str, checks=[pa.Check.isin(sorted(KNOWN_GENRES), error=GENRE_CHECK)]),
-        "song_name": _column(str, nullable=True),
-        "title": _column(str, nullable=True),
-        "text_feature": _column(str),
-    },
-    strict=False,  # other columns may travel along; the contract is about these
-    name="preprocessed_data",
-)
+def data_schema(contract: Contract) -> pa.DataFrameSchema:
+    """The pandera schema of a contract's table (as downloaded, and as preprocess leaves it:
+    preprocess drops duplicate rows only).
+
+    Parameters
+    ----------
+    contract : Contract
+        The dataset's contract.
+
+    Returns
+    -------
+    pandera.pandas.DataFrameSchema
+        Not strict: other columns may travel along; the contract is about these.
+    """
+    columns: dict[str, pa.Column] = {}
+    for column in contract.columns:
+        checks = [_NOT_ALL_MISSING]
+        if column.min is not None:
+            checks.append(pa.Check.in_range(column.min, column.max))
+        if column.categories is not None:
+            checks.append(pa.Check.isin(list(column.categories), error=CATEGORY_CHECK))
+        if column.name == contract.target and contract.labels is not None:
+            checks.append(pa.Check.isin(sorted(contract.labels, key=str), error=LABEL_CHECK))
+        columns[column.name] = pa.Column(
+            _DTYPES[column.dtype], checks=checks, nullable=column.nullable
+        )
+    return pa.DataFrameSchema(columns, strict=False, name=contract.source)
+
 
 # ---------------------------------------------------------------- plain views of the schema
+def required_columns(schema: pa.DataFrameSchema) -> dict[str, str]:
+    """Column name -> dtype, e.g. ``{"x": "float64", "y": "string[pyarrow]"}`` (pandera's name
+    of pandas 3's ``str``)."""
+    return {name: str(column.dtype) for name, column in schema.columns.items()}
 
-# Column name -> dtype, e.g. {"danceability": "float64", "key": "int64",
-# "genre": "string[pyarrow]"} (pandera's name of pandas 3's `str`).
-REQUIRED_COLUMNS: dict[str, str] = {
-    name: str(column.dtype) for name, column in PREPROCESSED_SCHEMA.columns.items()
-}
 
-# Column name -> (lowest, highest) allowed value, both inclusive.
-VALUE_RANGES: dict[str, tuple[float, float]] = {
-    name: (check.statistics["min_value"], check.statistics["max_value"])
-    for name, column in PREPROCESSED_SCHEMA.columns.items()
-    for check in column.checks
-    if check.name == "in_range"
-}
+def value_ranges(schema: pa.DataFrameSchema) -> dict[str, tuple[float, float]]:
+    """Column name -> (lowest, highest) allowed value, both inclusive."""
+    return {
+        name: (check.statistics["min_value"], check.statistics["max_value"])
+        for name, column in schema.columns.items()
+        for check in column.checks
+        if check.name == "in_range"
+    }
 
-# Columns where missing values are legitimate.
-NULLABLE_COLUMNS: frozenset[str] = frozenset(
-    name for name, column in PREPROCESSED_SCHEMA.columns.items() if column.nullable
-)
+
+def nullable_columns(schema: pa.DataFrameSchema) -> frozenset[str]:
+    """Columns where missing values are legitimate."""
+    return frozenset(name for name, column in schema.columns.items() if column.nullable)
+
+
+def dtype_schema(contract: Contract) -> pa.DataFrameSchema:
+    """The contract's columns with their dtypes only (no range, nullability or label check):
+    what get_data checks of a file before storing it; the rest is check_data's."""
+    return pa.DataFrameSchema(
+        {c.name: pa.Column(_DTYPES[c.dtype], nullable=True) for c in contract.columns},
+        strict=False,
+        name=contract.source,
+    )
+
+
+def missing_column_problems(
+    present: Iterable[str], schema: pa.DataFrameSchema, source: str | None = None
+) -> list[str]:
+    """One sentence per column of ``schema`` absent from ``present``, naming the closest
+    present name (a renamed column), e.g. ``"column 'price' is missing from prices.parquet;
+    did you mean 'prise'?"`` (``source``: where the columns come from, for the message)."""
+    present = [str(c) for c in present]
+    where = f" from {source}" if source else ""
+    problems = []
+    for name in schema.columns:
+        if name in present:
+            continue
+        close = difflib.get_close_matches(name, present, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"the columns are {present}"
+        problems.append(f"column {name!r} is missing{where}; {hint}")
+    return problems
+
 
 _EXAMPLES = 5
 
@@ -142,17 +137,15 @@ class DataContractError(ValueError):
     """The data break the contract; the message names each column, check and example values."""
 
 
-def failure_cases(
-    df: pd.DataFrame, schema: pa.DataFrameSchema = PREPROCESSED_SCHEMA
-) -> pd.DataFrame:
+def failure_cases(df: pd.DataFrame, schema: pa.DataFrameSchema) -> pd.DataFrame:
     """Validate ``df`` lazily and return every failure at once.
 
     Parameters
     ----------
     df : pandas.DataFrame
         The table to check.
-    schema : pandera.pandas.DataFrameSchema, default=PREPROCESSED_SCHEMA
-        The contract.
+    schema : pandera.pandas.DataFrameSchema
+        The contract's schema (:func:`data_schema`).
 
     Returns
     -------
@@ -180,7 +173,7 @@ def describe_failures(cases: pd.DataFrame, df: pd.DataFrame) -> list[str]:
     Returns
     -------
     list of str
-        E.g. ``"column 'genre' fails isin(KNOWN_GENRES) in 10 rows (e.g. ['Polka'])"``.
+        E.g. ``"column 'label' fails isin(labels) in 10 rows (e.g. ['Polka'])"``.
     """
     lines: list[str] = []
     if cases.empty:
@@ -211,17 +204,15 @@ def describe_failures(cases: pd.DataFrame, df: pd.DataFrame) -> list[str]:
     return lines
 
 
-def validate(
-    df: pd.DataFrame, schema: pa.DataFrameSchema = PREPROCESSED_SCHEMA, what: str = "the data"
-) -> None:
+def validate(df: pd.DataFrame, schema: pa.DataFrameSchema, what: str = "the data") -> None:
     """Raise :class:`DataContractError` naming every failure of ``df`` against ``schema``.
 
     Parameters
     ----------
     df : pandas.DataFrame
         The table to check.
-    schema : pandera.pandas.DataFrameSchema, default=PREPROCESSED_SCHEMA
-        The contract.
+    schema : pandera.pandas.DataFrameSchema
+        The contract's schema (:func:`data_schema`).
     what : str, default="the data"
         What ``df`` is, for the message (e.g. ``"the training data"``).
 
@@ -233,17 +224,19 @@ def validate(
     cases = failure_cases(df, schema)
     if len(cases):
         raise DataContractError(
-            f"{what} break the data contract (util_lib/step/data_schema.py): "
+            f"{what} break the data contract ({schema.name}): "
             + "; ".join(describe_failures(cases, df))
         )
 
 
-def model_input_schema(columns: Iterable[str]) -> pa.DataFrameSchema:
-    """The contract of the columns a model reads: theirs from :data:`PREPROCESSED_SCHEMA`,
-    and for a column the table does not declare, only that it is not entirely missing.
+def model_input_schema(schema: pa.DataFrameSchema, columns: Iterable[str]) -> pa.DataFrameSchema:
+    """The contract of the columns a model reads: theirs from ``schema``, and for a column the
+    schema does not declare, only that it is not entirely missing.
 
     Parameters
     ----------
+    schema : pandera.pandas.DataFrameSchema
+        The table's schema (:func:`data_schema`).
     columns : iterable of str
         The model's input columns.
 
@@ -252,23 +245,27 @@ def model_input_schema(columns: Iterable[str]) -> pa.DataFrameSchema:
     pandera.pandas.DataFrameSchema
     """
     columns = list(columns)
-    known = [c for c in columns if c in PREPROCESSED_SCHEMA.columns]
-    schema = PREPROCESSED_SCHEMA.select_columns(known)
+    known = [c for c in columns if c in schema.columns]
+    selected = schema.select_columns(known)
     extra = {
         c: pa.Column(checks=[_NOT_ALL_MISSING], nullable=True) for c in columns if c not in known
     }
-    return schema.add_columns(extra) if extra else schema
+    return selected.add_columns(extra) if extra else selected
 
 
 def serving_domain(
-    columns: Iterable[str], categories: Mapping[str, Iterable[Any]] | None = None
+    schema: pa.DataFrameSchema,
+    columns: Iterable[str],
+    categories: Mapping[str, Iterable[Any]] | None = None,
 ) -> dict[str, Any]:
     """The domain a served model checks its input against, as plain JSON-able data.
 
     Parameters
     ----------
+    schema : pandera.pandas.DataFrameSchema
+        The table's schema (:func:`data_schema`).
     columns : iterable of str
-        The model's input columns; those with a range in :data:`VALUE_RANGES` get it.
+        The model's input columns; those with a range in the schema get it.
     categories : mapping of str to iterable, optional
         For categorical columns, the values the fitted model knows; a value outside them would
         be encoded as "unknown", which the model never saw.
@@ -276,13 +273,14 @@ def serving_domain(
     Returns
     -------
     dict
-        ``{"ranges": {column: [low, high]}, "categories": {column: [value, ...]}}``; missing
-        values are not part of the domain (the pipeline imputes them).
+        ``{"source": the contract, "ranges": {column: [low, high]}, "categories": {column:
+        [value, ...]}}``; missing values are not part of the domain (the pipeline imputes them).
     """
     columns = list(columns)
+    ranges = value_ranges(schema)
     return {
-        "source": "util_lib.step.data_schema.PREPROCESSED_SCHEMA",
-        "ranges": {c: [_plain(v) for v in VALUE_RANGES[c]] for c in columns if c in VALUE_RANGES},
+        "source": schema.name,
+        "ranges": {c: [_plain(v) for v in ranges[c]] for c in columns if c in ranges},
         "categories": {
             c: sorted(_plain(v) for v in values)
             for c, values in (categories or {}).items()
