@@ -15,6 +15,7 @@ integration"``, ``-m e2e``:
 from __future__ import annotations
 
 import os
+import platform
 import subprocess
 import sys
 import time
@@ -54,6 +55,10 @@ def _unit_guard(event: str, _args: tuple) -> None:
 
 
 sys.addaudithook(_unit_guard)
+# platform.platform() runs `uname -p` once per process (then cached), and importing MLflow asks
+# for it (its telemetry schema): asked here, so that the unit test that happens to import
+# MLflow first in a worker is not failed for the standard library's lookup.
+platform.platform()
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own, which reads these options
