@@ -83,6 +83,8 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
         config.option.numprocesses = "auto"
     if config.option.numprocesses and config.option.dist == "no":
         config.option.dist = "loadgroup"
+    # Hand out the work in the order _longest_first gives it, not by size alone.
+    config.option.loadscopereorder = False
 
 
 @pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook; absent with -p no:xdist
@@ -106,6 +108,39 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         group = _file_group(item)
         if group:
             item.add_marker(pytest.mark.xdist_group(group))
+    items[:] = _longest_first(items)
+
+
+def _longest_first(items: list[pytest.Item]) -> list[pytest.Item]:
+    """The tests in the order the workers should take them: the end-to-end tests first, then
+    the integration tests, then the unit tests; within a tier, the larger xdist groups first.
+
+    pytest-xdist hands each free worker the next group (or lone test) in this order. A long
+    test taken last keeps one worker busy while the other has nothing left (the longest-first
+    rule of scheduling): in file order the sweeps' group (9 minutes of a worker) and
+    docs/your_own_model.md's test started late. Many short tests at the end fill the gaps. The
+    tests of one file keep their order, and a group's tests stay together.
+    """
+    rank = {tier: n for n, tier in enumerate(TIERS[::-1])}  # e2e 0, integration 1, unit 2
+    units: dict[str, list[int]] = {}
+    for index, item in enumerate(items):
+        marker = item.get_closest_marker("xdist_group")
+        group = (marker.args or [marker.kwargs.get("name")])[0] if marker else None
+        unit = f"@{group}" if group else item.nodeid
+        units.setdefault(unit, []).append(index)
+    order = sorted(
+        units.values(),
+        key=lambda members: (
+            min(rank[_tier(items[i])] for i in members),
+            -len(members),
+            members[0],
+        ),
+    )
+    return [items[i] for members in order for i in members]
+
+
+def _tier(item: pytest.Item) -> str:
+    return next(tier for tier in TIERS if item.get_closest_marker(tier))
 
 
 def _file_group(item: pytest.Item) -> str | None:
