@@ -120,18 +120,18 @@ def _imported_top_levels() -> dict[str, str]:
     return found
 
 
-def _installed_by_requirements() -> set[str]:
-    """Normalised names of the distributions requirements.txt installs, with their own
-    requirements (markers evaluated here, extras followed), transitively."""
+def _installed_by_requirements(lines: list[str] | None = None) -> set[str]:
+    """Normalised names of the distributions requirements.txt (or ``lines`` of pins) installs,
+    with their own requirements (markers evaluated here, extras followed), transitively."""
     import importlib.metadata as metadata
 
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
 
+    if lines is None:
+        lines = (REPO / "requirements.txt").read_text().splitlines()
     pending = [
-        Requirement(line.split("#")[0].strip())
-        for line in (REPO / "requirements.txt").read_text().splitlines()
-        if line.split("#")[0].strip()
+        Requirement(line.split("#")[0].strip()) for line in lines if line.split("#")[0].strip()
     ]
     seen: set[str] = set()
     while pending:
@@ -176,3 +176,80 @@ def test_every_module_the_project_imports_is_installed_by_requirements() -> None
         if not distributions & installed:
             missing.append(f"{module} (imported by {where}; provided by {sorted(distributions)})")
     assert not missing, "not installed by requirements.txt: " + "; ".join(missing)
+
+
+def _loaded_at_import(module: str) -> dict[str, str]:
+    """The top-level names of the modules that importing the project's ``module`` loads: its
+    imports at module level (not those inside functions, nor under ``if TYPE_CHECKING``),
+    followed through the project's own modules; each with the file that imports it."""
+    import ast
+
+    found: dict[str, str] = {}
+    pending, seen = [module], set()
+    while pending:
+        name = pending.pop()
+        path = REPO / (name.replace(".", "/") + ".py")
+        if not path.exists():
+            path = REPO / name.replace(".", "/") / "__init__.py"
+        if name in seen or not path.exists():
+            continue
+        seen.add(name)
+        where = str(path.relative_to(REPO))
+        statements = list(ast.parse(path.read_text(encoding="utf-8")).body)
+        while statements:
+            node = statements.pop()
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                continue
+            if isinstance(node, (ast.If, ast.Try)):
+                statements += (
+                    node.body + getattr(node, "orelse", []) + getattr(node, "handlers", [])
+                )
+                continue
+            if isinstance(node, ast.ExceptHandler):
+                statements += node.body
+                continue
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+            else:
+                continue
+            for imported in names:
+                top = imported.split(".")[0]
+                if (REPO / top).is_dir() or (REPO / f"{top}.py").exists():
+                    pending.append(imported)
+                else:
+                    found.setdefault(top, where)
+    return found
+
+
+# What each step's MLproject command loads: its run.py, or (check_data) pytest's files.
+STEP_ENTRIES = [(p.parent.name, f"{p.parent.name}.run") for p in REPO.glob("*/run.py")] + [
+    ("check_data", "check_data.conftest"),
+    ("check_data", "check_data.test_data"),
+]
+
+
+@pytest.mark.parametrize(("step", "entry"), sorted(STEP_ENTRIES), ids=lambda v: v)
+def test_what_a_step_loads_is_installed_by_its_conda_yml(step: str, entry: str) -> None:
+    """`mlflow run` with --env-manager uv (or conda) builds a step's environment from its own
+    conda.yml: each module its run.py loads on import must come from a distribution that file
+    installs, directly or as a dependency (get_data once imported pandera through the data
+    contract's module, and its uv environment failed)."""
+    import importlib.metadata as metadata
+    import sys
+
+    from packaging.utils import canonicalize_name
+
+    conda = yaml.safe_load((REPO / step / "conda.yml").read_text())
+    pip = next(d["pip"] for d in conda["dependencies"] if isinstance(d, dict) and "pip" in d)
+    installed = _installed_by_requirements(pip)
+    providers = metadata.packages_distributions()
+    missing = [
+        f"{module} (imported by {where})"
+        for module, where in sorted(_loaded_at_import(entry).items())
+        if module not in sys.stdlib_module_names
+        and module != "__future__"
+        and not {canonicalize_name(d) for d in providers.get(module, [])} & installed
+    ]
+    assert not missing, f"{step}/conda.yml does not install: " + "; ".join(missing)
