@@ -112,7 +112,7 @@ def test_the_terminal_shows_progress_the_summary_once_and_where_to_look(
     for line in ("Log file:    ", "MLflow UI:   ", "W&B offline: ", "Artifacts:   "):
         assert f"\n{line}" in first_run.stdout, line
     log = (workdir / "ml_pipeline.log").read_text()
-    assert "test_data.py::test_genre_classes" in log
+    assert "test_data.py::test_labels" in log
     # This module's first run: each step's lines once (through its stderr, which is the log).
     for step in STEPS:
         assert log.count(f"INFO [{step}] util_lib.step.run: {step} finished") == 1, step
@@ -195,7 +195,7 @@ def test_wandb_offline_runs_keep_each_step_s_console_output(workdir: Path, first
         assert any(f" [{step}] " in log for log in logs), step
     # check_data's console is pytest's: its report lines are kept too (on a fresh store there is
     # no reference yet, so the drift tests are skipped).
-    assert any("test_data.py::test_genre_classes PASSED" in log for log in logs)
+    assert any("test_data.py::test_labels PASSED" in log for log in logs)
     assert any("test_data.py::test_ks_drift[tempo] SKIPPED" in log for log in logs)
 
 

@@ -24,7 +24,7 @@ import logging, sys
 from util_lib.step.logs import setup_logging
 setup_logging("toy")
 logging.getLogger("toy.run").info("counted 42896 rows")
-print("test_data.py::test_genre_classes PASSED", flush=True)
+print("test_data.py::test_labels PASSED", flush=True)
 sys.exit(int(sys.argv[1]))
 """
 
@@ -57,7 +57,7 @@ def test_a_step_s_output_goes_to_the_log_and_progress_to_the_terminal(capfd, log
     assert log.startswith("an earlier line\n")
     # Each log line once (through stderr, which is the log: not again by a file handler).
     assert log.count("INFO [toy] toy.run: counted 42896 rows") == 1, log
-    assert "test_data.py::test_genre_classes PASSED" in log
+    assert "test_data.py::test_labels PASSED" in log
     assert "the driver's own output" in log
     lines = last_lines(log_file, since)
     assert "an earlier line" not in lines and lines[-1] == "the driver's own output"
@@ -70,7 +70,7 @@ def test_the_end_of_a_failed_step_s_output_is_kept(capfd, log_file) -> None:
         assert _step(exit_code=3).returncode == 3
     assert capfd.readouterr() == ("", "")
     lines = last_lines(log_file, since, count=1)
-    assert lines == ["test_data.py::test_genre_classes PASSED"]
+    assert lines == ["test_data.py::test_labels PASSED"]
 
 
 @pytest.mark.integration
