@@ -70,7 +70,7 @@ def test_what_would_fail_after_steps_is_listed_at_once_before_any_step(tmp_path:
         tmp_path,
         "main.registered_model_name=bad/name",
         "random_forest_pipeline.export_artifact=a/b",
-        "random_forest_pipeline.features.numerical=[energy,loudnes]",
+        "+dataset.columns.loudnes={dtype:float64,role:numerical}",
         "data.test_size=0.00001",
         "data.reference_dataset=no_such:v99",
         "main.log_file=/proc/nope/x.log",
@@ -84,7 +84,7 @@ def test_what_would_fail_after_steps_is_listed_at_once_before_any_step(tmp_path:
         "MLflow and W&B accept",
         "random_forest_pipeline.export_artifact='a/b': must be null or an artifact name that "
         "MLflow and W&B accept",
-        "random_forest_pipeline.features.numerical[1]='loudnes': no such column in "
+        "dataset.columns.loudnes='loudnes': no such column in "
         "dataset/genres_mod.parquet (the closest is 'loudness')",
         "data.test_size=1e-05: may leave classes 'Pop' (468 rows)",
         "data.reference_dataset='no_such:v99': artifact 'no_such' not found: project "
