@@ -17,7 +17,6 @@ The target gets no role; its classes become ``labels``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
@@ -26,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from util_lib.digests import file_sha256
 from util_lib.names import PROJECT_ROOT
 from util_lib.step.contract import ContractError, contract_from_mapping
 
@@ -187,7 +187,7 @@ def write_contract(file: Path, target: str, name: str, conf_dir: Path, force: bo
         df = pd.read_parquet(file)
     except (OSError, ValueError) as error:
         raise ContractInferenceError(f"cannot read {file} as Parquet: {error}") from None
-    digest = hashlib.sha256(file.read_bytes()).hexdigest()
+    digest = file_sha256(file)
     resolved = file.resolve()
     shown = (
         str(resolved.relative_to(PROJECT_ROOT))

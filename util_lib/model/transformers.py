@@ -233,11 +233,9 @@ def join_text(X: ArrayLike) -> np.ndarray:
     frame = X if isinstance(X, pd.DataFrame) else pd.DataFrame(np.asarray(X, dtype=object))
     if frame.shape[1] == 0:
         raise ValueError("join_text needs at least one text column")
-    parts = [
-        frame.iloc[:, j].astype(object).where(frame.iloc[:, j].notna(), "")
-        for j in range(frame.shape[1])
-    ]
-    joined = parts[0].astype(str)
+    # Each column as fill_missing_text gives it to a single-column TF-IDF.
+    parts = [fill_missing_text(frame.iloc[:, j]) for j in range(frame.shape[1])]
+    joined = parts[0]
     for part in parts[1:]:
-        joined = joined + " " + part.astype(str)
-    return joined.str.strip().to_numpy(dtype=object)
+        joined = np.char.add(np.char.add(joined, " "), part)
+    return np.char.strip(joined).astype(object)
