@@ -22,7 +22,7 @@ from pathlib import Path
 from common import DATA, isolated_env, mlflow_run
 from scale import make_dataset
 
-from util_lib.digests import file_sha256
+from util_lib.artifacts.digests import file_sha256
 
 
 def check_outputs(uri: str, repeat: int) -> list[tuple[str, int, float]]:

@@ -23,7 +23,7 @@ from util_lib.step.contract import Contract, default_contract
 logger = logging.getLogger(__name__)
 
 # The table's contract (columns, dtypes, ranges, classes, nullability, roles) is the dataset's
-# file of conf/dataset/ (util_lib/step/contract.py), made a pandera schema by
+# file of conf/dataset/ (util_lib/step/contract/), made a pandera schema by
 # util_lib/step/data_schema.py; the train step and the served model use it too. Here it is
 # validated lazily (every failure at once) and each check reports its own kind of failure. The
 # step passes the contract it was given (--dataset); a check called without one uses the

@@ -1,7 +1,7 @@
 """docs/your_own_data.md, followed as written in a copy of the project: scikit-learn's wine
-data written to Parquet, its data contract inferred (``python -m util_lib.contract infer``) and
-the whole pipeline run on it with ``dataset=wine``, no code changed, each command printing what
-the guide shows (tests/test_readme_commands.py's conventions and runner)."""
+data written to Parquet, its data contract inferred (``python -m util_lib.step.contract
+infer``) and the whole pipeline run on it with ``dataset=wine``, no code changed, each command
+printing what the guide shows (tests/test_readme_commands.py's conventions and runner)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def test_the_guide_runs_as_written(tmp_path: Path) -> None:
     commands = readme_commands(GUIDE.read_text(encoding="utf-8"), sections=None)
     texts = [c.text for c in commands]
     assert any(
-        t.startswith("python -m util_lib.contract infer dataset/wine.parquet") for t in texts
+        t.startswith("python -m util_lib.step.contract infer dataset/wine.parquet") for t in texts
     )
     assert any('hydra_options="dataset=wine"' in t for t in texts)
     project = copy_project(tmp_path)

@@ -18,7 +18,8 @@ logger = logging.getLogger(__name__)
 
 # What of util_lib travels inside the model (code/util_lib/): the package's __init__.py and its
 # model/ room, which is what loading and predicting need (the transformers skops refers to by
-# their module path, util_lib.model.transformers, and the pyfunc wrapper) and imports nothing
+# their module path, util_lib.model.transformers, and the pyfunc wrapper with its input domain
+# and safe loader: the whole folder, so a module added to it travels too) and imports nothing
 # else of util_lib; not the tracking, store or sweep code. The model then loads wherever it
 # goes, with this repository nowhere on sys.path.
 UTIL_LIB_DIR = Path(__file__).resolve().parent.parent / "util_lib"

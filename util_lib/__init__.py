@@ -1,10 +1,12 @@
 """Shared code of the pipeline, in rooms by where it runs (util_lib/README.md):
 
 - :mod:`util_lib.model`: what an exported model bundles (custom transformers, pyfunc flavor);
-- :mod:`util_lib.step`: what a step imports (its tracked run, arguments, logs, data contract);
-- :mod:`util_lib.artifacts`: the artifact store, its lineage and its command line;
+- :mod:`util_lib.step`: what a step imports (its tracked run, arguments, logs, data contract,
+  and the command that writes a contract, ``python -m util_lib.step.contract``);
+- :mod:`util_lib.artifacts`: the artifact store, its lineage, its command line, and the
+  content digests every room but ``model`` shares (:mod:`util_lib.artifacts.digests`);
 - :mod:`util_lib.pipeline`: what only the driver (main.py) runs;
-- the leaves :mod:`util_lib.names`, :mod:`util_lib.digests`, :mod:`util_lib.redact`.
+- the leaves :mod:`util_lib.names`, :mod:`util_lib.redact`.
 
 Submodules are imported on use so that a step pays only for what it needs
 (``import util_lib`` alone imports neither MLflow nor W&B nor scikit-learn). The custom

@@ -35,8 +35,8 @@ USED_TAG = "util_lib.artifacts_used"  # name:vN,... the versions it read
 WRITTEN_TAG = "util_lib.artifacts_written"  # name:vN,... the versions it wrote
 STORE_TAG = "util_lib.artifact_store"  # mlflow | wandb
 PROJECT_TAG = "util_lib.project"  # the project its artifacts belong to (as on an artifact)
-# What the run ran (util_lib.digests): its step folder + util_lib, and its parameters (updated
-# by each log_params); and the name of the step folder digested ("" when none was found).
+# What the run ran (util_lib.artifacts.digests): its step folder + util_lib, and its parameters
+# (updated by each log_params); and the name of the step folder digested ("" when none was found).
 CODE_DIGEST_TAG = "util_lib.code_digest"
 CONFIG_DIGEST_TAG = "util_lib.config_digest"
 CODE_DIR_TAG = "util_lib.code_dir"

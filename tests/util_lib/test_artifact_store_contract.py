@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from util_lib.artifacts.backends import open_store
+from util_lib.artifacts.digests import manifest_digest
 from util_lib.artifacts.files import file_digests
 from util_lib.artifacts.interface import (
     ArtifactIntegrityError,
@@ -30,7 +31,6 @@ from util_lib.artifacts.interface import (
     UsedArtifact,
 )
 from util_lib.artifacts.wandb_reader import WandbUnavailableError
-from util_lib.digests import manifest_digest
 from util_lib.names import CHECK_RUN_TAG, CHECK_TAG, DIGEST_TAG
 
 PROJECT = "contract"

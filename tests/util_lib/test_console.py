@@ -117,13 +117,13 @@ def _project(folder: Path, exit_code: int) -> Path:
 def test_the_runner_shows_a_step_s_output_only_when_verbose(
     capfd, tracking: Path, verbose: bool
 ) -> None:
-    """_run_step through a real `mlflow.run`: quiet, the step's output is in the log and the end
+    """run_step through a real `mlflow.run`: quiet, the step's output is in the log and the end
     of a failed step's is kept for the terminal; verbose, the terminal shows it as it comes."""
     import time
 
     from omegaconf import OmegaConf
 
-    from util_lib.pipeline.runner import _run_step
+    from util_lib.pipeline.launch import run_step
     from util_lib.pipeline.summary import StepResult
 
     log_file = tracking / "ml_pipeline.log"
@@ -132,7 +132,7 @@ def test_the_runner_shows_a_step_s_output_only_when_verbose(
     for code in (0, 1):
         result = StepResult("get_data")  # a step of pipeline.yaml: its metrics are looked up
         uri = str(_project(tracking / f"toy{code}", code))
-        _run_step(result, {}, (uri, None), config, "local", time.monotonic(), None, None,
+        run_step(result, {}, (uri, None), config, "local", time.monotonic(), None, None,
                   None if verbose else log_file)  # fmt: skip
         results.append(result)
     out, err = capfd.readouterr()

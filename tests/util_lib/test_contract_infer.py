@@ -1,4 +1,5 @@
-"""``python -m util_lib.contract infer``: a data contract from a file (util_lib.contract)."""
+"""``python -m util_lib.step.contract infer``: a data contract from a file
+(util_lib.step.contract.infer)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from util_lib.contract.cli import main
-from util_lib.contract.infer import ContractInferenceError, infer_contract, write_contract
 from util_lib.step.contract import contract_from_mapping, read_contract
+from util_lib.step.contract.cli import main
+from util_lib.step.contract.infer import ContractInferenceError, infer_contract, write_contract
 from util_lib.step.data_schema import data_schema, validate
 
 REPO = Path(__file__).resolve().parents[2]
@@ -41,7 +42,7 @@ def shop() -> pd.DataFrame:
 
 
 def test_each_column_gets_its_dtype_range_and_role(shop: pd.DataFrame, monkeypatch) -> None:
-    monkeypatch.setattr("util_lib.contract.infer.MAX_CATEGORIES", 5)
+    monkeypatch.setattr("util_lib.step.contract.infer.MAX_CATEGORIES", 5)
     contract = infer_contract(shop, "kind", "shop.parquet", "ab" * 32)
     columns = contract["columns"]
     assert columns["price"] == {
@@ -85,7 +86,7 @@ def test_the_file_is_written_and_reads_back(shop: pd.DataFrame, tmp_path: Path) 
     written = write_contract(data, "kind", "shop", tmp_path / "conf")
     assert written == tmp_path / "conf" / "shop.yaml"
     text = written.read_text()
-    assert text.startswith("# `dataset=shop`: made by `python -m util_lib.contract infer")
+    assert text.startswith("# `dataset=shop`: made by `python -m util_lib.step.contract infer")
     contract = read_contract(written)
     assert contract.file_url == str(data) and contract.target == "kind"
     assert contract.text_columns == ["review"]
@@ -101,7 +102,7 @@ def test_the_command_line_names_the_problem(shop: pd.DataFrame, tmp_path, capsys
     with pytest.raises(SystemExit) as exit_:
         main(["infer", str(data), "--target", "nope", "--name", "x", "--conf-dir", str(tmp_path)])
     assert exit_.value.code == 1
-    assert "python -m util_lib.contract infer: --target 'nope'" in capsys.readouterr().err
+    assert "python -m util_lib.step.contract infer: --target 'nope'" in capsys.readouterr().err
     main(["infer", str(data), "--target", "kind", "--name", "x", "--conf-dir", str(tmp_path)])
     assert f"wrote {tmp_path / 'x.yaml'}" in capsys.readouterr().out
 
@@ -122,7 +123,7 @@ def test_python_dash_m_runs_it(tmp_path: Path) -> None:
     data = tmp_path / "shop.parquet"
     pd.DataFrame({"x": [1.0, 2.0, 3.5], "y": ["a", "b", "a"]}).to_parquet(data)
     result = subprocess.run(
-        [sys.executable, "-m", "util_lib.contract", "infer", str(data), "--target", "y",
+        [sys.executable, "-m", "util_lib.step.contract", "infer", str(data), "--target", "y",
          "--name", "tiny", "--conf-dir", str(tmp_path)],
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )  # fmt: skip

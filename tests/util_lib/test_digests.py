@@ -1,4 +1,5 @@
-"""util_lib.digests: content digests of code and parameters, and the tags a run records."""
+"""util_lib.artifacts.digests: content digests of code and parameters, and the tags a run
+records."""
 
 from __future__ import annotations
 
@@ -7,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from util_lib.artifacts.files import file_digests
-from util_lib.digests import (
+from util_lib.artifacts.digests import (
     UTIL_LIB_DIR,
     code_digest,
     folder_digest,
@@ -17,6 +17,7 @@ from util_lib.digests import (
     params_digest,
     running_step_folder,
 )
+from util_lib.artifacts.files import file_digests
 from util_lib.names import CODE_DIGEST_TAG, CODE_DIR_TAG, CONFIG_DIGEST_TAG
 from util_lib.step.run import start_run
 from util_lib.step.trackers import flatten

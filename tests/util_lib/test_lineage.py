@@ -13,11 +13,11 @@ import pytest
 
 from tests.cli import run_main
 from util_lib.artifacts.cli import main as artifacts_main
+from util_lib.artifacts.digests import code_digest, params_digest
 from util_lib.artifacts.interface import ArtifactNotFoundError
 from util_lib.artifacts.lineage import format_lineage, trace_lineage
 from util_lib.artifacts.lineage_picture import draw_lineage, log_pipeline_lineage
 from util_lib.artifacts.mlflow_store import MlflowArtifactStore
-from util_lib.digests import code_digest, params_digest
 from util_lib.step.run import start_run
 from util_lib.step.trackers import flatten
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from util_lib.digests import file_sha256, manifest_digest
+from util_lib.artifacts.digests import file_sha256, manifest_digest
 from util_lib.names import (
     DISTRIBUTIONS_TAG,
     INSTALLED_TAG,

@@ -306,7 +306,9 @@ def test_the_model_bundles_only_the_code_loading_needs(exported: Path) -> None:
     assert bundled == [
         "__init__.py",
         "model/__init__.py",
+        "model/input_domain.py",
         "model/pyfunc.py",
+        "model/safe_load.py",
         "model/transformers.py",
     ]
 

@@ -102,7 +102,7 @@ def test_keys_are_computed_while_other_threads_build_asts_and_import(
 
     stop = threading.Event()
     seen: dict[str, list] = {"parsed": [], "imported": [], "errors": []}
-    source = (REPO / "util_lib" / "digests.py").read_text()
+    source = (REPO / "util_lib" / "artifacts" / "digests.py").read_text()
     threads = [
         threading.Thread(target=_parse, args=(source, stop, seen), daemon=True),
         threading.Thread(target=_import, args=(modules, stop, seen), daemon=True),

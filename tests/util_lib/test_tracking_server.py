@@ -133,7 +133,7 @@ def test_another_user_can_neither_read_nor_change_the_store(tracking: Path) -> N
     _need_another_uid()
     from mlflow import MlflowClient
 
-    from util_lib.pipeline.runner import _pipeline_server
+    from util_lib.pipeline.launch import pipeline_server
 
     store_uri = os.environ["MLFLOW_TRACKING_URI"]
     client = MlflowClient(store_uri)
@@ -141,7 +141,7 @@ def test_another_user_can_neither_read_nor_change_the_store(tracking: Path) -> N
     client.create_model_version("model_export", source=str(tracking / "model"))
     client.set_registered_model_alias("model_export", "prod", "1")
     before = _dump(tracking / "mlflow.db")
-    with _pipeline_server(True, store_uri) as steps_uri:
+    with pipeline_server(True, store_uri) as steps_uri:
         url = steps_uri()
         assert url is not None
         assert _get(f"{url}/api/2.0/mlflow/experiments/search?max_results=5", _bearer())[0] == 200
@@ -178,10 +178,10 @@ def test_the_token_reaches_the_steps_only_while_the_server_runs(
     """main.py's server context: the token and the steps' HTTP bounds are in the environment
     mlflow.run hands the steps while it serves, gone when it stops; the user's own HTTP
     setting stands."""
-    from util_lib.pipeline.runner import _pipeline_server
+    from util_lib.pipeline.launch import pipeline_server
 
     monkeypatch.setenv(HTTP_TIMEOUT_ENV, "77")
-    with _pipeline_server(True, os.environ["MLFLOW_TRACKING_URI"]) as steps_uri:
+    with pipeline_server(True, os.environ["MLFLOW_TRACKING_URI"]) as steps_uri:
         assert steps_uri() is not None
         token = os.environ[TRACKING_TOKEN_ENV]
         assert len(token) >= 32
@@ -193,7 +193,7 @@ def test_the_token_reaches_the_steps_only_while_the_server_runs(
     assert HTTP_BACKOFF_FACTOR_ENV not in os.environ
     assert os.environ[HTTP_TIMEOUT_ENV] == "77"
     # A new secret for each pipeline.
-    with _pipeline_server(True, os.environ["MLFLOW_TRACKING_URI"]) as steps_uri:
+    with pipeline_server(True, os.environ["MLFLOW_TRACKING_URI"]) as steps_uri:
         assert steps_uri() is not None
         assert os.environ[TRACKING_TOKEN_ENV] != token
 

@@ -1,5 +1,5 @@
 """The safe loader's rule for the types skops does not trust by default
-(util_lib/model/pyfunc.py): scikit-learn's own classes and the project's transformers by rule,
+(util_lib/model/safe_load.py): scikit-learn's own classes and the project's transformers by rule,
 so that a new scikit-learn model needs no list edit; anything else refused, by name."""
 
 from __future__ import annotations

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from util_lib.artifacts.digests import file_sha256
 from util_lib.artifacts.interface import ArtifactIntegrityError, ArtifactVersion
-from util_lib.digests import file_sha256
 
 # Written by MLflow into a model folder it loads from a models:/ URI in place; not ours.
 MLFLOW_BOOKKEEPING_FILE = "registered_model_meta"

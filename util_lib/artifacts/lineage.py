@@ -3,7 +3,7 @@
 The embedded store records it already: each version's producing run (``run_id``), and on each
 run the versions it used (tag ``util_lib.artifacts_used``) and wrote
 (``util_lib.artifacts_written``) and, since they exist, the digests of its code and parameters
-(:mod:`util_lib.digests`). :func:`trace_lineage` follows those records upstream;
+(:mod:`util_lib.artifacts.digests`). :func:`trace_lineage` follows those records upstream;
 :func:`format_lineage` prints the chain; :mod:`util_lib.artifacts.lineage_picture` draws it
 (SVG, HTML, JSON) and logs a pipeline run's (MLflow artifacts ``lineage/``, and a W&B run
 of the pipeline's group when W&B is not disabled).

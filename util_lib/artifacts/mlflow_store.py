@@ -48,6 +48,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from util_lib.artifacts.digests import manifest_digest
 from util_lib.artifacts.files import file_digests
 from util_lib.artifacts.interface import (
     CURRENT_ALIAS,
@@ -66,7 +67,6 @@ from util_lib.artifacts.mlflow_reader import (
     MlflowArtifactReader,
     is_logged_model,
 )
-from util_lib.digests import manifest_digest
 from util_lib.names import (
     ARTIFACT_NOTE,
     DIGEST_TAG,

@@ -20,256 +20,68 @@ What it adds to the plain sklearn pyfunc:
 - answers instead of stack traces: an empty batch gets an empty answer, a column the signature
   marks optional (it had missing values in training) may be left out and is imputed, and input
   the pipeline refuses gets a 400 naming the problem;
-- the input domain: a value outside the physical range of its column (``input_domain.json``,
-  written at export from the data contract, :mod:`util_lib.step.data_schema`) or a category the
-  model was not trained on gets a 400 naming column, value and bound. Missing values stay
-  allowed (the pipeline imputes them). The check is numpy on plain data, so serving needs no
-  pandera; a model exported without the file loads and predicts unchecked, with a warning;
-- a safe load: the fitted pipeline is read with skops trusting only the types that
-  :func:`is_trusted`'s rule in this code accepts (scikit-learn's own classes, the project's
-  transformers, ``numpy.dtype``), never the list a model folder's ``MLmodel`` carries
-  (``mlflow.sklearn.load_model`` trusts that one, so whoever edits the folder could make a
-  hostile file load); a file asking for any other type, or a pickle, is refused.
+- the input domain (:mod:`util_lib.model.input_domain`): a value outside the physical range
+  of its column (``input_domain.json``, written at export from the data contract,
+  :mod:`util_lib.step.data_schema`) or a category the model was not trained on gets a 400
+  naming column, value and bound. Missing values stay allowed (the pipeline imputes them). The
+  check is numpy on plain data, so serving needs no pandera; a model exported without the file
+  loads and predicts unchecked, with a warning;
+- a safe load (:mod:`util_lib.model.safe_load`): the fitted pipeline is read with skops
+  trusting only the types that :func:`is_trusted`'s rule in this code accepts (scikit-learn's
+  own classes, the project's transformers, ``numpy.dtype``), never the list a model folder's
+  ``MLmodel`` carries (``mlflow.sklearn.load_model`` trusts that one, so whoever edits the
+  folder could make a hostile file load); a file asking for any other type, or a pickle, is
+  refused.
+
+Those two live in modules of their own, bundled with the model as this one is; their names
+stay importable from here.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from util_lib.model import transformers
+# The input domain and the safe loader live in their own modules of model/ (bundled with the
+# model as this one is); their names stay importable from here, where the export, evaluate,
+# serving and the tests have always found them.
+from util_lib.model.input_domain import DOMAIN_FILENAME, InputDomain
+from util_lib.model.safe_load import (
+    OWN_MODULES,
+    TRUSTED_PREFIX,
+    TRUSTED_TYPES,
+    is_trusted,
+    load_pipeline,
+    trusted_types,
+)
+
+__all__ = [
+    "DEFAULT_PARAMS",
+    "DOMAIN_FILENAME",
+    "LOADER_MODULE",
+    "OWN_MODULES",
+    "PREDICT_METHODS",
+    "TRUSTED_PREFIX",
+    "TRUSTED_TYPES",
+    "GenreClassifier",
+    "InputDomain",
+    "add_pyfunc_flavor",
+    "is_trusted",
+    "load_pipeline",
+    "trusted_types",
+]
 
 logger = logging.getLogger(__name__)
 
 LOADER_MODULE = "util_lib.model.pyfunc"
 PREDICT_METHODS = ("predict", "predict_proba")
 DEFAULT_PARAMS = {"predict_method": "predict"}
-# Beside MLmodel in the model folder: {"ranges": {column: [low, high]},
-# "categories": {column: [value, ...]}}.
-DOMAIN_FILENAME = "input_domain.json"
-_ROWS_NAMED = 3
-
-# The types of a fitted pipeline that skops does not trust by default are trusted by rule, decided
-# here from this code, never from the model folder: numpy's dtype, scikit-learn's own classes
-# (module prefix sklearn., so that a new model family needs no edit) and what the project's
-# transformer module defines. Anything else, and any scikit-learn function, is refused by name.
-# (skops warns that some of them, e.g. sklearn.tree._tree.Tree, could crash a process if a
-# file were forged: the artifact store checks a model's files against their digests.)
-TRUSTED_TYPES = ("numpy.dtype",)
-TRUSTED_PREFIX = "sklearn."
-# The transformer module by its name in this code; models exported before util_lib.model
-# existed name it util_lib.transformers (util_lib/__init__.py resolves that name).
-OWN_MODULES = (transformers.__name__, "util_lib.transformers")
-
-
-def is_trusted(name: str) -> bool:
-    """Whether the safe loader trusts the type ``name`` (``module.attribute``, as skops'
-    ``get_untrusted_types`` gives it); see :data:`TRUSTED_TYPES`.
-
-    Parameters
-    ----------
-    name : str
-        E.g. ``"sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"``.
-
-    Returns
-    -------
-    bool
-        True for ``numpy.dtype``, a class that a ``sklearn.`` module defines, and a class or
-        function that the project's transformer module defines; False for anything else.
-    """
-    if name in TRUSTED_TYPES:
-        return True
-    module, _, attribute = name.rpartition(".")
-    if module in OWN_MODULES:
-        return attribute in _own_names()
-    if not module.startswith(TRUSTED_PREFIX):
-        return False
-    try:
-        found = getattr(importlib.import_module(module), attribute)
-    except (ImportError, AttributeError):
-        return False
-    return isinstance(found, type) and found.__module__.startswith(TRUSTED_PREFIX)
-
-
-def _own_names() -> set[str]:
-    """The public classes and functions that the transformer module itself defines (not what
-    it imports)."""
-    return {
-        name
-        for name, value in vars(transformers).items()
-        if not name.startswith("_") and getattr(value, "__module__", None) == transformers.__name__
-    }
-
-
-def trusted_types(found: Sequence[str]) -> list[str]:
-    """The types to hand skops: ``found`` (what a file holds that skops does not trust by
-    default), each trusted by :func:`is_trusted`.
-
-    Raises
-    ------
-    skops.io.exceptions.UntrustedTypesFoundException
-        Naming every type of ``found`` that the rule does not trust.
-    """
-    from skops.io.exceptions import UntrustedTypesFoundException
-
-    refused = [name for name in found if not is_trusted(name)]
-    if refused:
-        raise UntrustedTypesFoundException(refused)
-    return list(found)
-
-
-def load_pipeline(model_dir: str | Path) -> Any:
-    """Load the fitted scikit-learn pipeline of an exported model folder, safely.
-
-    Parameters
-    ----------
-    model_dir : str or pathlib.Path
-        A folder written by the export (``MLmodel`` with an ``sklearn`` flavor in skops format).
-
-    Returns
-    -------
-    sklearn.pipeline.Pipeline
-        The fitted pipeline.
-
-    Raises
-    ------
-    ValueError
-        When the folder's model is not a skops file inside the folder (a pickle would run
-        whatever code it holds).
-    skops.io.exceptions.UntrustedTypesFoundException
-        When the file holds a type that :func:`is_trusted` refuses, naming it.
-    """
-    import skops.io
-    from mlflow.models import Model
-
-    folder = Path(model_dir).resolve()
-    flavor = Model.load(str(folder / "MLmodel")).flavors.get("sklearn") or {}
-    if flavor.get("serialization_format") != "skops":
-        raise ValueError(
-            f"{folder}: the model is not a skops file (serialization_format="
-            f"{flavor.get('serialization_format')!r}); refusing to unpickle it"
-        )
-    path = (folder / str(flavor.get("pickled_model", ""))).resolve()
-    if not path.is_file() or not path.is_relative_to(folder):
-        raise ValueError(f"{folder}: the model file {flavor.get('pickled_model')!r} is not in it")
-    # What the file holds, checked by the rule before anything of it is built.
-    return skops.io.load(path, trusted=trusted_types(skops.io.get_untrusted_types(file=path)))
-
-
-class InputDomain:
-    """The values a served model accepts: inclusive ranges and known categories per column.
-
-    Parameters
-    ----------
-    ranges : mapping of str to (float, float)
-        Column -> (lowest, highest) allowed value.
-    categories : mapping of str to sequence, optional
-        Column -> the values the model was trained on.
-    """
-
-    def __init__(
-        self,
-        ranges: Mapping[str, Sequence[float]],
-        categories: Mapping[str, Sequence[Any]] | None = None,
-    ) -> None:
-        self.ranges = {column: (low, high) for column, (low, high) in ranges.items()}
-        self.categories = {c: list(values) for c, values in (categories or {}).items()}
-        # Precomputed once, so that a request costs a few array operations on one block of its
-        # values (pandas' access to a column costs ~10 us, more than comparing a whole batch).
-        # Categories are numeric codes (key, time_signature).
-        self._columns = pd.Index(
-            list(self.ranges) + [c for c in self.categories if c not in ranges]
-        )
-        bounds = [self.ranges.get(c, (-np.inf, np.inf)) for c in self._columns]
-        self._lows = np.array([float(low) for low, _ in bounds])
-        self._highs = np.array([float(high) for _, high in bounds])
-        self._known = {c: np.asarray(values, dtype=float) for c, values in self.categories.items()}
-        self._layouts: dict[tuple, tuple] = {}  # per request columns: see _layout
-
-    def _layout(self, columns: pd.Index) -> tuple:
-        """Where the domain's columns are in a request with ``columns``, and their bounds.
-
-        Cached: the requests to a server all have the same columns, and looking them up costs
-        more than the whole check of a row.
-        """
-        key = tuple(columns)
-        layout = self._layouts.get(key)
-        if layout is None:
-            positions = columns.get_indexer(self._columns)  # -1: column absent
-            present = positions >= 0
-            names = list(self._columns[present])
-            coded = [(j, c) for j, c in enumerate(names) if c in self._known]
-            layout = (positions[present], names, self._lows[present], self._highs[present], coded)
-            if len(self._layouts) < 16:
-                self._layouts[key] = layout
-        return layout
-
-    @classmethod
-    def read(cls, model_dir: str | Path) -> InputDomain | None:
-        """Read :data:`DOMAIN_FILENAME` from a model folder; ``None`` when it has none."""
-        path = Path(model_dir) / DOMAIN_FILENAME
-        if not path.is_file():
-            return None
-        try:
-            spec = json.loads(path.read_text())
-            return cls(spec["ranges"], spec.get("categories"))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"{path}: not a valid input domain ({exc!r})") from exc
-
-    def violations(self, data: pd.DataFrame) -> list[str]:
-        """Describe each column of ``data`` with values outside the domain (missing values and
-        columns the domain does not know are not checked).
-
-        Returns
-        -------
-        list of str
-            One sentence per column naming the value, its row and the bound; empty when valid.
-        """
-        problems: dict[str, str] = {}  # one sentence per column, the first problem found
-        take, columns, lows, highs, coded = self._layout(data.columns)
-        # One object (or float) array of the request, then floats: None and NaN become NaN,
-        # text raises ValueError.
-        values = data.to_numpy()[:, take].astype(float)
-        # NaN compares False on both sides: missing values pass (they are imputed).
-        outside = (values < lows) | (values > highs)
-        if outside.any():
-            for j in np.flatnonzero(outside.any(axis=0)):
-                low, high = self.ranges[columns[j]]
-                problems[columns[j]] = _describe(
-                    data, columns[j], outside[:, j], f"outside [{low}, {high}]"
-                )
-        for j, column in coded:
-            if column in problems:
-                continue
-            # A handful of codes: one broadcast comparison beats np.isin's sorting.
-            known = (values[:, j, None] == self._known[column]).any(axis=1)
-            unknown = ~known & ~np.isnan(values[:, j])
-            if unknown.any():
-                bound = f"not one the model was trained on {self.categories[column]}"
-                problems[column] = _describe(data, column, unknown, bound)
-        return list(problems.values())
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
-
-
-def _describe(data: pd.DataFrame, column: str, mask: np.ndarray, bound: str) -> str:
-    rows = np.flatnonzero(mask)
-    first = _plain(data[column].iloc[rows[0]])
-    more = (
-        f"; {len(rows)} rows in all, e.g. rows {rows[:_ROWS_NAMED].tolist()}"
-        if len(rows) > 1
-        else ""
-    )
-    return f"column {column!r}: value {first!r} (row {rows[0]}{more}) is {bound}"
 
 
 class GenreClassifier:

@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from util_lib.digests import (
+from util_lib.artifacts.digests import (
     CODE_SKIPPED_SUFFIXES,
     file_sha256,
     folder_files,

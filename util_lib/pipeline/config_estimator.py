@@ -18,7 +18,7 @@ from util_lib.pipeline.config_checks import Problem
 
 MODEL = "model"
 TARGET = "_target_"
-# The safe loader (util_lib/model/pyfunc.py) trusts scikit-learn's own classes only: a model of
+# The safe loader (util_lib/model/safe_load.py) trusts scikit-learn's own classes only: a model of
 # another library could be trained but never loaded back, so the check refuses it first.
 SKLEARN_PREFIX = "sklearn."
 _EXAMPLE = "sklearn.ensemble.HistGradientBoostingClassifier"

@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from util_lib.digests import json_sha256, text_sha256
+from util_lib.artifacts.digests import json_sha256, text_sha256
 
 logger = logging.getLogger(__name__)
 

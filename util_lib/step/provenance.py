@@ -16,7 +16,7 @@ before its MLflow run ends) is five tags (names in util_lib/names.py):
   8000 characters of a tag's value: a longer list goes on in ``<tag>.2``, ``<tag>.3``, ...
   (:func:`tag_parts`), and a part lost on the way makes the digest check fail, never pass.
 - :data:`~util_lib.names.LOADED_DIGEST_TAG`: sha256 over those files' ``path:sha256`` lines
-  (:func:`util_lib.digests.manifest_digest`), hashed as the run ends.
+  (:func:`util_lib.artifacts.digests.manifest_digest`), hashed as the run ends.
 - :data:`~util_lib.names.PYTHON_TAG`: the interpreter, ``cpython 3.11.7`` (:func:`interpreter`).
 - :data:`~util_lib.names.DISTRIBUTIONS_TAG`: ``name==version`` of every installed distribution
   that provides a top-level module the process loaded other than the standard library's and the
@@ -61,7 +61,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from util_lib.digests import (
+from util_lib.artifacts.digests import (
     CODE_SKIPPED_SUFFIXES,
     file_sha256,
     folder_files,

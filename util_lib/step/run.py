@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from util_lib.artifacts.backends import choose_backends
-from util_lib.digests import code_digest, params_digest, running_step_folder
+from util_lib.artifacts.digests import code_digest, params_digest, running_step_folder
 from util_lib.names import (
     CODE_DIGEST_TAG,
     CODE_DIR_TAG,

@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from util_lib.digests import file_sha256
+from util_lib.artifacts.digests import file_sha256
 from util_lib.names import PROJECT_ROOT
 from util_lib.step.contract import ContractError, contract_from_mapping
 
@@ -207,12 +207,13 @@ def write_contract(file: Path, target: str, name: str, conf_dir: Path, force: bo
 def render(contract: dict[str, Any], name: str, file: Path, target: str) -> str:
     """The contract as YAML, one line per column, with a header saying how it was made."""
     header = (
-        f"# `dataset={name}`: made by `python -m util_lib.contract infer {file} --target "
+        f"# `dataset={name}`: made by `python -m util_lib.step.contract infer {file} --target "
         f"{target} --name {name}`.\n"
         "# Read it and edit it: the ranges are the file's own minimum and maximum (widen them\n"
-        "# to what the data can physically be), the roles follow util_lib/contract/infer.py's\n"
-        "# rule (role: numerical | categorical | text; none: checked, not a feature;\n"
-        '# feature: false keeps a column out of the model). README "Your own data".\n'
+        "# to what the data can physically be), the roles follow the rule of\n"
+        "# util_lib/step/contract/infer.py (role: numerical | categorical | text; none:\n"
+        "# checked, not a feature; feature: false keeps a column out of the model).\n"
+        '# README "Your own data".\n'
     )
     top = {k: v for k, v in contract.items() if k != "columns"}
     body = yaml.safe_dump(top, sort_keys=False, width=100, allow_unicode=True)

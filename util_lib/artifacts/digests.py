@@ -30,7 +30,8 @@ from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-UTIL_LIB_DIR = Path(__file__).resolve().parent
+# This file is util_lib/artifacts/digests.py: the package is two folders up.
+UTIL_LIB_DIR = Path(__file__).resolve().parent.parent
 # Never code: caches, and what a run may leave in its folder (the .gitignore'd names), unless
 # the folder is a Python package (a run leaves no __init__.py; util_lib/artifacts/ is code).
 EXCLUDED = frozenset(

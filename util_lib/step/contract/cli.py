@@ -1,4 +1,4 @@
-"""The command line of :mod:`util_lib.contract`."""
+"""The command line of :mod:`util_lib.step.contract`."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from util_lib.step.contract import GROUP_FOLDER
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse ``infer FILE --target COLUMN --name NAME [--conf-dir DIR] [--force]``."""
     parser = argparse.ArgumentParser(
-        prog="python -m util_lib.contract",
+        prog="python -m util_lib.step.contract",
         description="Write a dataset's data contract (conf/dataset/NAME.yaml) from its file.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
@@ -35,7 +35,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     """Run the command; a problem exits non-zero with one line naming it."""
-    from util_lib.contract.infer import ContractInferenceError, write_contract
+    from util_lib.step.contract.infer import ContractInferenceError, write_contract
 
     args = parse_args(argv)
     try:
@@ -43,6 +43,6 @@ def main(argv: list[str] | None = None) -> None:
             Path(args.file), args.target, args.name, Path(args.conf_dir), force=args.force
         )
     except ContractInferenceError as error:
-        print(f"python -m util_lib.contract infer: {error}", file=sys.stderr)
+        print(f"python -m util_lib.step.contract infer: {error}", file=sys.stderr)
         raise SystemExit(1) from None
     print(f"wrote {path}: read it, edit the ranges and roles, then run with dataset={args.name}")

@@ -7,6 +7,12 @@ the model joins the text columns, in order, into its text feature (``text_featur
 Everything else is derived from it: the pandera schemas (:mod:`util_lib.step.data_schema`),
 the model's feature lists (:meth:`Contract.features`), the drift tests' columns. Reading it
 costs PyYAML only.
+
+This module is the reader, which every step imports. Beside it, the command that writes a
+contract from the data, ``python -m util_lib.step.contract infer FILE --target COLUMN --name
+NAME`` (:mod:`~util_lib.step.contract.cli`, :mod:`~util_lib.step.contract.infer`): it writes
+``conf/dataset/NAME.yaml`` for the user to read and edit, then ``dataset=NAME`` runs the
+pipeline on that table. No step imports the command, so a step loads the reader only.
 """
 
 from __future__ import annotations
