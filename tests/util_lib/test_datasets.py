@@ -51,7 +51,11 @@ def test_the_pipeline_run_gets_its_steps_datasets_and_models(tracking: Path) -> 
     (tracking / "train.csv").write_text("a\n1\n")
     model_dir = tracking / "model_export"
     mlflow.sklearn.save_model(
-        DummyClassifier().fit([[0], [1]], [0, 1]), str(model_dir), serialization_format="pickle"
+        DummyClassifier().fit([[0], [1]], [0, 1]),
+        str(model_dir),
+        serialization_format="pickle",
+        # Named, not inferred: MLflow infers them in a process that loads the model (5-14 s).
+        pip_requirements=["scikit-learn"],
     )
     with start_run("segregate", "test") as run:
         run.log_artifact(tracking / "train.csv", "data_train", "segregated_data", "rows")

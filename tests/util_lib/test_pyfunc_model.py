@@ -226,10 +226,10 @@ def test_the_bounds_themselves_and_missing_values_are_allowed(
 
 
 def test_text_in_a_numerical_column_is_a_bad_request(fitted) -> None:
-    from util_lib.model.pyfunc import GenreClassifier, InputDomain
+    from util_lib.model.pyfunc import Classifier, InputDomain
 
     pipe, rows = fitted
-    model = GenreClassifier(pipe, domain=InputDomain({"tempo": (0.0, 300.0)}))
+    model = Classifier(pipe, domain=InputDomain({"tempo": (0.0, 300.0)}))
     bad = rows.iloc[:2].astype({"tempo": object})
     bad.loc[0, "tempo"] = "fast"
     message = _refused(model, bad)

@@ -194,7 +194,11 @@ def test_an_exported_model_is_the_run_s_logged_model_not_a_dataset(tracking: Pat
 
     model_dir = tracking / "model_export"
     mlflow.sklearn.save_model(
-        DummyClassifier().fit([[0], [1]], [0, 1]), str(model_dir), serialization_format="pickle"
+        DummyClassifier().fit([[0], [1]], [0, 1]),
+        str(model_dir),
+        serialization_format="pickle",
+        # Named, not inferred: MLflow infers them in a process that loads the model (5-14 s).
+        pip_requirements=["scikit-learn"],
     )
     with start_run("train", "test") as run:
         spec, model_id = run.log_model(model_dir, "model_export", "a model")
@@ -230,7 +234,11 @@ def test_a_failed_export_leaves_no_logged_model_files(tracking: Path) -> None:
 
     model_dir = tracking / "model_export"
     mlflow.sklearn.save_model(
-        DummyClassifier().fit([[0], [1]], [0, 1]), str(model_dir), serialization_format="pickle"
+        DummyClassifier().fit([[0], [1]], [0, 1]),
+        str(model_dir),
+        serialization_format="pickle",
+        # Named, not inferred: MLflow infers them in a process that loads the model (5-14 s).
+        pip_requirements=["scikit-learn"],
     )
     with pytest.raises(RuntimeError), start_run("train", "test") as run:
         _, model_id = run.log_model(model_dir, "model_export", "a model")

@@ -93,7 +93,7 @@ def ensure_registered_model(client: MlflowClient, name: str) -> None:
     except MlflowException:
         try:
             client.create_registered_model(
-                name, description="Genre classifier exported by train_random_forest"
+                name, description="Classifier exported by the pipeline's train step"
             )
         except MlflowException as exc:  # created meanwhile by a concurrent run
             if "already exists" not in str(exc).lower():

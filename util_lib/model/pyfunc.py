@@ -1,4 +1,4 @@
-"""The python_function flavor of the exported model: genres, or genre probabilities on request.
+"""The python_function flavor of the exported model: labels, or class probabilities on request.
 
 The exported model keeps MLflow's ``sklearn`` flavor (``mlflow.sklearn.load_model`` gives the
 fitted pipeline) and gets this module as the loader of its ``python_function`` flavor, which is
@@ -8,8 +8,8 @@ it imports wherever the model loads; it imports nothing of util_lib outside ``mo
 
 What it adds to the plain sklearn pyfunc:
 
-- the ``predict_method`` parameter: ``"predict"`` (default) returns the genres, as before;
-  ``"predict_proba"`` returns one column per genre holding its probability. Over REST::
+- the ``predict_method`` parameter: ``"predict"`` (default) returns the labels, as before;
+  ``"predict_proba"`` returns one column per class holding its probability. Over REST::
 
       {"dataframe_split": {...}, "params": {"predict_method": "predict_proba"}}
 
@@ -69,7 +69,7 @@ __all__ = [
     "PREDICT_METHODS",
     "TRUSTED_PREFIX",
     "TRUSTED_TYPES",
-    "GenreClassifier",
+    "Classifier",
     "InputDomain",
     "add_pyfunc_flavor",
     "is_trusted",
@@ -84,7 +84,7 @@ PREDICT_METHODS = ("predict", "predict_proba")
 DEFAULT_PARAMS = {"predict_method": "predict"}
 
 
-class GenreClassifier:
+class Classifier:
     """A fitted scikit-learn classifier behind the pyfunc ``predict(data, params)`` interface.
 
     Parameters
@@ -111,7 +111,7 @@ class GenreClassifier:
         return self.pipeline
 
     def predict(self, data: pd.DataFrame, params: dict[str, Any] | None = None) -> Any:
-        """Predict the genre of each row, or each genre's probability.
+        """Predict the label of each row, or each class's probability.
 
         Parameters
         ----------
@@ -122,8 +122,8 @@ class GenreClassifier:
 
         Returns
         -------
-        numpy.ndarray of shape (n_rows,) or pandas.DataFrame of shape (n_rows, n_genres)
-            The genres, or (``predict_proba``) one column per genre, named after it.
+        numpy.ndarray of shape (n_rows,) or pandas.DataFrame of shape (n_rows, n_classes)
+            The labels, or (``predict_proba``) one column per class, named after it.
 
         Raises
         ------
@@ -172,7 +172,7 @@ def _bad_request(message: str) -> Exception:
     return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
 
 
-def _load_pyfunc(path: str, model_config: dict[str, Any] | None = None) -> GenreClassifier:
+def _load_pyfunc(path: str, model_config: dict[str, Any] | None = None) -> Classifier:
     """Load the model folder ``path`` (called by ``mlflow.pyfunc.load_model``).
 
     The sklearn flavor of the same folder holds the pipeline (read by :func:`load_pipeline`,
@@ -187,7 +187,7 @@ def _load_pyfunc(path: str, model_config: dict[str, Any] | None = None) -> Genre
             path,
             DOMAIN_FILENAME,
         )
-    return GenreClassifier(load_pipeline(path), n_jobs=n_jobs, domain=domain)
+    return Classifier(load_pipeline(path), n_jobs=n_jobs, domain=domain)
 
 
 def add_pyfunc_flavor(

@@ -59,6 +59,7 @@ from util_lib.pipeline.config_checks import (
 from util_lib.pipeline.config_data import check_against_data, check_data, check_dataset
 from util_lib.pipeline.config_model import check_model
 from util_lib.redact import redact_text
+from util_lib.step.private_apis import sweep_jobs
 
 SCHEMA_NAME = "config_schema"
 # The config groups' folder: conf/model/NAME.yaml is chosen with model=NAME.
@@ -290,7 +291,6 @@ def sweep_problems(config: DictConfig) -> tuple[dict[str, list[int]], int | None
     n_jobs : int or None
         The number of jobs checked; None for a sweeper that chooses its jobs as it goes.
     """
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -306,7 +306,7 @@ def sweep_problems(config: DictConfig) -> tuple[dict[str, list[int]], int | None
             if not any(problem.key == k or problem.key.startswith(f"{k}.") for k in swept):
                 found[str(problem)] = []
         return dict(found), None
-    jobs = BasicSweeper.split_arguments(overrides, None)[0]
+    jobs = sweep_jobs(overrides)
     lookups = Lookups()
     for num, job in enumerate(jobs):
         try:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from util_lib.pipeline.config_checks import Problem
+from util_lib.step.private_apis import argument_error, estimator_arguments
 
 MODEL = "model"
 TARGET = "_target_"
@@ -110,18 +111,12 @@ def estimator_problems(target: Any, arguments: dict[str, Any], key: str = MODEL)
 
 def _validate(target: Any, arguments: dict[str, Any], key: str) -> list[Problem]:
     import sklearn
-    from sklearn.utils._param_validation import (
-        InvalidParameterError,
-        validate_parameter_constraints,
-    )
 
     try:
         cls = estimator_class(target)
     except ValueError as error:
         return [Problem(f"{key}.{TARGET}", target, str(error))]
-    names = cls._get_param_names()
-    # A class without constraints (none in scikit-learn 1.9) gets its names checked only.
-    constraints = getattr(cls, "_parameter_constraints", {})
+    names = estimator_arguments(cls)
     problems = []
     for name, value in arguments.items():
         if name not in names:
@@ -133,16 +128,9 @@ def _validate(target: Any, arguments: dict[str, Any], key: str) -> list[Problem]
                     f"its arguments: {', '.join(names)}",
                 )
             )
-            continue
-        try:
-            validate_parameter_constraints(
-                {name: constraints.get(name, "no_validation")},
-                {name: value},
-                caller_name=cls.__name__,
-            )
-        except InvalidParameterError as error:
+        elif error := argument_error(cls, name, value):
             # "The 'x' parameter of RandomForestClassifier must be ... Got ... instead."
-            match = re.search(r"(must be .*)\. Got .* instead\.$", str(error), re.DOTALL)
-            allowed = f"{match[1]} (scikit-learn)" if match else str(error)
+            match = re.search(r"(must be .*)\. Got .* instead\.$", error, re.DOTALL)
+            allowed = f"{match[1]} (scikit-learn)" if match else error
             problems.append(Problem(f"{key}.{name}", value, allowed))
     return problems

@@ -76,9 +76,9 @@ def _draw_text() -> None:
 def _installed_packages() -> None:
     """MLflow's map of the installed packages, which it builds (0.8 s here) for every model
     it saves (requirements_utils checks the model's requirements against it): built once."""
-    from mlflow.utils import requirements_utils
+    from util_lib.step.private_apis import build_installed_packages_map
 
-    requirements_utils._init_modules_to_packages_map()
+    build_installed_packages_map()
 
 
 # What the steps compute once per process whatever their data, run after the imports: each

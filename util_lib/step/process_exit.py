@@ -8,13 +8,14 @@ operating system frees all of it at once anyway.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import logging
 import os
 import sys
 import threading
 from typing import NoReturn
+
+from util_lib.step.private_apis import run_atexit_handlers, shutdown_threads
 
 
 def exit_quickly(code: int = 0) -> NoReturn:
@@ -27,19 +28,13 @@ def exit_quickly(code: int = 0) -> NoReturn:
     after the tracked run has ended; a failing step exits the ordinary way.
     """
     if threading.current_thread() is threading.main_thread():
-        # What the interpreter does first at exit: threading's own exit callbacks, where
-        # concurrent.futures' and joblib's (loky) executors stop their manager threads, then
-        # wait for every other non-daemon thread. Joining first would wait for those managers
-        # forever (a joblib sweep's driver hung so).
-        threading._shutdown()
+        shutdown_threads()  # threading's exit callbacks, then the wait for its threads
     else:
         current = threading.current_thread()
         for thread in threading.enumerate():
             if thread is not current and not thread.daemon and thread.is_alive():
                 thread.join()
-    # atexit offers no public way to run its handlers early; _run_exitfuncs (in the C module
-    # since Python 3.0) runs them in the same order as the interpreter would.
-    atexit._run_exitfuncs()
+    run_atexit_handlers()
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         # A closed stream or a broken pipe has nothing left to save.
