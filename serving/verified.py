@@ -95,9 +95,7 @@ def resolve(model: str, store: MlflowArtifactStore) -> tuple[ArtifactVersion, st
     return store.resolve(spec), registry
 
 
-def fetch_verified(
-    model: str, folder: Path, tracking_uri: str | None = None
-) -> VerifiedModel:
+def fetch_verified(model: str, folder: Path, tracking_uri: str | None = None) -> VerifiedModel:
     """Copy the files of ``model`` into the new folder ``folder``, each checked.
 
     Raises
