@@ -260,11 +260,6 @@ def redact_text(text: str) -> str:
     return _mask_known(text)
 
 
-def has_secret(url: str) -> bool:
-    """Tell whether :func:`redact_url` would mask something in ``url``."""
-    return redact_url(url) != url
-
-
 def git_credentials(url: str, environ: dict[str, str] | None = None) -> tuple[str, dict[str, str]]:
     """Split an http(s) git URL into one without credentials and the git settings that put
     them back for git alone.

@@ -138,19 +138,6 @@ def get_step(name: str, path: Path = GRAPH_FILE) -> Step:
     raise GraphError(f"unknown step {name!r}; steps: {list(step_names(path))}")
 
 
-def headline_metrics(path: Path = GRAPH_FILE) -> tuple[str, ...]:
-    """Every step's headline metrics, in pipeline order (``val_auc``, ``test_auc``)."""
-    return tuple(metric for step in load_graph(path) for metric in step.metrics)
-
-
-def producer_of(artifact: str, config: Any, path: Path = GRAPH_FILE) -> Step | None:
-    """The step that writes ``artifact``, or None."""
-    for step in load_graph(path):
-        if artifact in step.output_names(config):
-            return step
-    return None
-
-
 def writer_of_config_output(key: str, path: Path = GRAPH_FILE) -> Step | None:
     """The step declaring the output whose name config.yaml's ``key`` gives (e.g. the model's,
     ``random_forest_pipeline.export_artifact``), or None."""
