@@ -32,7 +32,7 @@ if __name__ == "__main__":
 import hydra  # noqa: E402 - after the fork server's start, on purpose
 from omegaconf import DictConfig  # noqa: E402
 
-# Importing it registers the schema that config.yaml's defaults name (before @hydra.main runs).
+# Importing it puts conf/ (the config groups) on Hydra's search path (before @hydra.main runs).
 from util_lib.pipeline.config import check_config  # noqa: E402
 from util_lib.pipeline.config_checks import ConfigError  # noqa: E402
 from util_lib.pipeline.config_model import moved_key_problems  # noqa: E402

@@ -19,7 +19,7 @@ def config():
     """config.yaml composed as main.py's Hydra composes it (the model from conf/model/)."""
     from hydra import compose, initialize_config_dir
 
-    import util_lib.pipeline.config  # noqa: F401 - registers the schema and conf/
+    import util_lib.pipeline.config  # noqa: F401 - conf/ on the search path
 
     with initialize_config_dir(config_dir=str(REPO), version_base="1.3"):
         return compose(config_name="config")

@@ -178,7 +178,7 @@ def test_sweep_yaml_grid_names_keys_of_the_config() -> None:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    import util_lib.pipeline.config  # noqa: F401 - the schema and conf/ on the search path
+    import util_lib.pipeline.config  # noqa: F401 - conf/ on the search path
 
     sweep = OmegaConf.load(REPO / "sweep.yaml")
     with initialize_config_dir(config_dir=str(REPO), version_base="1.3"):

@@ -71,7 +71,7 @@ def read_model_config(
     model_file = Path(project_path(model)) if model else chosen_model_file(root, file)
     root[MODEL_GROUP] = load(model_file)
     settings = OmegaConf.to_container(config[MODEL_SECTION] if whole else config, resolve=True)
-    # The schema keeps the moved key, empty, so that the driver can name the new one.
+    # A section that still holds a moved key (an old file) is refused, naming the new one.
     if moved := settings.pop(MOVED_KEY, None):
         raise ValueError(
             f"{file}: {MODEL_SECTION}.{MOVED_KEY}={moved} moved: the model is the config group "

@@ -12,10 +12,11 @@ from hydra.errors import ConfigCompositionException
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from util_lib.pipeline.config import ENV_MANAGERS, check_config, check_sweep, config_problems
+from util_lib.pipeline.config import check_config, check_sweep, config_problems
 from util_lib.pipeline.config_checks import STEPS, ConfigError
 from util_lib.pipeline.config_data import file_url_problem
 from util_lib.pipeline.config_model import GRID_SEARCH_KEYS
+from util_lib.pipeline.config_rules import ENV_MANAGERS
 from util_lib.pipeline.graph import load_graph
 
 REPO = Path(__file__).resolve().parents[2]
@@ -73,8 +74,8 @@ def test_good_values_pass(overrides: list[str]) -> None:
     ("override", "expected"),
     [
         ("data.test_size=1.5", "data.test_size=1.5: must be a number in (0, 1)"),
-        ("data.test_size=0", "data.test_size=0.0: must be a number in (0, 1)"),
-        ("data.val_size=1", "data.val_size=1.0: must be a number in (0, 1)"),
+        ("data.test_size=0", "data.test_size=0: must be a number in (0, 1)"),
+        ("data.val_size=1", "data.val_size=1: must be a number in (0, 1)"),
         ("data.ks_alpha=-0.1", "data.ks_alpha=-0.1: must be a number in (0, 1)"),
         ("data.ks_alpha=nan", "data.ks_alpha=nan: must be a number in (0, 1)"),
         ("main.execute_steps=[]", "main.execute_steps=[]: must name at least one step of: "),
@@ -184,8 +185,8 @@ def test_each_bad_model_setting_is_named(overrides: list[str], expected: str) ->
 
 
 def test_an_old_key_on_the_command_line_names_the_new_one() -> None:
-    """Hydra refuses it before any check (the key is no longer in the schema's mapping):
-    main.py looks at the command line first."""
+    """Hydra refuses it before any check (config.yaml has no such key): main.py looks at the
+    command line first."""
     from util_lib.pipeline.config_model import moved_key_problems
 
     assert (
@@ -229,15 +230,58 @@ def test_a_seed_out_of_range_is_named_where_the_forest_gets_it_too(seed: int) ->
     assert found[1].startswith(f"{FOREST}.random_state={seed}: must be an int in the range [0,")
 
 
-def test_a_wrong_type_fails_at_composition_naming_key_and_value() -> None:
-    with pytest.raises(ConfigCompositionException) as error:
-        composed("data.test_size=abc")
-    assert "data.test_size=abc" in str(error.value)
-    assert "could not be converted to Float" in str(error.value.__cause__)
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("data.test_size=abc", "data.test_size='abc': must be a number in (0, 1)"),
+        ("main.random_seed=7.0", "main.random_seed=7.0: must be an int in [0, 2**32 - 1]"),
+        ("main.cache=1", "main.cache=1: must be true or false"),
+        ("data.allow_unchecked=yes", "data.allow_unchecked='yes': must be true or false"),
+        ("main.experiment_name=2024", "main.experiment_name=2024: must be a non-empty string"),
+        (
+            "main.components_version=1.10",
+            "main.components_version=1.1: must be null or a git tag, branch or commit",
+        ),
+        ("random_forest_pipeline.tfidf=5", "random_forest_pipeline.tfidf=5: must be a mapping"),
+    ],
+)
+def test_a_wrong_type_is_named_with_its_key_and_value(override: str, expected: str) -> None:
+    # Exact types: no value is converted (Hydra reads 1.10 as the number 1.1, not the tag).
+    found = problems(override)
+    assert found[0].startswith(expected), found
+    # The seed is the model's random_state too: scikit-learn names it there as well.
+    assert len(found) == 1 + override.startswith("main.random_seed"), found
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("+main.foo=1", "main.foo=1: no such key in main; its keys: project_name, "),
+        ("+tfidf.max_features=5", "tfidf={'max_features': 5}: no such key in the configuration"),
+        (
+            "+random_forest_pipeline.grid_search.cv=3",
+            "random_forest_pipeline.grid_search={'cv': 3}: must be null or a mapping of exactly",
+        ),
+    ],
+)
+def test_a_key_that_no_rule_knows_is_named(override: str, expected: str) -> None:
+    # Hydra refuses `main.foo=1` (struct mode); `+` adds the key, which the rules refuse.
+    with pytest.raises(ConfigCompositionException):
+        composed(override.lstrip("+"))
+    (found,) = problems(override)
+    assert found.startswith(expected), found
+
+
+def test_a_value_that_does_not_resolve_is_named_once_among_the_others() -> None:
+    # Not again by its rule: the reading names it.
+    assert problems("main.experiment_name=${nope.key}", "data.test_size=abc") == [
+        "main.experiment_name='${nope.key}': Interpolation key 'nope.key' not found",
+        "data.test_size='abc': must be a number in (0, 1)",
+    ]
 
 
 def test_a_key_missing_from_config_yaml_is_reported(tmp_path: Path) -> None:
-    # config.yaml without main.log_file: the schema has the key, with no value.
+    # config.yaml without main.log_file: the rules have the key, config.yaml no value.
     text = (REPO / "config.yaml").read_text()
     (tmp_path / "config.yaml").write_text(text.replace("  log_file: ml_pipeline.log\n", ""))
     with initialize_config_dir(config_dir=str(tmp_path), version_base="1.3"):
@@ -275,13 +319,13 @@ def test_copies_of_other_modules_lists_agree() -> None:
 
 
 @pytest.mark.integration
-def test_importing_the_schema_imports_neither_mlflow_nor_wandb_nor_sklearn() -> None:
+def test_importing_the_checks_imports_neither_pydantic_mlflow_wandb_nor_sklearn() -> None:
     import subprocess
     import sys
 
     code = (
         "import sys, util_lib.pipeline.config; "
-        "print([m for m in ('mlflow', 'wandb', 'sklearn') if m in sys.modules])"
+        "print([m for m in ('pydantic', 'mlflow', 'wandb', 'sklearn') if m in sys.modules])"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
@@ -307,7 +351,7 @@ def test_every_job_of_a_grid_is_checked_and_named() -> None:
     message = sweep_error(f"{FOREST}.max_depth=5,-1", "data.ks_alpha=0.05,2")
     assert message == (
         "invalid configuration in 3 of 4 jobs of the sweep; no job was run:\n"
-        "  data.ks_alpha=2.0: must be a number in (0, 1)  (jobs 1, 3)\n"
+        "  data.ks_alpha=2: must be a number in (0, 1)  (jobs 1, 3)\n"
         f"  {FOREST}.max_depth=-1: must be an int in the range [1, inf) or None (scikit-learn)"
         "  (jobs 2, 3)"
     )
@@ -321,8 +365,8 @@ def test_a_wrong_type_in_one_job_is_named_before_any_job_runs() -> None:
     message = sweep_error("random_forest_pipeline.tfidf.max_features=5,abc")
     assert "in 1 of 2 jobs" in message
     assert (
-        "Error merging override random_forest_pipeline.tfidf.max_features=abc "
-        "(Value 'abc' of type 'str' could not be converted to Integer)"
+        "random_forest_pipeline.tfidf.max_features='abc': must be null (every term) or an int "
+        ">= 1  (job 1)"
     ) in message
     assert message.endswith("(job 1)")
 
@@ -346,7 +390,7 @@ def test_optuna_sweeps_check_what_they_do_not_sweep() -> None:
     assert sweep_error("data.ks_alpha=choice(0.05,1.5)", name="optuna") is None
     assert sweep_error("data.test_size=2", name="optuna") == (
         "invalid configuration of the sweep; no job was run:\n"
-        "  data.test_size=2.0: must be a number in (0, 1)"
+        "  data.test_size=2: must be a number in (0, 1)"
     )
 
 

@@ -226,7 +226,7 @@ def _composed(*overrides: str):
     """config.yaml composed as main.py's Hydra does (the model group chosen)."""
     from hydra import compose, initialize_config_dir
 
-    import util_lib.pipeline.config  # noqa: F401 - the schema and conf/ on the search path
+    import util_lib.pipeline.config  # noqa: F401 - conf/ on the search path
 
     with initialize_config_dir(config_dir=str(REPO), version_base="1.3"):
         return compose(config_name="config", overrides=list(overrides))

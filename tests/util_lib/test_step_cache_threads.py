@@ -73,7 +73,7 @@ def test_keys_are_computed_while_other_threads_build_asts_and_import(
     from hydra import compose, initialize_config_dir
     from mlflow import MlflowClient
 
-    import util_lib.pipeline.config  # noqa: F401 - the schema and conf/ on the search path
+    import util_lib.pipeline.config  # noqa: F401 - conf/ on the search path
     from util_lib.step.trackers import get_or_create_experiment
 
     # Composed as main.py's Hydra does: data.* default to the dataset group's values.

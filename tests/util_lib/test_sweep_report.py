@@ -175,7 +175,7 @@ def _multirun_config(name: str, *overrides: str):
     from hydra.core.global_hydra import GlobalHydra
     from hydra.types import RunMode
 
-    import util_lib.pipeline.config  # noqa: F401 - the schema and conf/ on the search path
+    import util_lib.pipeline.config  # noqa: F401 - conf/ on the search path
 
     with initialize_config_dir(config_dir=str(REPO), version_base="1.3"):
         hydra = GlobalHydra.instance().hydra

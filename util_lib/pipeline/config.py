@@ -1,29 +1,34 @@
-"""The configuration's schema and its checks: a bad value stops the pipeline before any step.
+"""The configuration's checks: a bad value stops the pipeline before any step.
 
-config.yaml holds the values; :class:`PipelineConfig`, registered in Hydra's ConfigStore as
-``config_schema`` (first in config.yaml's ``defaults``), gives their types, which Hydra enforces
-when it composes the configuration (``data.test_size=abc`` fails there). :func:`check_config`
-checks what types cannot say (ranges, step names, files, scikit-learn's rules for the model)
-and what would fail once steps ran: names that MLflow or W&B refuse, columns the data lacks,
-splits that leave a class no row, an artifact spec that does not resolve, a log file that
-cannot be written. It lists every problem at once; main.py calls it before the pipeline opens
-any run. :func:`check_sweep` does the same for every job of a sweep before the first job
-starts, reading the data and opening the artifact store once for all of them.
+config.yaml holds the values; the rules of its keys, their exact types and what else their
+values must be (ranges, choices, names that MLflow and W&B accept, step names, an existing
+data file), are one pydantic model, :class:`~util_lib.pipeline.config_rules.Config`, with the
+text that says what each allows. Hydra composes the configuration untyped, in struct mode (an
+override of an unknown key fails there; a key added with ``+`` fails the rules).
+:func:`check_config` checks the values by those rules and what they cannot say, what would
+fail once steps ran: scikit-learn's rules for the model, columns the data lacks, splits that
+leave a class no row, an artifact spec that does not resolve, a log file that cannot be
+written. It lists every problem at once, as ``key=value: what is allowed``; main.py calls it
+before the pipeline opens any run. :func:`check_sweep` does the same for every job of a sweep
+before the first job starts, reading the data and opening the artifact store once for all of
+them.
 
-This module holds the schema, the entry points and the checks of the ``main`` section and the
-log file; the others live by concern: how a check reads the configuration and the artifact
-specs (:mod:`~util_lib.pipeline.config_checks`), the data section and the data file
-(:mod:`~util_lib.pipeline.config_data`), the model section (:mod:`~util_lib.pipeline.config_model`).
+This module holds the entry points, ``conf/`` on Hydra's search path and the checks of the
+artifact store and the log file; the others live by concern: how a check reads the
+configuration and the artifact specs (:mod:`~util_lib.pipeline.config_checks`), the rules
+(:mod:`~util_lib.pipeline.config_rules`), the data contract and the data file
+(:mod:`~util_lib.pipeline.config_data`), the model (:mod:`~util_lib.pipeline.config_model`).
 Each check that reads something is a function of plain values
 (:func:`~util_lib.pipeline.config_data.columns_problems`,
 :func:`~util_lib.pipeline.config_data.split_problems`,
 :func:`~util_lib.pipeline.config_checks.artifact_spec_problem`, :func:`log_file_problem`), so
 that it can be called from elsewhere.
 
-Importing this module costs Hydra and OmegaConf only (no MLflow, W&B or scikit-learn). A
-check imports what it needs when it runs: scikit-learn for the model's arguments (once per
-set of arguments), pyarrow and preprocess's module (pandas) for a local data file, MLflow only
-for an artifact spec that the store must resolve (the driver imports both right after).
+Importing this module costs Hydra and OmegaConf only (no pydantic, MLflow, W&B or
+scikit-learn). A check imports what it needs when it runs: pydantic for the rules,
+scikit-learn for the model's arguments (once per set of arguments) and a grid search's
+scorer, pyarrow and preprocess's module (pandas) for a local data file, MLflow only for an
+artifact spec that the store must resolve (the driver imports both right after).
 """
 
 from __future__ import annotations
@@ -31,111 +36,30 @@ from __future__ import annotations
 import os
 import tempfile
 from collections import defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from hydra.core.config_search_path import ConfigSearchPath
-from hydra.core.config_store import ConfigStore
 from hydra.core.plugins import Plugins
 from hydra.plugins.search_path_plugin import SearchPathPlugin
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
-from util_lib.artifacts.backends import STORE_CHOICES, choose_backends
+from util_lib.artifacts.backends import choose_backends
 from util_lib.names import LOG_FILE_ENV, PROJECT_ROOT
 from util_lib.pipeline.config_checks import (
     ABSENT,
-    STEPS,
     Checker,
     ConfigError,
     Lookups,
     Problem,
     check_artifact_specs,
-    check_name_key,
-    is_int,
-    is_text,
-    parse_steps,
 )
-from util_lib.pipeline.config_data import check_against_data, check_data, check_dataset
+from util_lib.pipeline.config_data import check_against_data, check_dataset
 from util_lib.pipeline.config_model import check_model
 from util_lib.redact import redact_text
 from util_lib.step.private_apis import sweep_jobs
 
-SCHEMA_NAME = "config_schema"
 # The config groups' folder: conf/model/NAME.yaml is chosen with model=NAME.
 CONFIG_GROUPS = PROJECT_ROOT / "conf"
-# mlflow.utils.env_manager's values (importing it would import MLflow).
-ENV_MANAGERS = ("local", "virtualenv", "uv", "conda")
-
-
-# ------------------------------------------------------------------------------------ schema
-# Types only: config.yaml holds the values (MISSING here). `Any` where a key takes several
-# types (OmegaConf has no Union); check_config checks those.
-@dataclass
-class MainConfig:
-    project_name: str = MISSING
-    experiment_name: str = MISSING
-    execute_steps: Any = MISSING  # all, a list of steps or a comma string
-    cache: bool = MISSING
-    random_seed: int = MISSING
-    env_manager: str | None = MISSING
-    components_repository: str | None = MISSING
-    components_version: str | None = MISSING
-    artifact_store: str = MISSING
-    log_file: str = MISSING
-    verbose: bool = MISSING
-    registered_model_name: str | None = MISSING
-
-
-@dataclass
-class DataConfig:
-    file_url: str = MISSING
-    sha256: str | None = MISSING
-    reference_dataset: str = MISSING
-    ks_alpha: float = MISSING
-    allow_unchecked: bool = MISSING
-    test_size: float = MISSING
-    val_size: float = MISSING
-    stratify: str | None = MISSING
-
-
-@dataclass
-class TfidfConfig:
-    max_features: int | None = MISSING
-
-
-@dataclass
-class RandomForestPipelineConfig:
-    # Moved to the config group `model` (conf/model/): kept in the schema, empty, so that a config
-    # file that still holds it, or `+random_forest_pipeline.random_forest.max_depth=20`, reaches
-    # check_config, which names the new key. (Hydra refuses the plain override first: main.py
-    # names the new key for it, config_model.moved_key_problems.)
-    random_forest: dict[str, Any] = field(default_factory=dict)
-    tfidf: TfidfConfig = MISSING
-    grid_search: Any | None = MISSING  # null or {param_grid, cv, scoring}
-    # Moved to the data contract (conf/dataset/, its columns' roles): kept empty, as
-    # random_forest above, so that check_config names the new key.
-    features: dict[str, Any] = field(default_factory=dict)
-    export_artifact: str | None = MISSING
-    predict_n_jobs: int | None = MISSING
-
-
-@dataclass
-class PipelineConfig:
-    """The schema of config.yaml (its ``hydra`` section is Hydra's own)."""
-
-    main: MainConfig = MISSING
-    data: DataConfig = MISSING
-    # The config group `dataset` (conf/dataset/NAME.yaml): the data contract; its checks are
-    # config_data.check_dataset's (the same reading as the steps', util_lib.step.contract).
-    dataset: dict[str, Any] = MISSING
-    # The config group `model` (conf/model/NAME.yaml): `_target_`, a scikit-learn classifier
-    # class, and its keyword arguments; scikit-learn checks names and values (config_model.py).
-    model: dict[str, Any] = MISSING
-    random_forest_pipeline: RandomForestPipelineConfig = MISSING
-
-
-ConfigStore.instance().store(name=SCHEMA_NAME, node=PipelineConfig)
 
 
 class ConfigGroups(SearchPathPlugin):
@@ -154,46 +78,16 @@ class ConfigGroups(SearchPathPlugin):
 Plugins.instance().register(ConfigGroups)
 
 
-# ------------------------------------------------------------------------------------ main
-def _check_main(check: Checker) -> None:
-    # Also the MLflow experiment, whose artifacts a local store keeps in mlruns/<name>.
-    check_name_key(check, "main.project_name", "a project name")
-    for key in ("experiment_name", "log_file"):
-        check.require(f"main.{key}", is_text, "must be a non-empty string")
-    steps = check.get("main.execute_steps")
-    names = parse_steps(steps) if steps is not ABSENT else []
-    known = ", ".join(STEPS)
-    if names is None:
-        check.add("main.execute_steps", steps, f"must be all, a list or a comma string of: {known}")
-    elif steps is not ABSENT and not names:
-        check.add("main.execute_steps", steps, f"must name at least one step of: {known}")
-    elif unknown := [s for s in names if s not in STEPS]:
-        check.add("main.execute_steps", steps, f"unknown step(s) {unknown}; steps: {known}")
-    check.require(
-        "main.random_seed",
-        lambda v: is_int(v) and 0 <= v < 2**32,
-        "must be an int in [0, 2**32 - 1]",
-    )
-    check.require(
-        "main.env_manager",
-        lambda v: v is None or v in ENV_MANAGERS,
-        f"must be null or one of {', '.join(ENV_MANAGERS)}",
-    )
-    store = check.require(
-        "main.artifact_store",
-        lambda v: v in STORE_CHOICES,
-        f"must be one of {', '.join(STORE_CHOICES)}",
-    )
-    if check.valid("main.artifact_store") is not ABSENT:
-        try:
-            choose_backends(store)  # W&B asked for while it is not online
-        except ValueError as error:
-            check.add(
-                "main.artifact_store",
-                store,
-                str(error).removeprefix(f"main.artifact_store={store} "),
-            )
-    check_name_key(check, "main.registered_model_name", "a registered model name", nullable=True)
+# ------------------------------------------------------------------------------------ the store
+def _check_store(check: Checker) -> None:
+    """``main.artifact_store`` can be used here (W&B asked for while it is not online)."""
+    if (store := check.valid("main.artifact_store")) is ABSENT:
+        return
+    try:
+        choose_backends(store)
+    except ValueError as error:
+        prefix = f"main.artifact_store={store} "
+        check.add("main.artifact_store", store, str(error).removeprefix(prefix))
 
 
 # ------------------------------------------------------------------------------------ the log
@@ -248,9 +142,11 @@ def config_problems(config: DictConfig, lookups: Lookups | None = None) -> list[
 
     ``lookups``: what the checks read from outside, shared by the jobs of a sweep.
     """
+    from util_lib.pipeline.config_rules import check_values  # pydantic: see its docstring
+
     check = Checker(config)
-    _check_main(check)
-    check_data(check)
+    check_values(check)
+    _check_store(check)
     check_dataset(check)
     check_model(check)
     _check_log_file(check)
@@ -311,7 +207,7 @@ def sweep_problems(config: DictConfig) -> tuple[dict[str, list[int]], int | None
     for num, job in enumerate(jobs):
         try:
             job_config = loader.load_sweep_config(config, list(job))
-        except Exception as error:  # a value of the wrong type: Hydra's own message
+        except Exception as error:  # e.g. an unknown key: Hydra's own message
             cause = f" ({str(error.__cause__).splitlines()[0]})" if error.__cause__ else ""
             found[redact_text(" ".join(f"{error}{cause}".split()))].append(num)
             continue

@@ -11,7 +11,6 @@ reads would not resolve when the step runs.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,14 +20,7 @@ from urllib.parse import unquote
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
-from util_lib.artifacts.interface import (
-    NAME_RULE,
-    ArtifactNotFoundError,
-    check_alias,
-    is_alias,
-    name_problem,
-    parse_spec,
-)
+from util_lib.artifacts.interface import ArtifactNotFoundError, check_alias, is_alias, parse_spec
 from util_lib.pipeline.graph import load_graph, step_names
 from util_lib.redact import redact_text
 
@@ -89,18 +81,6 @@ class ConfigError(ValueError):
 ABSENT = object()
 
 
-def is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def is_text(value: Any) -> bool:
-    return isinstance(value, str) and bool(value.strip())
-
-
 class Checker:
     """Reads keys of a configuration and collects the problems found."""
 
@@ -144,27 +124,6 @@ class Checker:
 
     def add(self, key: str, value: Any, allowed: str) -> None:
         self.problems.append(Problem(key, value, allowed))
-
-    def require(self, key: str, test: Any, allowed: str) -> Any:
-        """Record a problem unless ``test(value)`` holds; return the value."""
-        value = self.get(key)
-        if value is not ABSENT and not test(value):
-            self.add(key, value, allowed)
-        return value
-
-
-def check_name_key(check: Checker, key: str, what: str, nullable: bool = False) -> None:
-    """``key`` names a project, an artifact or a registered model: MLflow's and W&B's rule."""
-    value = check.get(key)
-    if value is ABSENT or (nullable and value is None):
-        return
-    if problem := name_problem(value):
-        either = "null or " if nullable else ""
-        check.add(
-            key,
-            value,
-            f"must be {either}{what} that MLflow and W&B accept ({NAME_RULE}): it {problem}",
-        )
 
 
 # ------------------------------------------------------------------------------------ the store

@@ -1,17 +1,18 @@
-"""The checks of config.yaml's data section, and of the configuration against the data file.
+"""The checks of the data: the data contract (the config group ``dataset``), and the
+configuration against the data file.
 
-``data.file_url`` names an existing local file or an http(s) URL (:func:`file_url_problem`);
-with a local Parquet file, the columns the features and the stratified split name are in it
-(:func:`columns_problems`, reading its footer only) and both splits leave every part, and
-every class, a row (:func:`split_problems`). Each file version is read once however many jobs
-of a sweep ask (pyarrow only: no pandas).
+``data.file_url`` names an existing local file or an http(s) URL (:func:`file_url_problem`,
+the key's rule in :class:`util_lib.pipeline.config_rules.Data`); with a local Parquet file, the
+columns the features and the stratified split name are in it (:func:`columns_problems`,
+reading its footer only) and both splits leave every part, and every class, a row
+(:func:`split_problems`). Each file version is read once however many jobs of a sweep ask
+(pyarrow only: no pandas).
 """
 
 from __future__ import annotations
 
 import difflib
 import math
-import re
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -19,20 +20,18 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from util_lib.names import PROJECT_ROOT
-from util_lib.pipeline.config_checks import ABSENT, Checker, Problem, is_number, is_text, show
-from util_lib.step.arguments import is_url, optional, project_path
+from util_lib.pipeline.config_checks import ABSENT, Checker, Problem, show
+from util_lib.step.arguments import is_url, project_path
 from util_lib.step.contract import Contract, ContractError, contract_from_mapping
 
 DATASET = "dataset"
-
-_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 
 
 def file_url_problem(value: Any, root: Path = PROJECT_ROOT) -> str | None:
     """What is wrong with ``data.file_url`` (None if nothing): an existing local file (a
     relative path is under ``root``), an http(s) URL or a ``file://`` URL of an existing file."""
     allowed = "an http(s):// URL, or a file:// URL or local path of an existing file"
-    if not is_text(value):
+    if not isinstance(value, str) or not value.strip():
         return f"must be {allowed}"
     if is_url(value):
         parsed = urlparse(value)
@@ -59,27 +58,6 @@ def data_file_path(value: str, root: Path = PROJECT_ROOT) -> Path | None:
         parsed = urlparse(value)
         return Path(unquote(parsed.path)) if parsed.scheme.lower() == "file" else None
     return Path(project_path(value, root))
-
-
-def check_data(check: Checker) -> None:
-    url = check.get("data.file_url")
-    if url is not ABSENT and (problem := file_url_problem(url)):
-        check.add("data.file_url", url, problem)
-    check.require(
-        "data.sha256",
-        lambda v: optional(v) is None or bool(_SHA256.fullmatch(v.strip())),
-        "must be null or 64 hex digits (the file's sha256)",
-    )
-    check.require(
-        "data.reference_dataset", is_text, "must be an artifact, name:version or name:alias"
-    )
-    for key in ("ks_alpha", "test_size", "val_size"):
-        check.require(
-            f"data.{key}", lambda v: is_number(v) and 0 < v < 1, "must be a number in (0, 1)"
-        )
-    check.require(
-        "data.stratify", lambda v: v is None or is_text(v), "must be null or a column name"
-    )
 
 
 # ------------------------------------------------------------------------------------ the data

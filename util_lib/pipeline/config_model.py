@@ -1,20 +1,16 @@
 """The checks of the model: the config group ``model`` (its class and arguments by
-scikit-learn's own rules, :mod:`~util_lib.pipeline.config_estimator`), keys that moved, and
-config.yaml's ``random_forest_pipeline`` section (the grid search, the export's name).
-Imported with :mod:`util_lib.pipeline.config`; scikit-learn is imported only when a check
-needs it.
+scikit-learn's own rules, :mod:`~util_lib.pipeline.config_estimator`) and the entries of the
+grid search's ``param_grid`` against it; keys that moved (the rule of their values, and the
+command line's overrides). Imported with :mod:`util_lib.pipeline.config`; scikit-learn is
+imported only when a check needs it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from util_lib.pipeline.config_checks import (
-    ABSENT,
-    Checker,
-    check_name_key,
-    is_int,
-)
+from util_lib.pipeline.config_checks import ABSENT, Checker
 from util_lib.pipeline.config_estimator import MODEL, TARGET, estimator_problems
 
 # train_random_forest.pipeline.GRID_SEARCH_KEYS (a test keeps the two equal).
@@ -69,10 +65,21 @@ def _moved(old: str, new: str, key: str, assignment: str = "") -> str:
     )
 
 
+def moved_problem(name: str) -> Callable[[Any], str | None]:
+    """What is wrong with a value of the moved key ``random_forest_pipeline.<name>``: any but
+    an empty one (the key's rule in :mod:`util_lib.pipeline.config_rules`)."""
+    old = f"random_forest_pipeline.{name}"
+    return lambda value: None if value in ({}, None) else _moved(old, MOVED_KEYS[old], old)
+
+
+def is_scorer(name: str) -> bool:
+    """Whether scikit-learn has a scorer ``name`` (imported only when a grid search asks)."""
+    from sklearn.metrics import get_scorer_names
+
+    return name in get_scorer_names()
+
+
 def _model_problems(check: Checker) -> None:
-    for old, new in MOVED_KEYS.items():
-        if check.get(old) not in ({}, None, ABSENT):
-            check.add(old, check.get(old), _moved(old, new, old))
     model = check.get(MODEL)
     if not isinstance(model, dict) or TARGET not in model:
         if model is not ABSENT:
@@ -82,10 +89,7 @@ def _model_problems(check: Checker) -> None:
     check.problems.extend(estimator_problems(model[TARGET], arguments))
 
 
-def _check_param_grid(check: Checker, key: str, param_grid: Any) -> None:
-    if not isinstance(param_grid, dict) or not param_grid:
-        check.add(key, param_grid, "must map pipeline parameters to lists")
-        return
+def _check_param_grid(check: Checker, key: str, param_grid: dict[str, Any]) -> None:
     for name, values in param_grid.items():
         if not isinstance(values, list) or not values:
             check.add(f"{key}.{name}", values, "must be a non-empty list")
@@ -105,40 +109,13 @@ def _check_param_grid(check: Checker, key: str, param_grid: Any) -> None:
             )
 
 
-def _check_grid_search(check: Checker, key: str) -> None:
-    grid = check.get(key)
-    if grid is None or grid is ABSENT:
-        return
-    if not isinstance(grid, dict) or set(grid) != set(GRID_SEARCH_KEYS):
-        check.add(key, grid, f"must be null or a mapping of exactly {', '.join(GRID_SEARCH_KEYS)}")
-        return
-    _check_param_grid(check, f"{key}.param_grid", grid["param_grid"])
-    if not (is_int(grid["cv"]) and grid["cv"] >= 2):
-        check.add(f"{key}.cv", grid["cv"], "must be an int >= 2 (the number of folds)")
-    from sklearn.metrics import get_scorer_names  # only when a grid search is asked for
-
-    if grid["scoring"] not in get_scorer_names():
-        check.add(
-            f"{key}.scoring",
-            grid["scoring"],
-            "must be a scikit-learn scorer name, e.g. roc_auc_ovo",
-        )
-
-
 def check_model(check: Checker) -> None:
-    """Check the model (config group ``model``) and the ``random_forest_pipeline`` section."""
+    """Check the model (config group ``model``) and the entries of
+    ``random_forest_pipeline.grid_search.param_grid`` against it (the grid's other rules are
+    in :mod:`util_lib.pipeline.config_rules`)."""
     _model_problems(check)
-    check.require(
-        "random_forest_pipeline.tfidf.max_features",
-        lambda v: v is None or (is_int(v) and v >= 1),
-        "must be null (every term) or an int >= 1",
-    )
-    _check_grid_search(check, "random_forest_pipeline.grid_search")
-    check_name_key(
-        check, "random_forest_pipeline.export_artifact", "an artifact name", nullable=True
-    )
-    check.require(
-        "random_forest_pipeline.predict_n_jobs",
-        lambda v: v is None or (is_int(v) and v != 0),
-        "must be null (as trained) or a non-zero int (-1: every core)",
-    )
+    key = "random_forest_pipeline.grid_search"
+    grid = check.valid(key)
+    param_grid = grid.get("param_grid") if isinstance(grid, dict) else None
+    if isinstance(param_grid, dict):  # else none asked for, or named by its rule
+        _check_param_grid(check, f"{key}.param_grid", param_grid)

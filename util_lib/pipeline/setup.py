@@ -25,9 +25,9 @@ from util_lib.names import (
     PROJECT_ROOT,
 )
 
-# Registers the schema that config.yaml's defaults name, for whoever composes config.yaml to
+# Puts conf/ (the config groups) on Hydra's search path, for whoever composes config.yaml to
 # call this module (main.py, the tests), as importing main.py did.
-from util_lib.pipeline import config as _schema  # noqa: F401
+from util_lib.pipeline import config as _config_groups  # noqa: F401
 from util_lib.pipeline import forkserver
 from util_lib.pipeline.config_checks import parse_steps
 from util_lib.pipeline.graph import get_step, step_names
