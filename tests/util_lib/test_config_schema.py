@@ -237,7 +237,11 @@ def test_a_seed_out_of_range_is_named_where_the_forest_gets_it_too(seed: int) ->
         ("main.random_seed=7.0", "main.random_seed=7.0: must be an int in [0, 2**32 - 1]"),
         ("main.cache=1", "main.cache=1: must be true or false"),
         ("data.allow_unchecked=yes", "data.allow_unchecked='yes': must be true or false"),
-        ("main.experiment_name=2024", "main.experiment_name=2024: must be a non-empty string"),
+        (
+            "main.experiment_name=2024",
+            "main.experiment_name=2024: must be a non-empty string (Hydra reads 2024 as a "
+            "number: quote it, '2024')",
+        ),
         (
             "main.components_version=1.10",
             "main.components_version=1.1: must be null or a git tag, branch or commit",

@@ -90,7 +90,18 @@ class Rule:
 # Each key of config.yaml's sections: its type (exact: no number for a string, no 1 for true),
 # what else its values must be, and the text that says what is allowed (Rule). config.yaml
 # holds the values.
-Text = Annotated[str, Rule("must be a non-empty string", str.strip)]
+
+
+def _text_problem(value: Any) -> str | None:
+    if isinstance(value, str) and value.strip():
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        # Hydra reads main.experiment_name=2024 as a number, and no number is taken for text.
+        return f"must be a non-empty string (Hydra reads {value} as a number: quote it, '{value}')"
+    return "must be a non-empty string"
+
+
+Text = Annotated[Any, Rule(_text_problem)]
 Flag = Annotated[bool, Rule("must be true or false")]
 Fraction = Annotated[
     float, Rule("must be a number in (0, 1)", lambda v: math.isfinite(v) and 0 < v < 1)
