@@ -354,12 +354,16 @@ def ray_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return venv
 
 
-@pytest.fixture(scope="module")
-def ray_cluster(ray_venv: Path) -> Iterator[tuple[str, dict[str, str]]]:
-    """A local Ray head node (`ray start --head --block`); yields its address and PATH; stopped."""
+# What Ray prints when its own processes did not come up in time: on a loaded machine (seen
+# with four test processes on the two cores) its node waits out a deadline; started again, it
+# comes up. Any other end of `ray start` fails the test at once.
+RAY_STARTUP_TIMEOUT = "The current node timed out during startup"
+
+
+def _ray_head(ray_venv: Path, path: dict[str, str]) -> tuple[subprocess.Popen, int, Path]:
+    """`ray start --head --block` on free ports; returns the process, its port and temp folder."""
     temp = Path(f"/tmp/ray_{os.getpid()}_{free_port()}")  # short: Ray puts sockets in it
     port = free_port()
-    path = {"PATH": f"{ray_venv / 'bin'}{os.pathsep}{os.environ['PATH']}"}
     ports = {
         "--port": port,
         "--ray-client-server-port": free_port(),
@@ -371,8 +375,7 @@ def ray_cluster(ray_venv: Path) -> Iterator[tuple[str, dict[str, str]]]:
         "--node-manager-port": free_port(),
         "--object-manager-port": free_port(),
     }
-    log = temp.with_suffix(".log")
-    with log.open("w") as stream:
+    with temp.with_suffix(".log").open("w") as stream:
         head = subprocess.Popen(
             [str(ray_venv / "bin" / "ray"), "start", "--head", "--block", "--num-cpus=2"]
             + ["--node-ip-address=127.0.0.1", "--include-dashboard=false"]
@@ -383,32 +386,54 @@ def ray_cluster(ray_venv: Path) -> Iterator[tuple[str, dict[str, str]]]:
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: stopped as a whole below
         )
-    try:
-        deadline = time.monotonic() + 180
-        while "Ray runtime started" not in log.read_text():
-            assert head.poll() is None, log.read_text()[-4000:]
-            assert time.monotonic() < deadline, log.read_text()[-4000:]
-            time.sleep(1)
-        yield f"127.0.0.1:{port}", path
-    finally:
-        for sig, grace in ((signal.SIGTERM, 5), (signal.SIGKILL, 10)):
-            try:
-                os.killpg(head.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                head.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                continue
-        # Ray's processes share the group; make sure none outlives the test.
-        for _ in range(20):
-            try:
-                os.killpg(head.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                break
-            time.sleep(0.5)
-        shutil.rmtree(temp, ignore_errors=True)
-        log.unlink(missing_ok=True)
+    return head, port, temp
+
+
+def _stop_ray_head(head: subprocess.Popen, temp: Path) -> None:
+    for sig, grace in ((signal.SIGTERM, 5), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(head.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            head.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            continue
+    # Ray's processes share the group; make sure none outlives the test.
+    for _ in range(20):
+        try:
+            os.killpg(head.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            break
+        time.sleep(0.5)
+    shutil.rmtree(temp, ignore_errors=True)
+    temp.with_suffix(".log").unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(ray_venv: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    """A local Ray head node (`ray start --head --block`); yields its address and PATH; stopped.
+
+    Started a second time only when Ray says its own startup timed out
+    (:data:`RAY_STARTUP_TIMEOUT`)."""
+    path = {"PATH": f"{ray_venv / 'bin'}{os.pathsep}{os.environ['PATH']}"}
+    for attempt in (1, 2):
+        head, port, temp = _ray_head(ray_venv, path)
+        log = temp.with_suffix(".log")
+        try:
+            deadline = time.monotonic() + 180
+            while "Ray runtime started" not in log.read_text():
+                ended = head.poll() is not None
+                if ended and attempt == 1 and RAY_STARTUP_TIMEOUT in log.read_text():
+                    break  # started again below
+                assert head.poll() is None, log.read_text()[-4000:]
+                assert time.monotonic() < deadline, log.read_text()[-4000:]
+                time.sleep(1)
+            else:
+                yield f"127.0.0.1:{port}", path
+                return
+        finally:
+            _stop_ray_head(head, temp)
 
 
 @pytest.mark.package_index  # ray_venv pip-installs requirements-ray.txt
