@@ -9,12 +9,11 @@ import mlflow
 import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
-from hydra.errors import HydraException
-from omegaconf.errors import OmegaConfBaseException
 
 from segregate.gate import UncheckedDataError
 from segregate.run import flag, main, parse_args
 from util_lib.artifacts.mlflow_store import MlflowArtifactStore
+from util_lib.pipeline.config import config_problems
 from util_lib.pipeline.setup import step_parameters
 from util_lib.step.run import start_run
 
@@ -152,8 +151,8 @@ def test_data_allow_unchecked_reaches_the_step(
 
 
 def test_data_allow_unchecked_must_be_a_bool() -> None:
-    with (
-        initialize_config_dir(config_dir=str(REPO), version_base="1.3"),
-        pytest.raises((HydraException, OmegaConfBaseException), match="allow_unchecked"),
-    ):
-        compose(config_name="config", overrides=["data.allow_unchecked=maybe"])
+    # The configuration's rules (util_lib/pipeline/config_rules.py) name it before any step.
+    with initialize_config_dir(config_dir=str(REPO), version_base="1.3"):
+        config = compose(config_name="config", overrides=["data.allow_unchecked=maybe"])
+    problems = [str(p) for p in config_problems(config) if p.key == "data.allow_unchecked"]
+    assert problems == ["data.allow_unchecked='maybe': must be true or false"]
