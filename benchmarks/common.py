@@ -38,8 +38,17 @@ def mlflow_run(store: Path, options: str, **extra: str) -> tuple[float, str]:
     ``extra``: environment variables of the run (``UTIL_LIB_TRACKING_SERVER="false"``).
     Exits with the run's output when it fails: a benchmark of a failed run means nothing.
     """
-    # A new store, as a user's first run makes it (the tests start from a migrated copy).
-    run = run_pipeline(store, options, wandb_mode=WANDB_MODE, timeout=None, new_store=True, **extra)
+    # A new store and the driver's own fork server, as a user's first run has them (the tests
+    # start from a migrated copy, and share one fork server between their pipelines).
+    run = run_pipeline(
+        store,
+        options,
+        wandb_mode=WANDB_MODE,
+        timeout=None,
+        new_store=True,
+        shared_fork_server=False,
+        **extra,
+    )
     if run.returncode != 0:
         raise SystemExit(f"`mlflow run` failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}")
     return run.seconds, run.stdout

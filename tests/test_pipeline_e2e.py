@@ -28,6 +28,7 @@ from tests.pipeline_runs import (
     pipeline_env,
     project_runs,
     sqlite_uri,
+    warm_mlflow,
 )
 
 pytestmark = pytest.mark.e2e
@@ -236,10 +237,11 @@ def test_each_step_runs_on_its_own_with_its_defaults(workdir: Path, first_run) -
     client = MlflowClient(sqlite_uri(workdir))
     before = _versions(workdir)
     for step in STEPS:
+        env = _env(workdir)
         result = subprocess.run(
-            ["mlflow", "run", step, "--env-manager", "local"],
+            [*warm_mlflow(env), "run", step, "--env-manager", "local"],
             cwd=REPO,
-            env=_env(workdir),
+            env=env,
             capture_output=True,
             text=True,
             timeout=600,

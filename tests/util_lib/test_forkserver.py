@@ -140,6 +140,18 @@ def test_errors_end_the_step_as_the_interpreter_would(server, tmp_path: Path) ->
     assert "Traceback" in err and "ValueError: the column danceability is missing" in err
 
 
+def test_a_step_gets_its_own_temporary_folder_not_the_servers(server, tmp_path: Path) -> None:
+    """The server imported wandb, which read the server's TMPDIR once; a step started from it
+    writes its temporary files where its own TMPDIR says (a pipeline keeps them in its folder)."""
+    folder = _step(tmp_path, "import tempfile\nprint(tempfile.gettempdir())\n")
+    own = tmp_path / "own temporary folder"
+    own.mkdir()
+    launcher = _launch(folder, "run.py", env=_env(server, TMPDIR=str(own)))
+    out, err = launcher.communicate(timeout=120)
+    assert launcher.returncode == 0, err
+    assert out.strip() == str(own)
+
+
 @pytest.mark.parametrize(
     ("sig", "to_group"),
     [(signal.SIGTERM, False), (signal.SIGINT, True), (signal.SIGTERM, True)],

@@ -21,6 +21,7 @@ import selectors
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -118,6 +119,9 @@ def _become_step(conn: socket.socket, request: dict[str, Any], fds: list[int], s
         sys.stderr.reconfigure(line_buffering=err[0], write_through=err[1])
         os.environ.clear()
         os.environ.update(request["env"])
+        # An import may have cached the server's temporary folder (wandb's does): the step's
+        # is its own TMPDIR, read again on first use.
+        tempfile.tempdir = None
         os.chdir(request["cwd"])
         sys.path[:] = request["path"]
         importlib.invalidate_caches()
