@@ -262,7 +262,9 @@ def mlflow_run(
     return PipelineRun(workdir, tracking_uri, result, time.perf_counter() - start)
 
 
-_FORK_SERVERS: list[ForkServer] = []
+# This process's shared fork server, the last one started; None where none can run (macOS,
+# Windows: the runs start cold, and the reason is said once).
+_FORK_SERVERS: list[ForkServer | None] = []
 # `mlflow ARGS` through a step's launcher (util_lib/step/launcher.py): a child of the shared
 # fork server, which has imported MLflow's command and store, runs `python -m mlflow ARGS` with
 # this process's arguments, environment, folder and standard streams, and its exit code.
@@ -302,6 +304,8 @@ def _shared_fork_server() -> str | None:
     """
     from util_lib.pipeline import forkserver
 
+    if _FORK_SERVERS and _FORK_SERVERS[-1] is None:
+        return None
     if _FORK_SERVERS and _FORK_SERVERS[-1].process.poll() is None:
         return _FORK_SERVERS[-1].address
     saved = dict(os.environ)
@@ -314,10 +318,8 @@ def _shared_fork_server() -> str | None:
     finally:
         os.environ.clear()
         os.environ.update(saved)
-    if server is None:
-        return None
     _FORK_SERVERS.append(server)
-    return server.address
+    return server.address if server is not None else None
 
 
 def _with_override(options: str, override: str) -> str:
